@@ -1,0 +1,3 @@
+from sperm_edge.cli import main
+
+main()

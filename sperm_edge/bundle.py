@@ -1,0 +1,118 @@
+"""The model bundle: the folder that export writes and the runtime and benchmarks read.
+
+Layout (schema 1)::
+
+    BUNDLE/manifest.json            what is below, with the sha256 and size of every file
+    BUNDLE/model.onnx               FP32 ONNX, dynamic batch axis
+    BUNDLE/model.int8.onnx          optional: INT8 Q/DQ ONNX (signed, symmetric, per-channel weights)
+    BUNDLE/*.engine                 optional: TensorRT engines, one per GPU / TensorRT version / precision
+    BUNDLE/checkpoint.safetensors   the retained PyTorch weights (Grad-CAM++)
+    BUNDLE/checkpoint.json          their checkpoint metadata
+
+manifest.json keys: `format` ("sperm-edge-bundle"), `schema_version`, `arch`, `classes` (in
+output order), `normal_class`, `abnormal_classes`, `preprocess` (PreprocessSpec as a dict),
+`files` ({name: {sha256, size}}), `models` ({precision: {file, ...figures}}, precision in
+"fp32", "int8", "int8_cpu"), `engines` (list of {file, precision, tensorrt, compute_capability,
+max_batch}), `checkpoint` ({weights, meta}), `benchmarks` (list of measured latencies:
+{backend, precision, batch, p50_ms, machine}), `versions`, `created`.
+
+torch-free on purpose: the classify-only runtime loads bundles with this module.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.io import sha256_file
+from sperm_edge.preprocess import PreprocessSpec
+
+FORMAT = "sperm-edge-bundle"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def describe_file(path: Path) -> dict:
+    """The manifest's entry for a file: {sha256, size}."""
+    return {"sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+@dataclass
+class Bundle:
+    """A verified bundle on disk."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def arch(self) -> str:
+        return self.manifest["arch"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def abnormal_classes(self) -> list[str]:
+        return list(self.manifest.get("abnormal_classes", []))
+
+    @property
+    def normal_class(self) -> str | None:
+        return self.manifest.get("normal_class")
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        return PreprocessSpec.from_dict(self.manifest["preprocess"])
+
+    def file(self, name: str) -> Path:
+        if name not in self.manifest["files"]:
+            raise SpermEdgeError(f"bundle {self.path} has no file {name!r}")
+        return self.path / name
+
+    def precisions(self) -> list[str]:
+        return list(self.manifest.get("models", {}))
+
+    def onnx_path(self, precision: str = "fp32") -> Path:
+        models = self.manifest.get("models", {})
+        if precision not in models:
+            raise SpermEdgeError(f"bundle {self.path} has no {precision} model (it has: {', '.join(models) or 'none'})")
+        return self.file(models[precision]["file"])
+
+    def checkpoint_stem(self) -> Path:
+        """Path stem of the retained PyTorch checkpoint (load with sperm_edge.model.checkpoint)."""
+        return self.file(self.manifest["checkpoint"]["weights"]).with_suffix("")
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Open a bundle folder; with `verify`, every listed file must exist with its recorded size and sha256."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not path.is_dir():
+        raise SpermEdgeError(f"bundle folder not found: {path}")
+    if not manifest_path.is_file():
+        raise SpermEdgeError(f"{path} is not a bundle: no {MANIFEST}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SpermEdgeError(f"bundle manifest {manifest_path} is not valid JSON ({err})") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise SpermEdgeError(f"{manifest_path} is not a sperm-edge bundle manifest")
+    if manifest.get("schema_version", 0) > SCHEMA_VERSION:
+        raise SpermEdgeError(
+            f"bundle {path} has schema {manifest['schema_version']}; this sperm-edge reads up to {SCHEMA_VERSION}"
+        )
+    if verify:
+        for name, entry in manifest.get("files", {}).items():
+            target = path / name
+            if not target.is_file():
+                raise SpermEdgeError(f"bundle file missing: {target}")
+            if target.stat().st_size != entry["size"]:
+                raise SpermEdgeError(
+                    f"bundle file {target} has {target.stat().st_size} bytes, expected "
+                    f"{entry['size']} (truncated or altered)"
+                )
+            if sha256_file(target) != entry["sha256"]:
+                raise SpermEdgeError(f"bundle file {target} does not match its sha256 (altered or corrupt)")
+    return Bundle(path=path, manifest=manifest)

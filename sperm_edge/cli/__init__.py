@@ -1,0 +1,37 @@
+"""Command-line entry point: `sperm-edge <command>`. Each stage registers its commands in its own module."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from sperm_edge.cli import train  # noqa: F401  (registers commands)
+from sperm_edge.cli._app import app
+from sperm_edge.errors import SpermEdgeError
+
+console = Console(stderr=True)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; user errors become one red line on stderr and exit code 2."""
+    _setup_logging()
+    try:
+        app(args=argv, prog_name="sperm-edge")
+    except SpermEdgeError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)

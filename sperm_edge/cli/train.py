@@ -1,0 +1,165 @@
+"""`sperm-edge train` and `sperm-edge evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sperm_edge.cli._app import app
+
+console = Console()
+
+
+class RichReporter:
+    """Draws a bar per epoch with the running loss, and a line per finished epoch."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = None
+        self.loss = 0.0
+        self.steps = 0
+
+    def phase_start(self, phase: int, epochs: int, trainable: int, total: int) -> None:
+        what = "backbone frozen: CBAM + head" if trainable < total else "all layers"
+        console.rule(f"phase {phase}: {epochs} epochs, {what}, {trainable:,} of {total:,} parameters trainable")
+
+    def epoch_start(self, phase: int, epoch: int, steps: int) -> None:
+        self.progress.start()
+        self.loss, self.steps = 0.0, 0
+        self.task = self.progress.add_task(f"phase {phase} epoch {epoch}", total=steps, loss=0.0)
+
+    def step(self, loss: float) -> None:
+        self.steps += 1
+        self.loss += (loss - self.loss) / self.steps
+        self.progress.update(self.task, advance=1, loss=self.loss)
+
+    def epoch_end(self, record: dict) -> None:
+        self.progress.remove_task(self.task)
+        self.progress.stop()
+        console.print(
+            f"phase {record['phase']} epoch {record['epoch']:>3}  loss {record['train_loss']:.4f}  "
+            f"val acc {record['val_accuracy']:.3f}  val macro-F1 {record['val_macro_f1']:.3f}  "
+            f"lr {record['lr']:.2e}"
+        )
+
+
+def print_metrics(title: str, metrics: dict) -> None:
+    table = Table(title=title)
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in metrics["per_class"].items():
+        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    console.print(table)
+    console.print(
+        f"accuracy [bold]{metrics['accuracy']:.4f}[/]  macro-F1 [bold]{metrics['macro_f1']:.4f}[/]  "
+        f"ECE {metrics['ece']:.4f}  (n={metrics['n']})"
+    )
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., help="Class-folder data set (one sub-folder per class)."),
+    arch: str = typer.Option("cbam_efficientnet_lite0", help="Architecture name (see `sperm-edge models`)."),
+    out: Path = typer.Option(Path("runs/latest"), help="Run folder to write."),
+    phase1_epochs: int = typer.Option(None, help="Epochs with the backbone frozen (default: the data set preset's)."),
+    phase2_epochs: int = typer.Option(None, help="Epochs with all layers trainable (default: the preset's)."),
+    phase1_lr: float = typer.Option(1e-3, help="Learning rate of phase 1."),
+    phase2_lr: float = typer.Option(2e-4, help="Peak learning rate of phase 2 (warm-up then cosine)."),
+    batch_size: int = typer.Option(32, min=1),
+    img_size: int = typer.Option(None, help="Input size (default: the preset's)."),
+    folds: int = typer.Option(1, min=1, help="Stratified k-fold cross-validation when > 1."),
+    seed: int = typer.Option(0),
+    pretrained: bool = typer.Option(True, help="Start from ImageNet weights (offline for Lite0)."),
+    weights: Path = typer.Option(None, help="Local safetensors weights for the model or its backbone."),
+    balance: str = typer.Option("loss", help="Class balance: loss (weighted), sampler, none."),
+    mixup: float = typer.Option(0.0, help="MixUp Beta(alpha, alpha); 0 disables."),
+    label_smoothing: float = typer.Option(0.0, min=0.0, max=0.5),
+    patience: int = typer.Option(8, min=1, help="Early-stopping patience in epochs (validation macro-F1)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
+) -> None:
+    """Fit a model in two phases (frozen backbone, then all layers) and test the best epoch."""
+    from sperm_edge.errors import SpermEdgeError
+    from sperm_edge.model import get_entry
+    from sperm_edge.train.config import TrainConfig
+    from sperm_edge.train.run import train as run_training
+
+    get_entry(arch)
+    if balance not in ("loss", "sampler", "none"):
+        raise SpermEdgeError(f"--balance must be loss, sampler or none, not {balance!r}")
+    cfg = TrainConfig(
+        data=str(data),
+        arch=arch,
+        out=str(out),
+        phase1_epochs=phase1_epochs,
+        phase2_epochs=phase2_epochs,
+        phase1_lr=phase1_lr,
+        phase2_lr=phase2_lr,
+        batch_size=batch_size,
+        img_size=img_size,
+        seed=seed,
+        pretrained=pretrained,
+        weights=str(weights) if weights else None,
+        balance=balance,
+        mixup=mixup,
+        label_smoothing=label_smoothing,
+        patience=patience,
+        device=device,
+    )
+    result = run_training(cfg, folds=folds, resume=resume, reporter=RichReporter())
+    if folds > 1:
+        console.print(
+            f"{folds}-fold accuracy [bold]{result['accuracy']['mean']:.4f} ± {result['accuracy']['std']:.4f}"
+            f"[/]  macro-F1 [bold]{result['macro_f1']['mean']:.4f} ± {result['macro_f1']['std']:.4f}[/]"
+        )
+        console.print(f"written: {out}/fold-*/, {out}/cv.json")
+    else:
+        print_metrics(f"test split of {data}", result)
+        console.print(f"written: {out}/best.safetensors, best.json, metrics.json, curves.png, confusion.png")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="Run folder or its best.safetensors."),
+    data: Path = typer.Option(..., help="Labelled class-folder data set."),
+    json_out: Path = typer.Option(None, "--json", help="Write the metrics here (and a confusion PNG beside it)."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Accuracy, macro-F1, per-class scores, confusion matrix and calibration of a checkpoint."""
+    from sperm_edge.train.run import evaluate as run_evaluate
+
+    report = run_evaluate(checkpoint, data, json_out, device)
+    print_metrics(f"{checkpoint} on {data}", report)
+    if json_out:
+        console.print(f"written: {json_out}, {json_out.with_suffix('.png')}")
+
+
+@app.command()
+def models() -> None:
+    """List the architectures and their preprocessing."""
+    from sperm_edge.model.registry import _REGISTRY
+
+    table = Table(title="architectures")
+    for column in ("name", "input", "mean/std", "ImageNet weights", "description"):
+        table.add_column(column)
+    for entry in _REGISTRY.values():
+        table.add_row(
+            entry.name,
+            str(entry.default_img_size),
+            f"{entry.mean[0]}/{entry.std[0]}",
+            entry.pretrained or "none",
+            entry.description,
+        )
+    console.print(table)

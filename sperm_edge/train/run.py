@@ -1,0 +1,101 @@
+"""Entry points of the train stage: one split or stratified k-fold, and evaluation of a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from sperm_edge.data.folder import load_image_folder
+from sperm_edge.data.splits import kfold_splits, train_val_test_split
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.io import atomic_write_json
+from sperm_edge.metrics import classification_report
+from sperm_edge.model.checkpoint import load_checkpoint, read_meta
+from sperm_edge.model.inference import pick_device, predict_probs
+from sperm_edge.train.config import TrainConfig
+from sperm_edge.train.plots import plot_confusion
+from sperm_edge.train.trainer import Reporter, Trainer
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: TrainConfig, folds: int = 1, resume: bool = False, reporter: Reporter | None = None) -> dict:
+    """Train on `cfg.data` into `cfg.out`; with `folds` > 1, one run per fold plus `cv.json`."""
+    out = Path(cfg.out)
+    if resume:
+        cfg = _saved_config(out, folds)
+    elif out.exists() and any(out.iterdir()):
+        raise SpermEdgeError(f"run folder {out} already exists; choose another --out or pass --resume")
+    dataset = load_image_folder(cfg.data)
+    log.info(
+        "%s: %d images in %d classes %s (preset %s)",
+        dataset.root,
+        len(dataset),
+        len(dataset.classes),
+        dataset.classes,
+        dataset.preset.name,
+    )
+    if folds <= 1:
+        split = train_val_test_split(
+            dataset.labels, dataset.pixel_hashes, cfg.seed, cfg.val_fraction, cfg.test_fraction
+        )
+        return Trainer(cfg, dataset, split, out, reporter).fit(resume=resume)
+    results = []
+    for fold, split in enumerate(
+        kfold_splits(dataset.labels, dataset.pixel_hashes, folds, cfg.seed, cfg.val_fraction), start=1
+    ):
+        fold_dir = out / f"fold-{fold}"
+        if (fold_dir / "metrics.json").is_file():
+            log.info("fold %d already done, reusing %s", fold, fold_dir)
+            results.append(json.loads((fold_dir / "metrics.json").read_text()))
+            continue
+        log.info(
+            "fold %d of %d: %d train, %d val, %d test", fold, folds, *(len(split[k]) for k in ("train", "val", "test"))
+        )
+        fold_resume = resume and (fold_dir / "last.json").is_file()
+        results.append(Trainer(cfg, dataset, split, fold_dir, reporter).fit(resume=fold_resume))
+    summary = summarize_folds(results)
+    atomic_write_json(out / "cv.json", summary)
+    return summary
+
+
+def summarize_folds(results: list[dict]) -> dict:
+    """Mean and sample std of accuracy and macro-F1 over folds, and per-class F1 means."""
+    summary: dict = {"folds": len(results)}
+    for key in ("accuracy", "macro_f1"):
+        values = np.array([r[key] for r in results])
+        summary[key] = {
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "per_fold": values.tolist(),
+        }
+    classes = results[0]["classes"]
+    summary["per_class_f1"] = {c: float(np.mean([r["per_class"][c]["f1"] for r in results])) for c in classes}
+    return summary
+
+
+def _saved_config(out: Path, folds: int) -> TrainConfig:
+    candidates = [out / "last.json", *sorted(out.glob("fold-*/last.json"))] if folds > 1 else [out / "last.json"]
+    for path in candidates:
+        if path.is_file():
+            return TrainConfig.from_dict(read_meta(path)["config"])
+    raise SpermEdgeError(f"nothing to resume in {out}: no last.json (was the run started there?)")
+
+
+def evaluate(
+    checkpoint: str | Path, data: str | Path, out_json: str | Path | None = None, device: str = "auto"
+) -> dict:
+    """Metrics of a checkpoint on a labelled class folder; also writes a confusion PNG beside `out_json`."""
+    ckpt = load_checkpoint(checkpoint)
+    dataset = load_image_folder(data, classes=ckpt.classes, min_classes=1)
+    model = ckpt.build_model().to(pick_device(device))
+    probs = predict_probs(model, dataset.images, ckpt.preprocess)
+    report = classification_report(dataset.labels, probs, ckpt.classes)
+    report["skipped"] = dataset.skipped
+    if out_json is not None:
+        atomic_write_json(out_json, report)
+        plot_confusion(np.array(report["confusion_matrix"]), ckpt.classes, Path(out_json).with_suffix(".png"))
+    return report

@@ -1,0 +1,335 @@
+"""Two-phase fit of a classifier, after the reference paper's freeze-then-unfreeze recipe.
+
+Phase 1 trains CBAM and the head on a frozen ImageNet backbone (its BatchNorm statistics frozen
+too); phase 2 unfreezes everything at a lower rate with linear warm-up and cosine decay. Each epoch
+is checkpointed atomically (`last.*`); the best validation macro-F1 becomes `best.*`. A model with
+no pretrained backbone (SimpleCNN, or --no-pretrained) has nothing worth freezing, so both its
+phases train all layers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from sperm_edge.data.augment import AugmentConfig
+from sperm_edge.data.folder import ImageFolder
+from sperm_edge.data.presets import abnormal_classes
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.io import atomic_write_json
+from sperm_edge.metrics import classification_report, softmax
+from sperm_edge.model import create_model, get_entry
+from sperm_edge.model.checkpoint import save_checkpoint
+from sperm_edge.model.inference import pick_device
+from sperm_edge.train.config import TrainConfig
+from sperm_edge.train.dataset import TensorImages
+from sperm_edge.train.plots import plot_confusion, plot_curves
+from sperm_edge.train.resume import load_optimizer, save_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class Reporter(Protocol):
+    """What the trainer tells whoever shows progress (the CLI draws rich bars from it)."""
+
+    def phase_start(self, phase: int, epochs: int, trainable: int, total: int) -> None: ...
+    def epoch_start(self, phase: int, epoch: int, steps: int) -> None: ...
+    def step(self, loss: float) -> None: ...
+    def epoch_end(self, record: dict) -> None: ...
+
+
+class SilentReporter:
+    def phase_start(self, phase: int, epochs: int, trainable: int, total: int) -> None:
+        log.info("phase %d: %d epochs, %s of %s parameters trainable", phase, epochs, f"{trainable:,}", f"{total:,}")
+
+    def epoch_start(self, phase: int, epoch: int, steps: int) -> None:
+        pass
+
+    def step(self, loss: float) -> None:
+        pass
+
+    def epoch_end(self, record: dict) -> None:
+        log.info(
+            "phase %(phase)d epoch %(epoch)d: loss %(train_loss).4f val acc %(val_accuracy).3f "
+            "val macro-F1 %(val_macro_f1).3f",
+            record,
+        )
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in `last.json` so `--resume` continues from the next epoch."""
+
+    phase: int = 1
+    epoch: int = 0  # epochs completed in the current phase
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Phase:
+    number: int
+    epochs: int
+    lr: float
+    warmup: int
+    freeze_backbone: bool
+
+
+def _set_trainable(model: nn.Module, freeze_backbone: bool) -> tuple[int, int]:
+    for param in model.backbone.parameters():
+        param.requires_grad = not freeze_backbone
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def _train_mode(model: nn.Module, freeze_backbone: bool) -> None:
+    model.train()
+    if freeze_backbone:
+        model.backbone.eval()  # frozen BatchNorm keeps the ImageNet statistics
+
+
+def _lr_at(phase: Phase, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up over `phase.warmup` epochs, then cosine decay to 1% of the rate."""
+    total = max(phase.epochs * steps_per_epoch, 1)
+    warm = min(phase.warmup * steps_per_epoch, total - 1)
+    if step < warm:
+        return phase.lr * (step + 1) / warm
+    progress = (step - warm) / max(total - warm, 1)
+    return phase.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def _class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = len(labels) / (num_classes * np.maximum(counts, 1.0))
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
+@torch.inference_mode()
+def _predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    logits, labels = [], []
+    for images, targets in loader:
+        images = images.to(device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            logits.append(model(images).float().cpu().numpy())
+        labels.append(targets.numpy())
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+class Trainer:
+    """Fits one model on one split of an ImageFolder and writes a run folder."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        dataset: ImageFolder,
+        split: dict[str, list[int]],
+        out: Path,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.cfg, self.dataset, self.split, self.out = cfg, dataset, split, Path(out)
+        self.reporter = reporter or SilentReporter()
+        self.entry = get_entry(cfg.arch)
+        preset = dataset.preset
+        self.spec = self.entry.preprocess(cfg.img_size or (preset.img_size if preset.classes else None))
+        self.device = pick_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.model = create_model(
+            cfg.arch, len(dataset.classes), pretrained=cfg.pretrained and cfg.weights is None, weights=cfg.weights
+        )
+        self.model = self.model.to(self.device).to(memory_format=torch.channels_last)
+        pretrained = (cfg.pretrained and self.entry.pretrained is not None) or cfg.weights is not None
+        p1 = cfg.phase1_epochs if cfg.phase1_epochs is not None else preset.phase1_epochs
+        p2 = cfg.phase2_epochs if cfg.phase2_epochs is not None else preset.phase2_epochs
+        self.phases = [
+            Phase(1, p1, cfg.phase1_lr, 0, freeze_backbone=pretrained),
+            Phase(2, p2, cfg.phase2_lr, cfg.warmup_epochs, freeze_backbone=False),
+        ]
+        for name in ("train", "val", "test"):
+            if not split.get(name):
+                raise SpermEdgeError(f"the {name} split of {dataset.root} is empty; the data set is too small")
+        train_labels = [dataset.labels[i] for i in split["train"]]
+        self.train_set = TensorImages(
+            [dataset.images[i] for i in split["train"]], train_labels, self.spec, AugmentConfig(), seed=cfg.seed
+        )
+        self.val_set = self._eval_set("val")
+        self.test_set = self._eval_set("test")
+        weights = _class_weights(train_labels, len(dataset.classes))
+        self.criterion = nn.CrossEntropyLoss(
+            weight=weights.to(self.device) if cfg.balance == "loss" else None, label_smoothing=cfg.label_smoothing
+        )
+        self.sample_weights = weights[torch.as_tensor(train_labels)] if cfg.balance == "sampler" else None
+
+    def _eval_set(self, name: str) -> TensorImages:
+        idx = self.split[name]
+        return TensorImages([self.dataset.images[i] for i in idx], [self.dataset.labels[i] for i in idx], self.spec)
+
+    def _loader(self, dataset: TensorImages, train: bool, epoch: int = 0) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
+        sampler = None
+        if train and self.sample_weights is not None:
+            sampler = WeightedRandomSampler(self.sample_weights, len(dataset), generator=generator)
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            generator=generator,
+            drop_last=train and len(dataset) > self.cfg.batch_size,
+        )
+
+    def _meta(self, progress: Progress, metrics: dict | None = None) -> dict:
+        preset = self.dataset.preset
+        return {
+            "arch": self.cfg.arch,
+            "classes": self.dataset.classes,
+            "normal_class": preset.normal_class,
+            "abnormal_classes": abnormal_classes(self.dataset.classes, preset.normal_class),
+            "preset": preset.name,
+            "preprocess": self.spec.to_dict(),
+            "config": self.cfg.to_dict(),
+            "progress": progress.__dict__,
+            "metrics": metrics or {},
+            "split": {
+                "seed": self.cfg.seed,
+                "data": str(self.dataset.root.resolve()),
+                **{name: [self.dataset.relative_paths()[i] for i in idx] for name, idx in self.split.items()},
+            },
+        }
+
+    def fit(self, resume: bool = False) -> dict:
+        """Run both phases (continuing from `last.*` when resuming), then test the best model."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        progress = self._restore() if resume else Progress()
+        for phase in self.phases:
+            if phase.number < progress.phase or phase.epochs == 0:
+                continue
+            if phase.number > progress.phase:
+                progress.phase, progress.epoch, progress.bad_epochs = phase.number, 0, 0
+            self._run_phase(phase, progress, resume and progress.epoch > 0)
+        return self._finish(progress)
+
+    def _optimizer(self, phase: Phase) -> torch.optim.Optimizer:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=phase.lr, weight_decay=self.cfg.weight_decay)
+
+    def _run_phase(self, phase: Phase, progress: Progress, resumed: bool) -> None:
+        trainable, total = _set_trainable(self.model, phase.freeze_backbone)
+        self.reporter.phase_start(phase.number, phase.epochs, trainable, total)
+        optimizer = self._optimizer(phase)
+        if resumed:
+            load_optimizer(self.out / "last.optim.safetensors", optimizer)
+        scaler = torch.amp.GradScaler(enabled=self.device.type == "cuda")
+        while progress.epoch < phase.epochs and progress.bad_epochs < self.cfg.patience:
+            epoch = progress.epoch
+            self.train_set.epoch = phase.number * 10_000 + epoch
+            loader = self._loader(self.train_set, train=True, epoch=self.train_set.epoch)
+            self.reporter.epoch_start(phase.number, epoch + 1, len(loader))
+            loss = self._train_epoch(phase, loader, optimizer, scaler, epoch)
+            logits, labels = _predict(self.model, self._loader(self.val_set, train=False), self.device)
+            val = classification_report(labels, softmax(logits), self.dataset.classes)
+            progress.epoch += 1
+            record = {
+                "phase": phase.number,
+                "epoch": progress.epoch,
+                "train_loss": loss,
+                "val_accuracy": val["accuracy"],
+                "val_macro_f1": val["macro_f1"],
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+            progress.history.append(record)
+            if val["macro_f1"] > progress.best_f1:
+                progress.best_f1, progress.best_epoch, progress.bad_epochs = val["macro_f1"], len(progress.history), 0
+                save_checkpoint(self.out / "best", self.model, self._meta(progress, {"val": val}))
+            else:
+                progress.bad_epochs += 1
+            save_checkpoint(self.out / "last", self.model, self._meta(progress))
+            save_optimizer(self.out / "last.optim.safetensors", optimizer)
+            self.reporter.epoch_end(record)
+        if progress.bad_epochs >= self.cfg.patience:
+            log.info(
+                "phase %d stopped early: no better validation macro-F1 for %d epochs", phase.number, self.cfg.patience
+            )
+
+    def _train_epoch(
+        self,
+        phase: Phase,
+        loader: DataLoader,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        epoch: int,
+    ) -> float:
+        _train_mode(self.model, phase.freeze_backbone)
+        rng = np.random.default_rng((self.cfg.seed, phase.number, epoch))
+        total, count = 0.0, 0
+        for step, (images, targets) in enumerate(loader):
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(phase, epoch * len(loader) + step, len(loader))
+            images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+            targets = targets.to(self.device)
+            with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+                loss = self._loss(images, targets, rng)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += loss.item() * len(targets)
+            count += len(targets)
+            self.reporter.step(loss.item())
+        return total / max(count, 1)
+
+    def _loss(self, images: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        if self.cfg.mixup <= 0:
+            return self.criterion(self.model(images), targets)
+        lam = float(rng.beta(self.cfg.mixup, self.cfg.mixup))
+        perm = torch.randperm(len(targets), device=images.device)
+        logits = self.model(lam * images + (1 - lam) * images[perm])
+        return lam * self.criterion(logits, targets) + (1 - lam) * self.criterion(logits, targets[perm])
+
+    def _restore(self) -> Progress:
+        from sperm_edge.model.checkpoint import load_checkpoint
+
+        if not (self.out / "last.json").is_file():
+            raise SpermEdgeError(f"nothing to resume in {self.out}: no last.json (was the run started there?)")
+        last = load_checkpoint(self.out / "last")
+        self.model.load_state_dict(last.state_dict)
+        progress = Progress(**last.meta["progress"])
+        log.info("resuming %s at phase %d after epoch %d", self.out, progress.phase, progress.epoch)
+        return progress
+
+    def _finish(self, progress: Progress) -> dict:
+        from sperm_edge.model.checkpoint import load_checkpoint
+
+        best = load_checkpoint(self.out / "best")
+        self.model.load_state_dict(best.state_dict)
+        logits, labels = _predict(self.model, self._loader(self.test_set, train=False), self.device)
+        test = classification_report(labels, softmax(logits), self.dataset.classes)
+        test["best_epoch"] = progress.best_epoch
+        meta = best.meta
+        meta["metrics"]["test"] = test
+        save_checkpoint(
+            self.out / "best",
+            self.model,
+            {
+                k: v
+                for k, v in meta.items()
+                if k not in ("format", "schema_version", "weights_file", "weights_sha256", "versions")
+            },
+        )
+        atomic_write_json(self.out / "metrics.json", test)
+        atomic_write_json(self.out / "history.json", progress.history)
+        atomic_write_json(self.out / "split.json", meta["split"])
+        plot_curves(progress.history, self.out / "curves.png")
+        plot_confusion(np.array(test["confusion_matrix"]), self.dataset.classes, self.out / "confusion.png")
+        atomic_write_json(self.out / "skipped.json", self.dataset.skipped)
+        return test

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import cv2
+import matplotlib.cbook
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.model import create_model, list_models
+from sperm_edge.model.cbam import CBAM
+from sperm_edge.model.weights import lite0_state_dict
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_architecture_maps_a_batch_to_class_logits(name: str) -> None:
+    model = create_model(name, num_classes=4).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, 4)
+    assert hasattr(model, "backbone") and hasattr(model, "attention") and hasattr(model, "head")
+
+
+def test_cbam_keeps_shape_and_reweights_its_input() -> None:
+    torch.manual_seed(0)
+    cbam = CBAM(64).eval()
+    x = torch.randn(2, 64, 7, 7)
+    with torch.no_grad():
+        y = cbam(x)
+    assert y.shape == x.shape
+    assert not torch.allclose(x, y)
+    ratio = y / x
+    # attention weights are in (0, 1) and differ between positions and channels
+    assert float(ratio.min()) > 0 and float(ratio.max()) < 1
+    assert float(ratio.std()) > 1e-3
+
+
+def test_unknown_architecture_lists_the_valid_names() -> None:
+    with pytest.raises(SpermEdgeError, match="unknown architecture 'resnet9'.*cbam_efficientnet_lite0"):
+        create_model("resnet9", num_classes=3)
+
+
+def test_offline_lite0_weights_recognise_an_imagenet_photo() -> None:
+    """Google's Lite0 weights mapped onto timm predict 'military uniform' (652) for Grace Hopper."""
+    model = timm.create_model("tf_efficientnet_lite0").eval()
+    model.load_state_dict(lite0_state_dict(model))
+    path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    image = cv2.resize(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), (224, 224), interpolation=cv2.INTER_AREA)
+    x = torch.from_numpy((image.astype(np.float32) / 255 - 0.5) / 0.5).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        probs = model(x).softmax(1)[0]
+    assert int(probs.argmax()) == 652
+    assert float(probs[652]) > 0.3
+
+
+def test_pretrained_lite0_backbone_differs_from_random_init() -> None:
+    torch.manual_seed(0)
+    random = create_model("cbam_efficientnet_lite0", 4)
+    torch.manual_seed(0)
+    loaded = create_model("cbam_efficientnet_lite0", 4, pretrained=True)
+    stem = "backbone.conv_stem.weight"
+    assert not torch.equal(random.state_dict()[stem], loaded.state_dict()[stem])
+
+
+def test_local_safetensors_weights_load_and_bad_files_are_refused(tmp_path) -> None:
+    source = create_model("simple_cnn", 3)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    target = create_model("simple_cnn", 3, weights=path)
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, target.state_dict()[key])
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(SpermEdgeError, match="not a valid safetensors"):
+        create_model("simple_cnn", 3, weights=bad)
+    with pytest.raises(SpermEdgeError, match="match neither"):
+        create_model("cbam_efficientnet_lite0", 3, weights=path)

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sperm_edge.data.folder import load_image_folder
+from sperm_edge.data.splits import train_val_test_split
+from sperm_edge.model.checkpoint import load_checkpoint
+from sperm_edge.train.config import TrainConfig
+from sperm_edge.train.run import train
+from sperm_edge.train.trainer import SilentReporter, Trainer
+from tests.conftest import run_cli
+
+
+def _cfg(data, out, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), arch="simple_cnn", phase1_epochs=1, phase2_epochs=2, img_size=32,
+                batch_size=8, patience=10)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_phase_one_freezes_the_backbone_and_phase_two_trains_it(tiny_folder, tmp_path) -> None:
+    data = load_image_folder(tiny_folder)
+    split = train_val_test_split(data.labels, data.pixel_hashes, 0)
+    cfg = _cfg(tiny_folder, tmp_path / "run", arch="cbam_efficientnet_lite0", img_size=32)
+    trainer = Trainer(cfg, data, split, tmp_path / "run")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    grads: dict[int, tuple[bool, bool]] = {}
+
+    class Watch(SilentReporter):
+        def epoch_end(self, record: dict) -> None:
+            model = trainer.model
+            backbone_grad = any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+            head_grad = any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.attention.parameters())
+            grads[record["phase"]] = (backbone_grad, head_grad)
+            if record["phase"] == 1:
+                for key, value in model.backbone.state_dict().items():  # BN statistics frozen too
+                    assert torch.equal(value, before[f"backbone.{key}"]), key
+
+    trainer.cfg.phase2_epochs = 1
+    trainer.phases[1].epochs = 1
+    trainer.reporter = Watch()
+    trainer.fit()
+    assert grads[1] == (False, True)
+    assert grads[2] == (True, True)
+
+
+def test_resume_after_interruption_reaches_the_same_epoch_count(tiny_folder, tmp_path) -> None:
+    class Interrupt(SilentReporter):
+        def epoch_end(self, record: dict) -> None:
+            if record["phase"] == 2:
+                raise KeyboardInterrupt
+
+    cfg = _cfg(tiny_folder, tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, reporter=Interrupt())
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    train(cfg, resume=True)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [(r["phase"], r["epoch"]) for r in history] == [(1, 1), (2, 1), (2, 2)]
+
+    train(_cfg(tiny_folder, tmp_path / "straight"))
+    straight = json.loads((tmp_path / "straight" / "history.json").read_text())
+    assert len(straight) == len(history)
+
+
+def test_train_cli_writes_checkpoint_metrics_and_plots_and_evaluate_reads_them(tiny_folder, tmp_path) -> None:
+    out = tmp_path / "run"
+    code = run_cli(["train", "--data", str(tiny_folder), "--arch", "simple_cnn", "--out", str(out),
+                    "--phase1-epochs", "1", "--phase2-epochs", "3", "--img-size", "32", "--batch-size", "8"])
+    assert code == 0
+    for name in ("best.safetensors", "best.json", "metrics.json", "curves.png", "confusion.png", "split.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"accuracy", "macro_f1", "per_class", "confusion_matrix"} <= set(metrics)
+    ckpt = load_checkpoint(out)
+    assert ckpt.classes == ["alpha", "beta", "gamma"] and ckpt.preprocess.img_size == 32
+    assert set(ckpt.meta["split"]) >= {"train", "val", "test", "seed"}
+    report = tmp_path / "eval.json"
+    assert run_cli(["evaluate", str(out / "best.safetensors"), "--data", str(tiny_folder), "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["n"] == 36 and report.with_suffix(".png").is_file()
+
+
+def test_kfold_writes_one_folder_per_fold_and_a_summary(tiny_folder, tmp_path) -> None:
+    summary = train(_cfg(tiny_folder, tmp_path / "cv", phase2_epochs=1), folds=3)
+    assert summary["folds"] == 3 and len(summary["accuracy"]["per_fold"]) == 3
+    for fold in (1, 2, 3):
+        assert (tmp_path / "cv" / f"fold-{fold}" / "metrics.json").is_file()
+    assert json.loads((tmp_path / "cv" / "cv.json").read_text())["macro_f1"]["std"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--data", "{missing}", "--out", "{out}"], "data folder not found"),
+        (["train", "--data", "{tiny}", "--arch", "resnet9", "--out", "{out}"], "unknown architecture"),
+        (["evaluate", "{junk}", "--data", "{tiny}"], "not a sperm-edge checkpoint"),
+        (["evaluate", "{missing}", "--data", "{tiny}"], "checkpoint file not found"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_code_2(tiny_folder, tmp_path, capsys, args, message) -> None:
+    (tmp_path / "junk.json").write_text("{}")
+    (tmp_path / "junk.safetensors").write_bytes(b"x")
+    subs = {"{missing}": str(tmp_path / "nope"), "{out}": str(tmp_path / "o"), "{tiny}": str(tiny_folder),
+            "{junk}": str(tmp_path / "junk.safetensors")}
+    assert run_cli([subs.get(a, a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_truncated_checkpoint_is_refused(tiny_folder, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    train(_cfg(tiny_folder, out, phase2_epochs=1))
+    weights = out / "best.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert run_cli(["evaluate", str(out), "--data", str(tiny_folder)]) == 2
+    assert "truncated or altered" in capsys.readouterr().err
