@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sperm_edge.cli._app import app
+from sperm_edge.train.config import TrainConfig
 
 console = Console()
 
@@ -75,9 +76,9 @@ def train(
     out: Path = typer.Option(Path("runs/latest"), help="Run folder to write."),
     phase1_epochs: int = typer.Option(None, help="Epochs with the backbone frozen (default: the data set preset's)."),
     phase2_epochs: int = typer.Option(None, help="Epochs with all layers trainable (default: the preset's)."),
-    phase1_lr: float = typer.Option(1e-3, help="Learning rate of phase 1."),
-    phase2_lr: float = typer.Option(2e-4, help="Peak learning rate of phase 2 (warm-up then cosine)."),
-    batch_size: int = typer.Option(32, min=1),
+    phase1_lr: float = typer.Option(TrainConfig.phase1_lr, help="Learning rate of phase 1."),
+    phase2_lr: float = typer.Option(TrainConfig.phase2_lr, help="Peak learning rate of phase 2 (warm-up then cosine)."),
+    batch_size: int = typer.Option(TrainConfig.batch_size, min=1),
     img_size: int = typer.Option(None, help="Input size (default: the preset's)."),
     folds: int = typer.Option(1, min=1, help="Stratified k-fold cross-validation when > 1."),
     seed: int = typer.Option(0),
@@ -86,14 +87,13 @@ def train(
     balance: str = typer.Option("loss", help="Class balance: loss (weighted), sampler, none."),
     mixup: float = typer.Option(0.0, help="MixUp Beta(alpha, alpha); 0 disables."),
     label_smoothing: float = typer.Option(0.0, min=0.0, max=0.5),
-    patience: int = typer.Option(8, min=1, help="Early-stopping patience in epochs (validation macro-F1)."),
+    patience: int = typer.Option(TrainConfig.patience, min=1, help="Early-stopping patience in epochs (validation macro-F1)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
 ) -> None:
     """Fit a model in two phases (frozen backbone, then all layers) and test the best epoch."""
     from sperm_edge.errors import SpermEdgeError
     from sperm_edge.model import get_entry
-    from sperm_edge.train.config import TrainConfig
     from sperm_edge.train.run import train as run_training
 
     get_entry(arch)

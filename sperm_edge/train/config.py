@@ -12,11 +12,11 @@ class TrainConfig:
     out: str = "runs/latest"
     phase1_epochs: int | None = None  # None: the data set preset's default
     phase2_epochs: int | None = None
-    phase1_lr: float = 1e-3
-    phase2_lr: float = 2e-4
-    warmup_epochs: int = 1
+    phase1_lr: float = 3e-3
+    phase2_lr: float = 3e-4
+    warmup_epochs: int = 2
     weight_decay: float = 1e-4
-    batch_size: int = 32
+    batch_size: int = 16
     img_size: int | None = None  # None: the preset's size
     seed: int = 0
     pretrained: bool = True

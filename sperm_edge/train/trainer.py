@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -73,6 +74,7 @@ class Progress:
     best_f1: float = -1.0
     best_epoch: int = 0
     bad_epochs: int = 0
+    seconds: float = 0.0  # training wall time, summed over resumed sessions
     history: list[dict] = field(default_factory=list)
 
 
@@ -235,10 +237,12 @@ class Trainer:
             self.train_set.epoch = phase.number * 10_000 + epoch
             loader = self._loader(self.train_set, train=True, epoch=self.train_set.epoch)
             self.reporter.epoch_start(phase.number, epoch + 1, len(loader))
+            started = time.perf_counter()
             loss = self._train_epoch(phase, loader, optimizer, scaler, epoch)
             logits, labels = _predict(self.model, self._loader(self.val_set, train=False), self.device)
             val = classification_report(labels, softmax(logits), self.dataset.classes)
             progress.epoch += 1
+            progress.seconds += time.perf_counter() - started
             record = {
                 "phase": phase.number,
                 "epoch": progress.epoch,
@@ -315,6 +319,7 @@ class Trainer:
         logits, labels = _predict(self.model, self._loader(self.test_set, train=False), self.device)
         test = classification_report(labels, softmax(logits), self.dataset.classes)
         test["best_epoch"] = progress.best_epoch
+        test["train_seconds"] = round(progress.seconds, 1)
         meta = best.meta
         meta["metrics"]["test"] = test
         save_checkpoint(
