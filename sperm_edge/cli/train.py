@@ -87,7 +87,7 @@ def train(
     balance: str = typer.Option("loss", help="Class balance: loss (weighted), sampler, none."),
     mixup: float = typer.Option(0.0, help="MixUp Beta(alpha, alpha); 0 disables."),
     label_smoothing: float = typer.Option(0.0, min=0.0, max=0.5),
-    patience: int = typer.Option(TrainConfig.patience, min=1, help="Early-stopping patience in epochs (validation macro-F1)."),
+    patience: int = typer.Option(TrainConfig.patience, min=1, help="Early-stopping patience (epochs, val macro-F1)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
 ) -> None:

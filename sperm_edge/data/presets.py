@@ -23,8 +23,8 @@ PRESETS: dict[str, Preset] = {
         "01_Normal",
         "131x131 (a few 131 wide, 118-127 high)",
         phase1_epochs=5,
-        phase2_epochs=30,
-        img_size=160,
+        phase2_epochs=20,
+        img_size=128,
     ),
     "smids": Preset(
         "smids",

@@ -13,7 +13,7 @@ class TrainConfig:
     phase1_epochs: int | None = None  # None: the data set preset's default
     phase2_epochs: int | None = None
     phase1_lr: float = 3e-3
-    phase2_lr: float = 3e-4
+    phase2_lr: float = 1e-4
     warmup_epochs: int = 2
     weight_decay: float = 1e-4
     batch_size: int = 16

@@ -1,10 +1,14 @@
 """Two-phase fit of a classifier, after the reference paper's freeze-then-unfreeze recipe.
 
-Phase 1 trains CBAM and the head on a frozen ImageNet backbone (its BatchNorm statistics frozen
-too); phase 2 unfreezes everything at a lower rate with linear warm-up and cosine decay. Each epoch
-is checkpointed atomically (`last.*`); the best validation macro-F1 becomes `best.*`. A model with
-no pretrained backbone (SimpleCNN, or --no-pretrained) has nothing worth freezing, so both its
-phases train all layers.
+Phase 1 trains CBAM and the head on a frozen ImageNet backbone; phase 2 unfreezes everything at a
+lower rate with linear warm-up and cosine decay. Each epoch is checkpointed atomically (`last.*`);
+the best validation macro-F1 becomes `best.*`. A model with no pretrained backbone (SimpleCNN, or
+--no-pretrained) has nothing worth freezing, so both its phases train all layers.
+
+A pretrained backbone keeps its BatchNorm running statistics in both phases (its affine weights
+train in phase 2): with batches of 16 smear crops, switching BatchNorm to batch statistics at the
+start of phase 2 made the loss jump back to chance level on HuSHeM, and adapting them already in
+phase 1 slowed phase 1 down.
 """
 
 from __future__ import annotations
@@ -94,12 +98,6 @@ def _set_trainable(model: nn.Module, freeze_backbone: bool) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
-def _train_mode(model: nn.Module, freeze_backbone: bool) -> None:
-    model.train()
-    if freeze_backbone:
-        model.backbone.eval()  # frozen BatchNorm keeps the ImageNet statistics
-
-
 def _lr_at(phase: Phase, step: int, steps_per_epoch: int) -> float:
     """Linear warm-up over `phase.warmup` epochs, then cosine decay to 1% of the rate."""
     total = max(phase.epochs * steps_per_epoch, 1)
@@ -150,11 +148,11 @@ class Trainer:
             cfg.arch, len(dataset.classes), pretrained=cfg.pretrained and cfg.weights is None, weights=cfg.weights
         )
         self.model = self.model.to(self.device).to(memory_format=torch.channels_last)
-        pretrained = (cfg.pretrained and self.entry.pretrained is not None) or cfg.weights is not None
+        self.pretrained = (cfg.pretrained and self.entry.pretrained is not None) or cfg.weights is not None
         p1 = cfg.phase1_epochs if cfg.phase1_epochs is not None else preset.phase1_epochs
         p2 = cfg.phase2_epochs if cfg.phase2_epochs is not None else preset.phase2_epochs
         self.phases = [
-            Phase(1, p1, cfg.phase1_lr, 0, freeze_backbone=pretrained),
+            Phase(1, p1, cfg.phase1_lr, 0, freeze_backbone=self.pretrained),
             Phase(2, p2, cfg.phase2_lr, cfg.warmup_epochs, freeze_backbone=False),
         ]
         for name in ("train", "val", "test"):
@@ -273,7 +271,11 @@ class Trainer:
         scaler: torch.amp.GradScaler,
         epoch: int,
     ) -> float:
-        _train_mode(self.model, phase.freeze_backbone)
+        self.model.train()
+        if self.pretrained:
+            for module in self.model.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         rng = np.random.default_rng((self.cfg.seed, phase.number, epoch))
         total, count = 0.0, 0
         for step, (images, targets) in enumerate(loader):

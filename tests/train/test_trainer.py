@@ -35,8 +35,8 @@ def test_phase_one_freezes_the_backbone_and_phase_two_trains_it(tiny_folder, tmp
             backbone_grad = any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
             head_grad = any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.attention.parameters())
             grads[record["phase"]] = (backbone_grad, head_grad)
-            if record["phase"] == 1:
-                for key, value in model.backbone.state_dict().items():  # BN statistics frozen too
+            if record["phase"] == 1:  # weights and BatchNorm statistics untouched
+                for key, value in model.backbone.state_dict().items():
                     assert torch.equal(value, before[f"backbone.{key}"]), key
 
     trainer.cfg.phase2_epochs = 1
