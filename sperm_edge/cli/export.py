@@ -1,0 +1,158 @@
+"""`sperm-edge export`: checkpoint -> bundle (FP32 ONNX, optional INT8 and TensorRT engines)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sperm_edge.cli._app import app
+
+console = Console()
+
+EXIT_INT8_REFUSED = 3
+
+
+class StepReporter:
+    """A spinner on the running step and a tick with its duration when it ends."""
+
+    def __init__(self) -> None:
+        self.status = console.status("")
+        self.name: str | None = None
+        self.started = 0.0
+
+    def __enter__(self) -> StepReporter:
+        self.status.start()
+        return self
+
+    def step(self, name: str) -> None:
+        self._close()
+        self.name, self.started = name, time.perf_counter()
+        self.status.update(f"{name} …")
+
+    def _close(self) -> None:
+        if self.name:
+            console.print(f"[green]✓[/] {self.name} [dim]({time.perf_counter() - self.started:.1f} s)[/]")
+            self.name = None
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        if exc_type is None:
+            self._close()
+        self.status.stop()
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.2f}%"
+
+
+def print_summary(manifest: dict, rejected: list[dict]) -> None:
+    latency = {b["precision"]: b["p50_ms"] for b in manifest.get("benchmarks", [])}
+    table = Table(title="bundle models")
+    for column in ("precision", "file", "MB", "accuracy", "macro-F1", "top-1 vs fp32", "max |Δlogit|", "p50 ms"):
+        table.add_column(column, justify="left" if column in ("precision", "file") else "right")
+    for precision, entry in manifest["models"].items():
+        acc = entry.get("accuracy", {})
+        diff = entry["parity"]["max_abs_logit_diff"] if "parity" in entry else acc.get("max_abs_logit_diff_fp32")
+        agreement = entry["parity"]["top1_agreement"] if "parity" in entry else acc.get("top1_agreement_fp32")
+        table.add_row(
+            precision + (" (CPU only)" if entry.get("cpu_only") else ""),
+            entry["file"],
+            f"{manifest['files'][entry['file']]['size'] / 1e6:.1f}",
+            _pct(acc.get("accuracy")),
+            _pct(acc.get("macro_f1")),
+            _pct(agreement),
+            "—" if diff is None else f"{diff:.2e}",
+            "—" if precision not in latency else f"{latency[precision]:.2f}",
+        )
+    console.print(table)
+    for engine in manifest.get("engines", []):
+        console.print(f"engine {engine['file']} ({engine['precision']}, batch 1–{engine['max_batch']})")
+    for item in rejected:
+        console.print(f"[yellow]left out[/] {item['precision']}: {item['reason']}")
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(
+        ..., help="Run folder from `sperm-edge train`, its best.*, or a .safetensors; or a bundle to add engines to."
+    ),
+    out: Path = typer.Option(..., "--out", help="Bundle folder to write (must not exist unless --force)."),
+    int8: bool = typer.Option(False, "--int8", help="Add an INT8 Q/DQ model (static PTQ with ONNX Runtime)."),
+    calib: Path = typer.Option(
+        None, help="Calibration images (class folders or loose files); default: training split."
+    ),
+    calib_count: int = typer.Option(300, min=1, help="Calibrate on at most this many images (random, seeded)."),
+    eval_dir: Path = typer.Option(None, "--eval", help="Labelled held-out set; default: the checkpoint's test split."),
+    method: str = typer.Option("minmax", help="Calibration method: minmax, entropy or percentile."),
+    percentile: float = typer.Option(99.999, help="Percentile for --method percentile."),
+    keep_float: str = typer.Option("", help="Op types or node names to keep in float, comma-separated (Sigmoid,Mul)."),
+    max_drop: float = typer.Option(1.0, min=0.0, help="Largest INT8 accuracy drop accepted, in points."),
+    allow_drop: bool = typer.Option(False, "--allow-drop", help="Ship INT8 even if it drops more than --max-drop."),
+    cpu_variant: bool = typer.Option(True, help="Also try the U8S8 INT8 model for ONNX Runtime CPU."),
+    trt: bool = typer.Option(False, "--trt", help="Build TensorRT engines here (needs TensorRT and a GPU)."),
+    fp16: bool = typer.Option(False, "--fp16", help="With --trt: build an FP16 engine from the FP32 model."),
+    max_batch: int = typer.Option(16, min=1, help="Largest batch the TensorRT engines accept."),
+    workspace_mb: int = typer.Option(1024, min=1, help="TensorRT builder workspace limit (MiB)."),
+    timing_cache: Path = typer.Option(None, help="TensorRT timing cache file or folder (default ~/.cache/sperm-edge)."),
+    parity_tol: float = typer.Option(1e-3, help="Largest |logit difference| allowed between PyTorch and ONNX."),
+    seed: int = typer.Option(0, help="Seed for sampling calibration and parity images."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+) -> None:
+    """Export a checkpoint to a bundle: FP32 ONNX with parity checks, optional INT8 and TensorRT engines.
+
+    Given a bundle instead of a checkpoint (with --trt), copies it to --out with TensorRT engines
+    built on this machine: the way to build engines on a Jetson without PyTorch.
+
+    Exit codes: 0 done; 2 bad input (nothing written); 3 INT8 refused by the accuracy gate (the
+    bundle was written without it; --allow-drop ships it anyway).
+    """
+    from sperm_edge.errors import SpermEdgeError
+    from sperm_edge.export.engines import add_engines
+    from sperm_edge.export.pipeline import ExportOptions, export_bundle
+
+    options = ExportOptions(
+        int8=int8,
+        calib=calib,
+        calib_count=calib_count,
+        eval=eval_dir,
+        method=method,
+        percentile=percentile,
+        keep_float=tuple(k.strip() for k in keep_float.split(",") if k.strip()),
+        max_drop=max_drop,
+        allow_drop=allow_drop,
+        cpu_variant=cpu_variant,
+        trt=trt,
+        fp16=fp16,
+        max_batch=max_batch,
+        workspace_mb=workspace_mb,
+        timing_cache=timing_cache,
+        parity_tolerance=parity_tol,
+        seed=seed,
+        force=force,
+    )
+    from_bundle = (checkpoint / "manifest.json").is_file()
+    if from_bundle and (int8 or calib or eval_dir or options.keep_float or not trt):
+        raise SpermEdgeError(
+            f"{checkpoint} is a bundle: from a bundle, export only adds TensorRT engines (--trt, --fp16, "
+            "--max-batch, --workspace-mb, --timing-cache, --force); export INT8 from the checkpoint"
+        )
+    with StepReporter() as reporter:
+        if from_bundle:
+            result = add_engines(checkpoint, out, options, reporter)
+        else:
+            result = export_bundle(checkpoint, out, options, reporter)
+    print_summary(result.manifest, result.rejected)
+    for gate in result.gates:
+        if gate.allowed:
+            console.print(f"[yellow]shipped anyway (--allow-drop):[/] {gate.message}")
+    console.print(f"written: {result.path}/ ({len(result.manifest['files'])} files, manifest.json)")
+    if result.int8_refused:
+        gate = next(g for g in result.gates if g.precision == "int8")
+        console.print(
+            f"[bold red]INT8 refused:[/] {gate.message}. The bundle holds FP32 only; try --method entropy or "
+            "percentile, --keep-float, more --calib images, or accept it with --allow-drop."
+        )
+        raise typer.Exit(EXIT_INT8_REFUSED)

@@ -1,0 +1,243 @@
+"""`sperm-edge run` (classify a microscope stream) and `sperm-edge explain` (Grad-CAM++ on demand)."""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from sperm_edge.cli._app import app
+
+console = Console()
+
+
+def _stage_table(stats: dict, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("stage", "mean ms", "p50 ms", "p95 ms"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for stage, row in stats["stages_ms"].items():
+        if row["n"]:
+            table.add_row(stage, *(f"{row[k]:.2f}" for k in ("mean", "p50", "p95")))
+    return table
+
+
+@app.command()
+def run(
+    bundle: Path = typer.Argument(..., help="Bundle folder written by `sperm-edge export`."),
+    source: str = typer.Option(
+        ..., help="Camera index, /dev/videoN, csi://N, rtsp://..., video, image, folder or glob."
+    ),
+    backend: str = typer.Option("auto", help="auto, ort-cpu, ort-cuda, ort-trt, trt, torch."),
+    precision: str = typer.Option(None, help="fp32, fp16 (TensorRT), int8 (default: what auto measured fastest)."),
+    mode: str = typer.Option(
+        "field", help="field: find the cells in each frame; crop: each frame is one centred cell."
+    ),
+    out: Path = typer.Option(Path("runs/stream"), help="Output folder (events, flagged cells, report)."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
+    headless: bool = typer.Option(False, "--headless", help="No window, even where a GUI is available."),
+    explain: str = typer.Option("none", help="flagged: Grad-CAM++ of flagged cells in the background; none."),
+    save_video: bool = typer.Option(False, "--save-video", help="Write OUT/annotated.mp4."),
+    width: int = typer.Option(None, help="Requested frame width."),
+    height: int = typer.Option(None, help="Requested frame height."),
+    fps: float = typer.Option(None, help="Requested frame rate (files: replay at this rate)."),
+    latest_only: bool = typer.Option(
+        None,
+        "--latest-only/--every-frame",
+        help="Keep only the newest frame (default for live sources) or every frame.",
+    ),
+    track: bool = typer.Option(
+        None,
+        "--track/--no-track",
+        help="Count each cell once across frames (default: on for videos and cameras, off for images).",
+    ),
+    threads: int = typer.Option(None, min=1, help="Inference threads (ONNX Runtime intra-op; default: all cores)."),
+    batch: int = typer.Option(32, min=1, help="Largest batch of crops per network call."),
+    crop_scale: float = typer.Option(4.6, help="Crop side / head width, as in the training crops."),
+    crop_size: int = typer.Option(None, help="Fixed crop side in pixels (overrides --crop-scale)."),
+    min_confidence: float = typer.Option(0.6, help="Flag cells whose top probability is below this."),
+    min_stability: float = typer.Option(
+        0.7, help="Flag cells whose frames agree with their class less often than this."
+    ),
+    max_frames: int = typer.Option(None, min=1, help="Stop after this many frames."),
+    explain_threads: int = typer.Option(1, min=1, help="Threads of the explanation worker."),
+    truth: Path = typer.Option(
+        None, help="Ground truth of a synthetic clip (its .json): score recall and double counts."
+    ),
+) -> None:
+    """Classify the cells of a microscope stream; write events, flagged cells, explanations and a report."""
+    from sperm_edge.bundle import load_bundle
+    from sperm_edge.errors import SpermEdgeError
+    from sperm_edge.explain.worker import ExplainWorker
+    from sperm_edge.io import prepare_output_dir
+    from sperm_edge.runtime.annotate import gui_available
+    from sperm_edge.runtime.backends import open_backend
+    from sperm_edge.runtime.flagging import FlagPolicy
+    from sperm_edge.runtime.localize import LocalizerConfig
+    from sperm_edge.runtime.outputs import EXPLANATIONS_DIR, RunOutputs, stream
+    from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
+    from sperm_edge.runtime.scoring import score_events
+    from sperm_edge.runtime.sources import SourceOptions, open_source
+
+    if explain not in ("flagged", "none"):
+        raise SpermEdgeError(f"--explain must be flagged or none, not {explain!r}")
+    loaded = load_bundle(bundle)
+    truth_data = json.loads(truth.read_text()) if truth else None
+    prepare_output_dir(out, force)
+    window = not headless and gui_available()
+    options = SourceOptions(width=width, height=height, fps=fps, latest_only=latest_only)
+    config = PipelineConfig(
+        mode=mode,
+        track=track,
+        max_batch=batch,
+        max_frames=max_frames,
+        localizer=LocalizerConfig(crop_scale=crop_scale, crop_size=crop_size),
+    )
+    policy = FlagPolicy.for_classes(loaded.abnormal_classes, min_confidence, min_stability)
+    worker = None
+    if explain == "flagged":
+        worker = ExplainWorker(
+            loaded.checkpoint_stem(), out / EXPLANATIONS_DIR, threads=explain_threads if backend != "torch" else None
+        )
+    with (
+        open_backend(loaded, backend, precision, threads) as engine,
+        open_source(source, options) as src,
+        worker or nullcontext(),
+        RunOutputs(out, worker, out / "annotated.mp4" if save_video else None, src.fps or 15.0, window) as outs,
+        Pipeline(src, engine, loaded.classes, loaded.preprocess, config, policy) as pipeline,
+    ):
+        console.print(
+            f"[bold]{engine.name}[/] {engine.precision} on {source} ({mode} mode)"
+            + ("" if not window else ", window: press q to stop")
+        )
+        with Live(console=console, refresh_per_second=2, transient=True) as live:
+
+            def show(result) -> None:
+                if pipeline.frames % 10 == 0:
+                    ms = {k: v["p50"] or 0.0 for k, v in pipeline.times.summary().items()}
+                    live.update(
+                        f"frames {pipeline.frames}  cells counted {len(outs.events)}  flagged {outs.flags.count}  "
+                        f"[bold]{pipeline.recent_fps:.1f} FPS[/]  (ms: find {ms['localisation']:.1f}, "
+                        f"prep {ms['preprocessing']:.1f}, network {ms['network']:.1f})"
+                    )
+
+            stream(pipeline, outs, show)
+        if worker is not None and worker.pending:
+            console.print(f"finishing {worker.pending} queued explanations...")
+        stats = pipeline.stats()
+        info = {"bundle": str(bundle), "source": source, "mode": mode, "backend": engine.describe(), **stats}
+    if truth_data is not None:
+        info["truth"] = score_events(outs.events, truth_data)
+    report = outs.finish(loaded.classes, loaded.normal_class, info)
+    _print_summary(report, stats, out)
+
+
+def _print_summary(report: dict, stats: dict, out: Path) -> None:
+    console.print(_stage_table(stats, f"{stats['frames']} frames, {stats['fps']:.1f} FPS"))
+    line = f"{report['cells']} cells counted, {report['flagged']} flagged"
+    if report.get("percent_normal") is not None:
+        lo, hi = report["ci95"]
+        line += f"; normal forms [bold]{report['percent_normal']:.1f}%[/] (95% CI {lo:.1f}-{hi:.1f})"
+    console.print(line)
+    if report.get("warning"):
+        console.print(f"[yellow]warning:[/] {report['warning']}")
+    if report.get("truth"):
+        t = report["truth"]
+        console.print(
+            f"ground truth: recall {t['recall']:.3f} ({t['counted']}/{t['cells']}), "
+            f"double counts {t['double_counts']}, false counts {t['false_counts']}"
+        )
+    explanations = report.get("explanations")
+    if explanations and explanations.get("error"):
+        console.print(f"[yellow]explanations:[/] {explanations['error']}")
+    console.print(
+        f"written: {out}/events.jsonl, report.json, report.md"
+        + (", flagged/" if report["flagged"] else "")
+        + (", explanations/" if explanations and explanations["explained"] else "")
+    )
+
+
+@app.command("explain")
+def explain_cmd(
+    bundle: Path = typer.Argument(..., help="Bundle folder (its retained checkpoint is explained)."),
+    image: Path = typer.Option(None, help="Explain this crop."),
+    event: int = typer.Option(None, help="Explain this event of a run (its saved crop)."),
+    run_dir: Path = typer.Option(Path("runs/stream"), "--run", help="The run folder of --event."),
+    score: Path = typer.Option(None, help="Score the heatmaps on a class-folder set (masks from _masks/ if any)."),
+    out: Path = typer.Option(None, help="Output folder (default: ./explanations, or RUN/explanations for --event)."),
+    target: str = typer.Option(None, help="Explain this class instead of the predicted one."),
+    limit: int = typer.Option(25, min=1, help="--score: crops per class."),
+    threads: int = typer.Option(None, min=1, help="PyTorch threads (default: PyTorch's)."),
+) -> None:
+    """Grad-CAM++ of one crop (--image), of a run's flagged cell (--event), or quality scores (--score)."""
+    from sperm_edge.bundle import load_bundle
+    from sperm_edge.errors import SpermEdgeError
+    from sperm_edge.explain.gradcam import GradCamExplainer, require_torch
+    from sperm_edge.explain.overlay import write_explanation
+    from sperm_edge.preprocess import decode_image
+    from sperm_edge.runtime.events import EVENTS_FILE, find_event
+    from sperm_edge.runtime.flagging import event_name
+
+    if sum(x is not None for x in (image, event, score)) != 1:
+        raise SpermEdgeError("give exactly one of --image PATH, --event ID or --score DATA")
+    loaded = load_bundle(bundle)
+    require_torch()
+    if score is not None:
+        _score(loaded, score, limit, threads, out)
+        return
+    extra: dict = {}
+    if event is not None:
+        record = find_event(run_dir / EVENTS_FILE, event)
+        if not record.get("crop"):
+            raise SpermEdgeError(f"event {event} has no saved crop (only flagged cells keep theirs)")
+        crop_path = run_dir / record["crop"]
+        name, out = event_name(event), out or run_dir / "explanations"
+        extra = {"event": event, "frame": record.get("frame"), "box": record.get("box")}
+    else:
+        crop_path, name, out = image, image.stem, out or Path("explanations")
+    rgb = decode_image(crop_path)
+    with GradCamExplainer(loaded.checkpoint_stem(), threads=threads) as explainer:
+        explanation = explainer.explain(rgb, target)
+    png = write_explanation(out, name, rgb, explanation, {"source": str(crop_path), **extra})
+    info = explanation.to_dict()
+    console.print(
+        f"{info['class']} ({info['score']:.3f}); heat peak at {info['heat']['peak']}, "
+        f"{100 * info['heat']['central_share']:.0f}% in the central region; {explanation.latency_ms:.0f} ms"
+    )
+    console.print(f"written: {png}, {png.with_suffix('.json')}")
+
+
+def _score(loaded, data: Path, limit: int, threads: int | None, out: Path | None) -> None:
+    from sperm_edge.explain.scores import score_explanations
+
+    result = score_explanations(loaded.checkpoint_stem(), data, limit=limit, threads=threads)
+    table = Table(title=f"Grad-CAM++ on {result['crops']} crops of {data} ({result['layer']})", title_justify="left")
+    for column in ("metric", "Grad-CAM++", "random map"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    rows = (
+        ("heat in head mask", "heat_in_mask"),
+        ("pointing game", "pointing"),
+        ("confidence change, image x heatmap", "cam_mult_change"),
+        ("confidence change, top 20% heat kept (ROAD)", "road_keep20_change"),
+    )
+    for label, key in rows:
+        ours, rnd = result[key], result[f"{key}_random"]
+        if ours["n"]:
+            table.add_row(
+                label, f"{ours['mean']:.3f} [{ours['ci95'][0]:.3f}, {ours['ci95'][1]:.3f}]", f"{rnd['mean']:.3f}"
+            )
+    console.print(table)
+    if result["with_masks"]:
+        console.print(f"head area share of the crop (what a uniform map scores): {result['mask_share']['mean']:.3f}")
+    console.print(
+        f"accuracy on these crops {result['accuracy']:.3f}; Grad-CAM++ {result['latency_ms']['mean']:.0f} ms per crop"
+    )
+    if out is not None:
+        from sperm_edge.io import atomic_write_json
+
+        atomic_write_json(out / "explain_scores.json", result)
+        console.print(f"written: {out / 'explain_scores.json'}")

@@ -1,0 +1,218 @@
+"""Grad-CAM++ (Chattopadhyay et al., WACV 2018) of a crop, from the bundle's retained PyTorch checkpoint.
+
+A thin wrapper around pytorch-grad-cam's `GradCAMPlusPlus`. The target layer is the model's
+`attention` module: the CBAM output, or for models without CBAM the identity over the backbone's
+last convolutional stage, which is the same feature map. Only that layer's gradient is needed,
+so the backbone runs without autograd and only the CBAM and the head are differentiated: the
+explanation costs little more than one forward pass.
+
+The explainer is a context manager: entering registers the hooks (loading the weights the first
+time), leaving removes every hook (`GradCAMPlusPlus.__exit__`). Each explanation runs in a
+`with torch.inference_mode(False), torch.enable_grad():` block (the caller may be in inference
+mode) and drops its autograd graph afterwards, so a long run does not accumulate memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
+
+log = logging.getLogger(__name__)
+
+TORCH_MISSING = (
+    "explanations need PyTorch and grad-cam, which are not installed here "
+    "(pip install torch timm grad-cam, or the full sperm-edge install); classification works without them"
+)
+
+
+def require_torch() -> None:
+    """Raise a clear SpermEdgeError when the explanation stack is not installed."""
+    try:
+        import pytorch_grad_cam  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as err:
+        raise SpermEdgeError(TORCH_MISSING) from err
+
+
+@dataclass
+class Explanation:
+    """A heatmap over a crop (float32 in [0, 1], the crop's height x width) and what it explains."""
+
+    cam: np.ndarray
+    target: int
+    target_class: str
+    probs: np.ndarray
+    classes: list[str]
+    layer: str
+    latency_ms: float
+    stats: dict = field(default_factory=dict)
+    input_cam: np.ndarray | None = None  # the heatmap at the network's input size (for faithfulness metrics)
+
+    @property
+    def predicted(self) -> int:
+        return int(np.argmax(self.probs))
+
+    @property
+    def score(self) -> float:
+        """Probability of the explained class."""
+        return float(self.probs[self.target])
+
+    def to_dict(self) -> dict:
+        return {
+            "class": self.classes[self.predicted],
+            "score": round(float(self.probs[self.predicted]), 6),
+            "explained_class": self.target_class,
+            "explained_score": round(self.score, 6),
+            "probs": {c: round(float(p), 6) for c, p in zip(self.classes, self.probs, strict=True)},
+            "method": "Grad-CAM++",
+            "layer": self.layer,
+            "latency_ms": round(self.latency_ms, 2),
+            "heat": self.stats,
+        }
+
+
+def heat_statistics(cam: np.ndarray) -> dict:
+    """Where the heat is: peak and centroid (fractions of width/height), spread and central share."""
+    h, w = cam.shape
+    total = float(cam.sum())
+    py, px = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    ys, xs = np.mgrid[0:h, 0:w]
+    cy, cx = (float((ys * cam).sum() / total), float((xs * cam).sum() / total)) if total > 0 else (h / 2, w / 2)
+    centre = cam[h // 4 : h - h // 4, w // 4 : w - w // 4]
+    return {
+        "peak": [round(float(px + 0.5) / w, 4), round(float(py + 0.5) / h, 4)],
+        "centroid": [round((cx + 0.5) / w, 4), round((cy + 0.5) / h, 4)],
+        "mean": round(float(cam.mean()), 4),
+        "area_above_half": round(float((cam >= 0.5).mean()), 4),
+        "central_share": round(float(centre.sum()) / total, 4) if total > 0 else 0.0,
+    }
+
+
+def cam_to_image(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Undo the preprocessing's pad-to-square and resize: map a network-sized heatmap onto the crop."""
+    import cv2
+
+    h, w = shape
+    side = max(h, w)
+    square = cv2.resize(cam.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
+    top, left = (side - h) // 2, (side - w) // 2
+    return np.clip(square[top : top + h, left : left + w], 0.0, 1.0)
+
+
+class GradCamExplainer:
+    """Grad-CAM++ heatmaps of RGB crops, with the model and preprocessing of a checkpoint.
+
+    `threads` limits PyTorch's intra-op threads (torch's setting is per process), so an
+    explanation running beside a stream does not take every core.
+    """
+
+    def __init__(self, checkpoint_stem: str | Path, threads: int | None = 1, device: str = "cpu") -> None:
+        self.checkpoint_stem = Path(checkpoint_stem)
+        self.threads = threads
+        self.device_name = device
+        self.classes: list[str] = []
+        self.spec: PreprocessSpec | None = None
+        self.layer = ""
+        self._model = None
+        self._cam = None
+        self._device = None
+
+    def __enter__(self) -> GradCamExplainer:
+        """Load the model (once per explainer) and register Grad-CAM++'s hooks (every time)."""
+        require_torch()
+        from pytorch_grad_cam import GradCAMPlusPlus
+
+        if self._cam is not None:
+            raise SpermEdgeError("this explainer is already open")
+        if self._model is None:
+            self._load()
+        self._cam = GradCAMPlusPlus(model=self._model, target_layers=[self._model.model.attention])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the hooks (the model stays loaded for the next `with` block)."""
+        if self._cam is not None:
+            self._cam.__exit__(None, None, None)
+            self._cam.outputs = None
+            self._cam = None
+
+    def _load(self) -> None:
+        import torch
+
+        from sperm_edge.explain._feature_grad import FeatureGradModel
+        from sperm_edge.model.checkpoint import load_checkpoint
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        checkpoint = load_checkpoint(self.checkpoint_stem)
+        self.classes, self.spec = checkpoint.classes, checkpoint.preprocess
+        model = checkpoint.build_model()
+        for param in model.parameters():
+            param.requires_grad_(False)
+        self._device = torch.device(self.device_name)
+        self._model = FeatureGradModel(model).to(self._device).eval()
+        self.layer = "attention (CBAM)" if type(model.attention).__name__ == "CBAM" else "backbone last stage"
+
+    @property
+    def model(self):
+        """The wrapped classifier (normalised input -> logits), for pytorch-grad-cam's metrics."""
+        return self._model
+
+    def input_tensor(self, rgb: np.ndarray):
+        """The preprocessed crop as a 1 x 3 x S x S tensor on the explainer's device."""
+        import torch
+
+        return torch.from_numpy(preprocess_batch([rgb], self.spec)).to(self._device)
+
+    @property
+    def hook_count(self) -> int:
+        """Hooks this explainer holds on the model (0 once closed)."""
+        return len(self._cam.activations_and_grads.handles) if self._cam is not None else 0
+
+    def explain(self, rgb: np.ndarray, target: int | str | None = None) -> Explanation:
+        """Heatmap of an RGB uint8 crop for `target` (class index or name; default: the predicted class)."""
+        if self._cam is None:
+            raise SpermEdgeError("the explainer is not open: use it in a `with` block")
+        import torch
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        if isinstance(target, str):
+            if target not in self.classes:
+                raise SpermEdgeError(f"unknown class {target!r}; the model's classes: {', '.join(self.classes)}")
+            target = self.classes.index(target)
+        start = time.perf_counter()
+        targets = None if target is None else [ClassifierOutputTarget(int(target))]
+        # the caller may be in inference mode (a runtime thread): leave it, and enable autograd, for this block
+        with torch.inference_mode(False), torch.enable_grad():
+            x = self.input_tensor(rgb)
+            try:
+                cam = self._cam(input_tensor=x, targets=targets)[0]
+                logits = self._cam.outputs.detach()
+            finally:
+                self._cam.outputs = None  # drop this call's autograd graph (GradCAM keeps it)
+                self._cam.activations_and_grads.clear()
+        probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+        index = int(np.argmax(probs)) if target is None else int(target)
+        heat = cam_to_image(cam, rgb.shape[:2])
+        latency = (time.perf_counter() - start) * 1000.0
+        return Explanation(
+            heat,
+            index,
+            self.classes[index],
+            probs,
+            self.classes,
+            self.layer,
+            latency,
+            heat_statistics(heat),
+            input_cam=cam,
+        )

@@ -1,0 +1,167 @@
+"""The stages of `export_bundle`, each writing its files and manifest sections through one BundleWriter."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.export.bundle_writer import BundleWriter
+from sperm_edge.export.gate import Score, check_drop, score
+from sperm_edge.export.images import ImageSet
+from sperm_edge.export.int8 import Int8Config, Int8Result, prepare_for_quantization, quantize_int8
+from sperm_edge.export.onnx_export import export_onnx
+from sperm_edge.export.ort_cpu import Latency, cpu_session, measure_latency, ort_logits
+from sperm_edge.export.parity import check_onnx, check_parity
+from sperm_edge.export.qdq_check import check_tensorrt_qdq
+from sperm_edge.preprocess import PreprocessSpec
+
+log = logging.getLogger(__name__)
+
+FP32_FILE = "model.onnx"
+INT8_FILES = {"int8": "model.int8.onnx", "int8_cpu": "model.int8_cpu.onnx"}
+MAX_LISTED_SKIPS = 50
+
+
+def source_section(stem: Path, meta: dict) -> dict:
+    """Where the bundle came from: the checkpoint and what training measured on its own test split."""
+    section = {"checkpoint": str(stem.resolve()), "weights_sha256": meta.get("weights_sha256")}
+    test = (meta.get("metrics") or {}).get("test")
+    if test:
+        section["test_metrics"] = {k: test[k] for k in ("n", "accuracy", "macro_f1") if k in test}
+    return section
+
+
+def _set_summary(images: ImageSet) -> dict:
+    info = images.describe()
+    info["skipped_count"] = len(images.skipped)
+    info["skipped"] = images.skipped[:MAX_LISTED_SKIPS]
+    return info
+
+
+class Stages:
+    """Runs the stages in order and remembers what later ones need (FP32 logits, latencies, verdicts)."""
+
+    def __init__(
+        self, writer: BundleWriter, work: Path, spec: PreprocessSpec, classes: list[str], options, reporter
+    ) -> None:
+        self.writer, self.work, self.spec, self.classes = writer, work, spec, classes
+        self.options, self.reporter = options, reporter
+        self.fp32_score: Score | None = None
+        self.fp32_logits = None
+        self.latency: dict[str, Latency] = {}
+        self.gates: list = []
+        self.rejected: list[dict] = []
+
+    def fp32(self, model, parity_set: ImageSet, held_out: ImageSet | None) -> None:
+        from sperm_edge.model.inference import predict_logits
+
+        self.reporter.step("exporting FP32 ONNX")
+        path = self.writer.path(FP32_FILE)
+        exported = export_onnx(model, self.spec.img_size, path, metadata={"classes": self.classes})
+        smoke = check_onnx(path, len(self.classes), self.spec.img_size)
+        self.reporter.step(f"checking parity with PyTorch on {len(parity_set)} images")
+        torch_logits = predict_logits(model, parity_set.images, self.spec)
+        parity = check_parity(
+            torch_logits, path, parity_set.images, self.spec, self.options.parity_tolerance, parity_set.source
+        )
+        entry = {"export": exported.describe(), "smoke_test": smoke.describe(), "parity": parity.describe()}
+        if held_out is not None:
+            self.reporter.step(f"scoring FP32 on {len(held_out)} held-out images")
+            self.fp32_logits = ort_logits(cpu_session(path), held_out.images, self.spec)
+            self.fp32_score = score("fp32", self.fp32_logits, held_out.labels, self.classes)
+            entry["accuracy"] = {**self.fp32_score.describe(), "images": held_out.source, "backend": "ort-cpu"}
+            self.writer.manifest["evaluation"] = _set_summary(held_out)
+        self.writer.set_model("fp32", FP32_FILE, **entry)
+
+    def int8(self, calib: ImageSet, held_out: ImageSet) -> None:
+        options = self.options
+        self.writer.manifest["calibration"] = {**_set_summary(calib), "method": options.method}
+        config = Int8Config(method=options.method, keep_float=tuple(options.keep_float), percentile=options.percentile)
+        self.reporter.step("pre-processing for quantization")
+        prepared = prepare_for_quantization(self.writer.path(FP32_FILE), self.work / "model.pre.onnx")
+        cache = self.work / "calibration-ranges.json"
+        variants = ["int8", "int8_cpu"] if options.cpu_variant else ["int8"]
+        results: dict[str, Int8Result] = {}
+        for variant in variants:
+            self.reporter.step(f"quantizing {variant} ({options.method} calibration on {len(calib)} images)")
+            out = self.writer.path(INT8_FILES[variant])
+            results[variant] = quantize_int8(prepared, out, calib.images, self.spec, variant, config, cache)
+        qdq = check_tensorrt_qdq(results["int8"].path)
+        if not qdq.ok:
+            raise SpermEdgeError(f"the INT8 model breaks TensorRT's Q/DQ rules: {'; '.join(qdq.problems[:3])}")
+        self.reporter.step(f"scoring INT8 on {len(held_out)} held-out images and timing the CPU")
+        for variant, result in results.items():
+            self._register(variant, result, held_out, {"qdq_check": qdq.describe()} if variant == "int8" else {})
+        for precision in self.writer.manifest["models"]:
+            self._time(precision)
+        for variant in variants:
+            self._decide(variant)
+
+    def _register(self, variant: str, result: Int8Result, held_out: ImageSet, extra: dict) -> None:
+        logits = ort_logits(cpu_session(result.path), held_out.images, self.spec)
+        figures = score(variant, logits, held_out.labels, self.classes, self.fp32_logits)
+        gate = check_drop(
+            variant, self.fp32_score.accuracy, figures.accuracy, self.options.max_drop, self.options.allow_drop
+        )
+        self.gates.append(gate)
+        if variant == "int8_cpu":
+            extra = {**extra, "cpu_only": True, "backends": ["ort-cpu"]}
+        self.writer.set_model(
+            variant,
+            INT8_FILES[variant],
+            quantization=result.describe(),
+            accuracy={**figures.describe(), "images": held_out.source, "backend": "ort-cpu"},
+            gate=gate.describe(),
+            **extra,
+        )
+        log.info("%s", gate.message)
+
+    def _decide(self, variant: str) -> None:
+        """Drop a variant that failed its gate (unless allowed), and the CPU variant when it is not faster."""
+        entry = self.writer.manifest["models"][variant]
+        gate = entry["gate"]
+        reason = None
+        if not gate["passed"] and not gate["allowed"]:
+            reason = f"accuracy drop {gate['drop_points']:.2f} points > {gate['max_drop_points']:g}"
+        elif variant == "int8_cpu" and "int8" not in self.writer.manifest["models"]:
+            reason = "the INT8 export was refused (signed model failed its accuracy gate)"
+        elif variant == "int8_cpu" and "int8" in self.latency:
+            mine, signed = self.latency["int8_cpu"].p50_ms, self.latency["int8"].p50_ms
+            if mine >= signed:
+                reason = f"not faster on this CPU than the signed INT8 model ({mine:.2f} ms vs {signed:.2f} ms)"
+        if reason is None:
+            return
+        log.warning("%s left out of the bundle: %s", INT8_FILES[variant], reason)
+        latency = self.latency.get(variant)
+        self.rejected.append(
+            {
+                "precision": variant,
+                "reason": reason,
+                "accuracy": entry["accuracy"],
+                "gate": gate,
+                "p50_ms": latency.p50_ms if latency else None,
+            }
+        )
+        self.writer.drop_model(variant)
+        self.writer.manifest["rejected"] = self.rejected
+
+    def _time(self, precision: str) -> Latency:
+        if precision not in self.latency:
+            path = self.writer.path(self.writer.manifest["models"][precision]["file"])
+            self.latency[precision] = measure_latency(
+                path, precision, self.spec.img_size, runs=self.options.latency_runs
+            )
+        return self.latency[precision]
+
+    def latencies(self) -> None:
+        """Batch-1 ORT CPU latency of every shipped model into `benchmarks` (what `--backend auto` reads)."""
+        self.reporter.step("timing ONNX Runtime on the CPU")
+        for precision in self.writer.manifest["models"]:
+            self.writer.add_benchmark(self._time(precision).to_dict())
+
+    def engines(self, target) -> None:
+        from sperm_edge.export.engines import build_engines, engine_precisions
+
+        precisions = engine_precisions(self.writer.manifest["models"], self.options.int8, self.options.fp16)
+        build_engines(self.writer, self.work, target, precisions, self.options, self.reporter)

@@ -1,0 +1,137 @@
+"""PyTorch -> FP32 ONNX with a dynamic batch axis.
+
+Exporter choice: torch's TorchScript exporter (`dynamo=False`) at opset 17. The dynamo exporter at
+opset 18+ writes ReduceMax's axes as an input, which ONNX Runtime's `quant_pre_process` symbolic
+shape inference cannot follow through CBAM's channel-max pooling, so the INT8 step would fail.
+
+TF-ported backbones (timm `tf_efficientnet_lite0`) pad "SAME" at run time from the input's shape,
+which exports as ~100 Shape/Gather/Ceil/Pad nodes. The input size is fixed by the preprocessing
+spec, so the export first swaps each such convolution for a constant zero-pad plus a plain
+convolution (same weights, same result), which ORT then fuses into the convolution's own pads.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from sperm_edge.errors import SpermEdgeError
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+@dataclass
+class OnnxExport:
+    """What was exported and how."""
+
+    path: Path
+    opset: int
+    exporter: str
+    input_name: str
+    output_name: str
+    static_padding: int  # convolutions whose run-time SAME padding became a constant pad
+    seconds: float
+
+    def describe(self) -> dict:
+        return {
+            "opset": self.opset,
+            "exporter": self.exporter,
+            "input": self.input_name,
+            "output": self.output_name,
+            "dynamic_axes": {self.input_name: {"0": "batch"}, self.output_name: {"0": "batch"}},
+            "static_same_padding": self.static_padding,
+        }
+
+
+def _freeze_same_padding(model: nn.Module, img_size: int) -> tuple[nn.Module, int]:
+    """A copy of `model` whose run-time SAME-padded convolutions pad by constants computed for `img_size`."""
+    from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.padding import pad_same_arg
+
+    model = copy.deepcopy(model).eval()
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def record(name: str):
+        return lambda _module, args: sizes.__setitem__(name, tuple(args[0].shape[-2:]))
+
+    hooks = [m.register_forward_pre_hook(record(n)) for n, m in model.named_modules() if isinstance(m, Conv2dSame)]
+    if not hooks:
+        return model, 0
+    with torch.no_grad():
+        model(torch.zeros(1, 3, img_size, img_size))
+    for hook in hooks:
+        hook.remove()
+    for name, (height, width) in sizes.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        old = getattr(parent, child)
+        pad = pad_same_arg([height, width], list(old.weight.shape[-2:]), list(old.stride), list(old.dilation))
+        conv = nn.Conv2d(
+            old.in_channels,
+            old.out_channels,
+            old.kernel_size,
+            old.stride,
+            0,
+            old.dilation,
+            old.groups,
+            old.bias is not None,
+        )
+        conv.load_state_dict(old.state_dict())
+        setattr(parent, child, nn.Sequential(nn.ZeroPad2d(pad), conv))
+    return model, len(sizes)
+
+
+def export_onnx(
+    model: nn.Module, img_size: int, path: str | Path, metadata: dict | None = None, opset: int = OPSET
+) -> OnnxExport:
+    """Write `model` (eval mode, CPU) as FP32 ONNX for N x 3 x img_size x img_size input with a dynamic N."""
+    path = Path(path)
+    start = time.perf_counter()
+    frozen, padded = _freeze_same_padding(model.cpu().eval(), img_size)
+    example = torch.zeros(2, 3, img_size, img_size)  # batch 2 so nothing specialises on batch 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
+        try:
+            torch.onnx.export(
+                frozen,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                do_constant_folding=True,
+            )
+        except Exception as err:  # torch raises many error types from tracing and symbolic functions
+            raise SpermEdgeError(f"ONNX export of the model failed: {err}") from err
+    if metadata:
+        proto = onnx.load(str(path))
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = f"sperm_edge.{key}", value if isinstance(value, str) else json.dumps(value)
+        onnx.save(proto, str(path))
+    seconds = time.perf_counter() - start
+    log.info("exported %s (opset %d, %d convolutions with frozen SAME padding) in %.1f s", path, opset, padded, seconds)
+    return OnnxExport(
+        path=path,
+        opset=opset,
+        exporter=f"torch.onnx.export (TorchScript, dynamo=False), torch {torch.__version__}",
+        input_name=INPUT_NAME,
+        output_name=OUTPUT_NAME,
+        static_padding=padded,
+        seconds=round(seconds, 2),
+    )

@@ -1,0 +1,93 @@
+"""ONNX Runtime on the CPU, as export uses it: logits of real images and a quick batch-1 latency figure."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
+
+
+def cpu_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU session with all graph optimizations; a model ORT cannot load becomes a SpermEdgeError."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ORT raises its own Fail/InvalidGraph types
+        raise SpermEdgeError(f"ONNX Runtime cannot load {path}: {err}") from err
+
+
+def ort_logits(
+    session: ort.InferenceSession, images: Sequence[np.ndarray], spec: PreprocessSpec, batch_size: int = 32
+) -> np.ndarray:
+    """Logits (N x classes, float32) of RGB uint8 images, preprocessed exactly like the runtime does."""
+    name = session.get_inputs()[0].name
+    out = [
+        session.run(None, {name: preprocess_batch(images[start : start + batch_size], spec)})[0]
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux /proc/cpuinfo), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass
+class Latency:
+    """One `benchmarks` entry of the manifest (the runtime's `--backend auto` reads these)."""
+
+    backend: str
+    precision: str
+    batch: int
+    p50_ms: float
+    runs: int
+    machine: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure_latency(
+    path: str | Path, precision: str, img_size: int, runs: int = 20, warmup: int = 5, threads: int | None = None
+) -> Latency:
+    """Median wall time of `runs` batch-1 inferences on random input after `warmup` untimed ones."""
+    threads = threads or os.cpu_count() or 1
+    session = cpu_session(path, threads)
+    name = session.get_inputs()[0].name
+    batch = np.random.default_rng(0).standard_normal((1, 3, img_size, img_size)).astype(np.float32)
+    for _ in range(warmup):
+        session.run(None, {name: batch})
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, {name: batch})
+        times.append((time.perf_counter() - start) * 1000.0)
+    return Latency(
+        backend="ort-cpu",
+        precision=precision,
+        batch=1,
+        p50_ms=round(statistics.median(times), 3),
+        runs=runs,
+        machine={"cpu": cpu_name(), "threads": threads},
+    )

@@ -1,0 +1,186 @@
+"""`export_bundle`: checkpoint -> bundle, chaining the format exporters and their checks.
+
+Order: validate everything the user gave (options, output folder, checkpoint, TensorRT, image
+folders) before any work; then, inside a temporary folder renamed into place only on success:
+FP32 ONNX (+ checker, smoke run, parity with PyTorch), INT8 Q/DQ (+ TensorRT rules, accuracy
+gate), the CPU-only U8S8 variant if it is faster, CPU latencies, TensorRT engines, the retained
+checkpoint, and the manifest last.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.export.bundle_writer import BundleWriter
+from sperm_edge.export.gate import DEFAULT_MAX_DROP, DropGate
+from sperm_edge.export.images import ImageSet, folder_images, split_images
+from sperm_edge.export.parity import DEFAULT_TOLERANCE
+from sperm_edge.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+
+class Reporter(Protocol):
+    def step(self, name: str) -> None: ...
+
+
+class _Silent:
+    def step(self, name: str) -> None:
+        log.info("%s", name)
+
+
+@dataclass
+class ExportOptions:
+    """Everything `sperm-edge export` can be told."""
+
+    int8: bool = False
+    calib: Path | None = None
+    calib_count: int = 300
+    eval: Path | None = None
+    method: str = "minmax"
+    percentile: float = 99.999
+    keep_float: tuple[str, ...] = ()
+    max_drop: float = DEFAULT_MAX_DROP
+    allow_drop: bool = False
+    cpu_variant: bool = True
+    trt: bool = False
+    fp16: bool = False
+    max_batch: int = 16
+    workspace_mb: int = 1024
+    timing_cache: Path | None = None
+    parity_tolerance: float = DEFAULT_TOLERANCE
+    parity_count: int = 64
+    latency_runs: int = 20
+    force: bool = False
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.fp16 and not self.trt:
+            raise SpermEdgeError("--fp16 builds a TensorRT engine; add --trt")
+        if self.calib_count < 1 or self.parity_count < 1 or self.latency_runs < 1:
+            raise SpermEdgeError("--calib-count, parity count and latency runs must be at least 1")
+        if self.max_drop < 0:
+            raise SpermEdgeError(f"--max-drop must be 0 or more points, not {self.max_drop}")
+        if self.max_batch < 1 or self.workspace_mb < 1:
+            raise SpermEdgeError("--max-batch and --workspace-mb must be at least 1")
+        if self.keep_float and not self.int8:
+            raise SpermEdgeError("--keep-float applies to INT8 quantization; add --int8")
+        if self.int8:
+            from sperm_edge.export.int8 import Int8Config
+
+            Int8Config(method=self.method, percentile=self.percentile)  # refuses unknown methods now
+
+
+@dataclass
+class ExportResult:
+    """The bundle written and the verdicts of the gates."""
+
+    path: Path
+    manifest: dict
+    gates: list[DropGate] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+
+    @property
+    def int8_refused(self) -> bool:
+        """INT8 was asked for but left out because it lost too much accuracy (and --allow-drop was not given)."""
+        return any(g.precision == "int8" and not g.passed and not g.allowed for g in self.gates)
+
+
+def _check_output(out: Path, stem: Path, force: bool) -> None:
+    if out.exists() and (out.is_file() or any(out.iterdir())) and not force:
+        raise SpermEdgeError(f"output {out} already exists; choose another path or pass --force")
+    run_dir = stem.parent.resolve()
+    target = out.resolve()
+    if target == run_dir or target in run_dir.parents:
+        raise SpermEdgeError(f"output {out} would replace the folder holding the checkpoint {stem}")
+
+
+def _held_out(meta: dict, classes: list[str], options: ExportOptions) -> ImageSet | None:
+    if options.eval is not None:
+        return folder_images(options.eval, classes, need_labels=True)
+    try:
+        return split_images(meta, "test", classes)
+    except SpermEdgeError as err:
+        if options.int8:
+            raise SpermEdgeError(f"{err}; the INT8 accuracy gate needs a labelled set: pass --eval DIR") from err
+        log.warning("no held-out set for accuracy figures: %s", err)
+        return None
+
+
+def _calibration(meta: dict, classes: list[str], options: ExportOptions) -> ImageSet | None:
+    if options.calib is not None:
+        images = folder_images(options.calib, classes, need_labels=False)
+    elif options.int8:
+        try:
+            images = split_images(meta, "train", classes)
+        except SpermEdgeError as err:
+            raise SpermEdgeError(f"{err}; INT8 calibration needs real images: pass --calib DIR") from err
+    else:
+        return None
+    return images.sample(options.calib_count, options.seed)
+
+
+def _noise_images(size: int, count: int = 16) -> ImageSet:
+    """Last resort for the parity check when no real image is at hand (said so in the manifest and the log)."""
+    log.warning("no real images for the parity check (no split in the checkpoint, no --eval/--calib): using noise")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(count)]
+    return ImageSet(source="uniform noise (no real images were available: pass --eval or --calib)", images=images)
+
+
+def export_bundle(
+    checkpoint: str | Path, out: str | Path, options: ExportOptions | None = None, reporter: Reporter | None = None
+) -> ExportResult:
+    """Turn a checkpoint (run folder, `best`, or .safetensors) into a verified bundle at `out`."""
+    from sperm_edge.model.checkpoint import load_checkpoint, package_versions, resolve_checkpoint
+
+    options = options or ExportOptions()
+    reporter = reporter or _Silent()
+    options.validate()
+    out = Path(out)
+    stem = resolve_checkpoint(checkpoint)
+    _check_output(out, stem, options.force)
+    target = None
+    if options.trt:
+        from sperm_edge.export.tensorrt_build import probe_target
+
+        target = probe_target()
+    reporter.step("loading checkpoint and images")
+    ckpt = load_checkpoint(stem)
+    held_out = _held_out(ckpt.meta, ckpt.classes, options)
+    calib = _calibration(ckpt.meta, ckpt.classes, options)
+    real = held_out if held_out is not None else calib
+    parity_set = real.sample(options.parity_count, options.seed) if real else _noise_images(ckpt.preprocess.img_size)
+    try:
+        model = ckpt.build_model()
+    except (RuntimeError, KeyError) as err:
+        raise SpermEdgeError(f"checkpoint {stem} does not fit its architecture {ckpt.arch}: {err}") from err
+
+    from sperm_edge.export import _stages
+
+    with (
+        atomic_dir(out, force=options.force) as folder,
+        tempfile.TemporaryDirectory(prefix="sperm-edge-export-") as work,
+    ):
+        writer = BundleWriter(folder, ckpt.meta)
+        writer.manifest["source"] = _stages.source_section(stem, ckpt.meta)
+        stages = _stages.Stages(writer, Path(work), ckpt.preprocess, ckpt.classes, options, reporter)
+        stages.fp32(model, parity_set, held_out)
+        if options.int8:
+            stages.int8(calib, held_out)
+        stages.latencies()
+        if target is not None:
+            stages.engines(target)
+        writer.copy_checkpoint(stem)
+        versions = package_versions()
+        if target is not None:
+            versions["tensorrt"] = target.tensorrt
+        manifest = writer.finish(versions)
+    return ExportResult(path=out, manifest=manifest, gates=stages.gates, rejected=stages.rejected)

@@ -1,0 +1,160 @@
+"""Inference engines behind one interface, chosen by name or automatically.
+
+    with open_backend(bundle, "auto") as backend:
+        logits = backend.infer(batch)
+
+Names: `ort-cpu`, `ort-cuda`, `ort-trt` (ONNX Runtime and its execution providers), `trt` (a native
+TensorRT engine from the bundle), `torch` (the retained checkpoint, the reference) and `auto`.
+`auto` takes what is installed here and the latencies the bundle recorded at export for this
+machine: the fastest measured (engine, precision) wins; INT8 only where it measured faster than
+FP32 on the same engine; a GPU engine that was not measured still beats measured CPU figures;
+without figures, the first available of trt, ort-trt, ort-cuda, ort-cpu, torch at FP32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import platform
+from pathlib import Path
+
+from sperm_edge.bundle import Bundle
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.runtime.backends.base import Backend, InputSpec
+from sperm_edge.runtime.backends.ort import OrtBackend, available_providers
+from sperm_edge.runtime.backends.tensorrt import TensorRTBackend
+from sperm_edge.runtime.backends.torch_backend import TorchBackend
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "InputSpec",
+    "OrtBackend",
+    "TensorRTBackend",
+    "TorchBackend",
+    "available_backends",
+    "choose_auto",
+    "open_backend",
+]
+
+BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "trt", "torch")
+PREFERENCE = ("trt", "ort-trt", "ort-cuda", "ort-cpu", "torch")
+GPU_BACKENDS = frozenset({"trt", "ort-trt", "ort-cuda"})
+
+
+def cpu_name() -> str:
+    """The processor's model name, as export records it in the bundle's benchmark figures."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def availability(name: str, bundle: Bundle | None = None) -> tuple[bool, str]:
+    """Whether engine `name` can run here (and for `bundle`); else why not and what to install."""
+    if name.startswith("ort-"):
+        return OrtBackend.available_for(name[4:])
+    if name == "trt":
+        ok, why = TensorRTBackend.available()
+        if ok and bundle is not None and not bundle.manifest.get("engines"):
+            return False, f"bundle {bundle.path} has no TensorRT engine (build one with sperm-edge export --tensorrt)"
+        return ok, why
+    if name == "torch":
+        if importlib.util.find_spec("torch") is None:  # cheap: does not import torch
+            return False, "PyTorch is not installed; pip install torch timm"
+        return True, ""
+    raise SpermEdgeError(f"unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
+
+
+def available_backends(bundle: Bundle | None = None) -> list[str]:
+    """The engines that can run here, in order of preference."""
+    return [name for name in PREFERENCE if availability(name, bundle)[0]]
+
+
+def _figures(bundle: Bundle, here: str) -> dict[tuple[str, str], float]:
+    """{(backend, precision): p50 ms} measured on this machine, at the batch measured most often."""
+    rows = [b for b in bundle.manifest.get("benchmarks", []) if b.get("machine", {}).get("cpu", here) == here]
+    if not rows:
+        return {}
+    batches = [int(b.get("batch", 1)) for b in rows]
+    batch = max(set(batches), key=lambda n: (batches.count(n), -n))
+    return {(b["backend"], b["precision"]): float(b["p50_ms"]) for b in rows if int(b.get("batch", 1)) == batch}
+
+
+def choose_auto(bundle: Bundle, available: list[str] | None = None, here: str | None = None) -> tuple[str, str]:
+    """The (backend, precision) `auto` runs; see the module docstring for the rule."""
+    available = available_backends(bundle) if available is None else available
+    if not available:
+        raise SpermEdgeError("no inference engine is installed: pip install onnxruntime (or onnxruntime-gpu)")
+    measured = {k: v for k, v in _figures(bundle, here or cpu_name()).items() if k[0] in available}
+    fair = {}
+    for (backend, precision), ms in measured.items():
+        if precision.startswith("int8"):
+            fp32 = measured.get((backend, "fp32"))
+            if fp32 is None or ms >= fp32:
+                continue  # INT8 only where it measured faster than FP32
+        fair[(backend, precision)] = ms
+    if fair:
+        best = min(fair, key=fair.get)
+        unmeasured_gpu = [b for b in available if b in GPU_BACKENDS and not any(k[0] == b for k in measured)]
+        if best[0] not in GPU_BACKENDS and unmeasured_gpu:
+            return unmeasured_gpu[0], "fp32"
+        return best
+    return available[0], "fp32"
+
+
+def _pick_engine(bundle: Bundle, precision: str | None) -> dict:
+    engines = bundle.manifest.get("engines", [])
+    if not engines:
+        raise SpermEdgeError(f"bundle {bundle.path} has no TensorRT engine (build one on this machine at export)")
+    wanted = [precision] if precision else ["fp16", "fp32", "int8"]
+    for p in wanted:
+        for engine in engines:
+            if engine.get("precision") == p:
+                return engine
+    have = ", ".join(sorted({str(e.get("precision")) for e in engines}))
+    raise SpermEdgeError(f"bundle {bundle.path} has no {precision} TensorRT engine (it has: {have})")
+
+
+def open_backend(
+    bundle: Bundle,
+    name: str = "auto",
+    precision: str | None = None,
+    threads: int | None = None,
+    device: int = 0,
+    spin: bool = False,
+) -> Backend:
+    """The backend `name` for `bundle` (not yet active: use it in a `with` block).
+
+    A missing engine fails here with what to install, not with an import traceback.
+    """
+    if name == "auto":
+        name, auto_precision = choose_auto(bundle)
+        precision = precision or auto_precision
+        log.info("backend auto: %s %s", name, precision)
+    ok, why = availability(name, bundle)
+    if not ok:
+        raise SpermEdgeError(f"backend {name} is not available here: {why}")
+    if name.startswith("ort-"):
+        precision = precision or "fp32"
+        model = "fp32" if precision in ("fp16",) else precision
+        if precision == "fp16" and name != "ort-trt":
+            raise SpermEdgeError("fp16 runs through TensorRT: use --backend ort-trt or trt")
+        return OrtBackend(bundle.onnx_path(model), name[4:], precision, threads, device, spin=spin)
+    if name == "trt":
+        engine = _pick_engine(bundle, precision)
+        return TensorRTBackend(bundle.file(engine["file"]), engine.get("precision", "fp32"), engine, device)
+    if precision not in (None, "fp32"):
+        raise SpermEdgeError("the torch backend runs the checkpoint at fp32 only")
+    return TorchBackend(bundle.checkpoint_stem(), threads=threads)
+
+
+def provider_summary() -> str:
+    """One line on what is installed, for error messages and `--help`."""
+    providers = available_providers()
+    return f"ONNX Runtime providers: {', '.join(providers) if providers else 'none'}"

@@ -1,0 +1,399 @@
+"""The stream: capture, cell finding, inference and output in separate threads joined by bounded queues.
+
+    with open_backend(bundle) as backend, open_source(uri) as source, \\
+            Pipeline(source, backend, bundle.classes, bundle.preprocess, config, policy) as pipeline:
+        for result in pipeline:          # FrameResult, in frame order, on the calling (output) thread
+            ...
+
+- capture: reads frames; for live sources only the newest frame waits (no growing lag).
+- prepare: finds the cells (or takes the whole frame in crop mode), measures the slide's
+  motion, crops and preprocesses exactly as training did.
+- inference: runs the backend in batches (crop mode batches several frames), then tracks,
+  counts and flags the cells.
+- output: the caller's thread (events, flagged cells, video, window; see `outputs`).
+
+Splitting cell finding from the network lets them overlap on different cores. Every stage's
+time is recorded, so the bottleneck shows while the stream runs and in the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.metrics import softmax
+from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
+from sperm_edge.runtime.backends.base import Backend
+from sperm_edge.runtime.flagging import FlagPolicy
+from sperm_edge.runtime.localize import Detection, LocalizerConfig, crop, find_cells, whole_frame
+from sperm_edge.runtime.sources.base import Frame, VideoSource
+from sperm_edge.runtime.timing import STAGES, StageTimes
+from sperm_edge.runtime.tracking import Observation, Track, Tracker, TrackerConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["STAGES", "CellEvent", "CellResult", "FrameResult", "Pipeline", "PipelineConfig"]
+
+MODES = ("field", "crop")
+_END = object()
+
+
+@dataclass
+class PipelineConfig:
+    """How frames become cells. `track` None: on for videos and cameras in field mode, off for still images."""
+
+    mode: str = "field"
+    localizer: LocalizerConfig = field(default_factory=LocalizerConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    track: bool | None = None
+    max_batch: int = 32
+    queue_size: int = 4
+    max_frames: int | None = None
+    keep_frames: bool = True
+
+
+@dataclass
+class CellResult:
+    """A cell in the current frame, for drawing: head box (x0, y0, x1, y1), class, confidence, track."""
+
+    box: tuple[int, int, int, int]
+    label: str
+    confidence: float
+    track: int
+    flagged: bool
+
+
+@dataclass
+class CellEvent:
+    """A counted cell: its JSON event, and the pixels kept for flagged cells (crop and frame)."""
+
+    event: dict
+    crop: np.ndarray | None = None
+    frame: np.ndarray | None = None
+
+
+@dataclass
+class FrameResult:
+    """What one frame produced; the last result of a tracked stream has `frame` None and the last events."""
+
+    frame: Frame | None
+    cells: list[CellResult]
+    events: list[CellEvent]
+    fps: float
+
+
+@dataclass
+class _Prepared:
+    """Frames ready for the network: their cells, crops, the network input and the slide's motion."""
+
+    frames: list[Frame]
+    cells: list[list[Detection]]
+    crops: list[np.ndarray]
+    batch: np.ndarray
+    shifts: list[tuple[float, float]]
+
+
+class Pipeline:
+    """Runs `source` through `backend` in threads; iterate it on the output thread."""
+
+    def __init__(
+        self,
+        source: VideoSource,
+        backend: Backend,
+        classes: Sequence[str],
+        spec: PreprocessSpec,
+        config: PipelineConfig | None = None,
+        policy: FlagPolicy | None = None,
+    ) -> None:
+        self.source, self.backend, self.classes, self.spec = source, backend, list(classes), spec
+        self.config = config or PipelineConfig()
+        if self.config.mode not in MODES:
+            raise SpermEdgeError(f"unknown mode {self.config.mode!r}; choose field or crop")
+        self.policy = policy or FlagPolicy.for_classes([])
+        track = self.config.track
+        if track is None:
+            scheme = getattr(getattr(source, "parsed", None), "scheme", "image")
+            track = self.config.mode == "field" and scheme not in ("image", "folder", "glob")
+        self.tracker = Tracker(len(self.classes), self.config.tracker) if track else None
+        self._motion = self.tracker.new_estimator() if self.tracker else None
+        self.times = StageTimes()
+        self.frames = self.cells_seen = self.events = self.dropped = 0
+        self._next_id = 1
+        self._stop, self._abandoned = threading.Event(), threading.Event()
+        latest = bool(source.options.latest_only)
+        crop_batch = self.config.max_batch if self.config.mode == "crop" else 1
+        self._frames: queue.Queue = queue.Queue(maxsize=1 if latest else max(self.config.queue_size, crop_batch))
+        self._prepared: queue.Queue = queue.Queue(maxsize=2)
+        self._results: queue.Queue = queue.Queue(maxsize=max(2, self.config.queue_size))
+        self._threads: list[threading.Thread] = []
+        self._error: BaseException | None = None
+        self._started = self._cpu0 = 0.0
+        self._t0 = time.time()
+        self._stamps: deque[float] = deque(maxlen=30)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def __enter__(self) -> Pipeline:
+        self._started, self._t0, self._cpu0 = time.perf_counter(), time.time(), time.process_time()
+        stages = ((self._capture_loop, self._frames), (self._prepare_loop, self._prepared),
+                  (self._infer_loop, self._results))  # fmt: skip
+        for target, out in stages:
+            thread = threading.Thread(target=self._guard(target, out), name=target.__name__[1:], daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._abandoned.set()  # nobody reads the results any more: unblock the threads
+        for thread in self._threads:
+            while thread.is_alive():
+                for q in (self._results, self._prepared, self._frames):
+                    self._drain_one(q)
+                thread.join(timeout=0.05)
+        self._threads = []
+
+    def stop(self) -> None:
+        """Stop capturing (thread-safe). Frames already read are still processed and open tracks reported:
+        keep iterating to collect the last events."""
+        self._stop.set()
+        self.source.stop()
+
+    def __iter__(self) -> Iterator[FrameResult]:
+        while True:
+            item = self._results.get()
+            if item is _END:
+                self._results.put(_END)  # a second iteration ends at once
+                if self._error is not None:
+                    raise self._error
+                return
+            yield item
+
+    # -- figures ----------------------------------------------------------------------------------
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._started if self._started else 0.0
+
+    @property
+    def fps(self) -> float:
+        """Frames per second over the whole run so far."""
+        return self.frames / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def recent_fps(self) -> float:
+        """Frames per second over the last 30 frames."""
+        if len(self._stamps) < 2:
+            return self.fps
+        return (len(self._stamps) - 1) / max(1e-9, self._stamps[-1] - self._stamps[0])
+
+    def stats(self) -> dict:
+        return {
+            "frames": self.frames,
+            "cells_seen": self.cells_seen,
+            "events": self.events,
+            "fps": round(self.fps, 2),
+            "elapsed_s": round(self.elapsed, 3),
+            # CPU time of the whole process per frame: what the stream costs, even on a busy machine
+            "cpu_ms_per_frame": round((time.process_time() - self._cpu0) * 1000.0 / max(1, self.frames), 2),
+            "stages_ms": self.times.summary(),
+            "queue_dropped": self.dropped,
+            "source_stats": self.source.stats.to_dict(),
+        }
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _guard(self, target, out: queue.Queue):
+        def run() -> None:
+            try:
+                target()
+            except BaseException as err:  # surfaced on the output thread
+                self._error = self._error or err
+                self.stop()
+            finally:
+                self._put(out, _END)
+
+        return run
+
+    def _put(self, q: queue.Queue, item: object) -> bool:
+        """Blocking put that gives up only once the reader is gone (`__exit__`)."""
+        while not self._abandoned.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    @staticmethod
+    def _drain_one(q: queue.Queue) -> None:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            pass
+
+    # -- capture ----------------------------------------------------------------------------------
+    def _capture_loop(self) -> None:
+        frames = iter(self.source)
+        latest = bool(self.source.options.latest_only)
+        count = 0
+        while not self._stop.is_set():
+            start = time.perf_counter()
+            frame = next(frames, None)
+            if frame is None:
+                return
+            self.times.add("capture", time.perf_counter() - start)
+            if latest:  # keep only the newest frame waiting
+                try:
+                    self._frames.put_nowait(frame)
+                except queue.Full:
+                    self._drain_one(self._frames)
+                    self.dropped += 1
+                    self._frames.put_nowait(frame)
+            elif not self._put(self._frames, frame):
+                return
+            count += 1
+            if self.config.max_frames and count >= self.config.max_frames:
+                return
+
+    # -- prepare ----------------------------------------------------------------------------------
+    def _next_frames(self) -> list[Frame] | None:
+        """The next frame, plus (crop mode) any already waiting, up to max_batch: one network call for all."""
+        first = self._frames.get()
+        if first is _END:
+            return None
+        batch = [first]
+        while self.config.mode == "crop" and len(batch) < self.config.max_batch:
+            try:
+                item = self._frames.get_nowait()
+            except queue.Empty:
+                break
+            if item is _END:
+                self._frames.put(_END)  # seen after this batch
+                break
+            batch.append(item)
+        return batch
+
+    def _prepare_loop(self) -> None:
+        while (frames := self._next_frames()) is not None:
+            t0 = time.perf_counter()
+            cells, shifts = [], []
+            for frame in frames:
+                if self.config.mode == "crop":
+                    cells.append([whole_frame(frame.image)])
+                else:
+                    cells.append(find_cells(frame.image, self.config.localizer))
+                shifts.append(self._motion.update(frame.image) if self._motion is not None else (0.0, 0.0))
+            t1 = time.perf_counter()
+            crops = [
+                frame.image if self.config.mode == "crop" else crop(frame.image, d.crop_box)
+                for frame, dets in zip(frames, cells, strict=True)
+                for d in dets
+            ]
+            batch = preprocess_batch(crops, self.spec)
+            t2 = time.perf_counter()
+            self.times.add("localisation", t1 - t0, len(frames))
+            self.times.add("preprocessing", t2 - t1, len(frames))
+            if not self._put(self._prepared, _Prepared(frames, cells, crops, batch, shifts)):
+                return
+
+    # -- inference --------------------------------------------------------------------------------
+    def _infer_loop(self) -> None:
+        while (item := self._prepared.get()) is not _END:
+            t0 = time.perf_counter()
+            step = self.config.max_batch
+            logits = [self.backend.infer(item.batch[i : i + step]) for i in range(0, len(item.batch), step)]
+            probs = softmax(np.concatenate(logits)) if logits else np.zeros((0, len(self.classes)), np.float32)
+            t1 = time.perf_counter()
+            results, k = [], 0
+            for frame, dets, shift in zip(item.frames, item.cells, item.shifts, strict=True):
+                n = len(dets)
+                results.append(self._postprocess(frame, dets, item.crops[k : k + n], probs[k : k + n], shift))
+                k += n
+            self.times.add("network", t1 - t0, len(item.frames))
+            self.times.add("postprocessing", time.perf_counter() - t1, len(item.frames))
+            for result in results:
+                if not self._put(self._results, result):
+                    return
+        if self.tracker is not None:
+            start = time.perf_counter()
+            events = [self._event(track) for track in self.tracker.flush()]
+            self.times.add("postprocessing", time.perf_counter() - start, 0)
+            self._put(self._results, FrameResult(None, [], events, self.fps))
+
+    def _postprocess(
+        self, frame: Frame, dets: list[Detection], crops: list[np.ndarray], probs: np.ndarray,
+        shift: tuple[float, float],
+    ) -> FrameResult:  # fmt: skip
+        self.frames += 1
+        self.cells_seen += len(dets)
+        now = time.perf_counter()
+        self._stamps.append(now)
+        keep = frame.image if self.config.keep_frames and self.config.mode == "field" else None
+        observations = [
+            Observation(frame.index, d, p, c, keep, now - self._started, frame.name)
+            for d, p, c in zip(dets, probs, crops, strict=True)
+        ]
+        if self.tracker is not None:
+            self.tracker.move(shift)
+            ids, ended = self.tracker.update(observations, frame.image.shape[:2])
+            events = [self._event(track) for track in ended]
+        else:
+            events = [self._single_event(obs) for obs in observations]
+            ids = [e.event["id"] for e in events]
+        cells = []
+        for obs, track_id in zip(observations, ids, strict=True):
+            label = int(np.argmax(obs.probs))
+            conf = float(obs.probs[label])
+            flagged = bool(self.policy.reasons(self.classes[label], conf))
+            cells.append(CellResult(obs.detection.head_box, self.classes[label], conf, track_id, flagged))
+        return FrameResult(frame, cells, events, self.recent_fps)
+
+    # -- events -----------------------------------------------------------------------------------
+    def _single_event(self, obs: Observation) -> CellEvent:
+        track_id, self._next_id = self._next_id, self._next_id + 1
+        return self._make_event(track_id, obs, obs.probs, 1, obs.frame_index, obs.frame_index, 1.0)
+
+    def _event(self, track: Track) -> CellEvent:
+        obs = track.best
+        event = self._make_event(
+            track.id, obs, track.probs, track.n, track.first_frame, track.last_frame, track.stability
+        )
+        track.release()
+        return event
+
+    def _make_event(
+        self, track_id: int, obs: Observation, probs: np.ndarray, seen: int, first: int, last: int, stability: float
+    ) -> CellEvent:
+        label = int(np.argmax(probs))
+        confidence = float(probs[label])
+        reasons = self.policy.reasons(self.classes[label], confidence, stability)
+        det = obs.detection
+        event = {
+            "id": track_id,
+            "time": datetime.fromtimestamp(self._t0 + obs.time, timezone.utc).isoformat(timespec="milliseconds"),
+            "t": round(obs.time, 3),
+            "frame": obs.frame_index,
+            "box": list(det.head_box),
+            "crop_box": list(det.crop_box),
+            "class": self.classes[label],
+            "confidence": round(confidence, 5),
+            "probs": {c: round(float(p), 5) for c, p in zip(self.classes, probs, strict=True)},
+            "flagged": bool(reasons),
+            "flag_reasons": reasons,
+            "track": track_id,
+            "frames_seen": seen,
+            "first_frame": first,
+            "last_frame": last,
+            "stability": round(stability, 3),
+        }
+        if obs.name:
+            event["name"] = obs.name
+        self.events += 1
+        return CellEvent(event, obs.crop if reasons else None, obs.frame if reasons else None)

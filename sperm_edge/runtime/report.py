@@ -1,0 +1,166 @@
+"""The sample report: cells per class, % normal forms with a 95% Wilson interval, performance, flagged cells.
+
+WHO's laboratory manual (6th ed., 2021) asks for at least 200 assessed sperm per sample; the report
+warns below that. The interval is Wilson's score interval (Wilson 1927), which stays inside
+[0, 100] and keeps its coverage for small counts and proportions near 0 or 1, unlike the normal
+approximation. Classes that are not sperm (e.g. SMIDS' "Non-Sperm") are listed but left out of
+the percentage.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sperm_edge.io import atomic_write_bytes, atomic_write_json
+
+WHO_MINIMUM = 200
+NON_SPERM = re.compile(r"non[-_ ]?sperm", re.IGNORECASE)
+MAX_THUMBNAILS = 60
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float] | None:
+    """95% Wilson score interval of a proportion, as fractions; None for n = 0."""
+    if n <= 0:
+        return None
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def sample_summary(events: Sequence[dict], classes: Sequence[str], normal_class: str | None) -> dict:
+    """Counts per class, % normal with its interval, and the WHO-minimum warning, from the events."""
+    counts = Counter(e["class"] for e in events)
+    excluded = [c for c in classes if NON_SPERM.search(c)]
+    sperm = sum(n for c, n in counts.items() if c not in excluded)
+    normal = counts.get(normal_class, 0) if normal_class else 0
+    interval = wilson_interval(normal, sperm) if normal_class else None
+    warning = None
+    if sperm < WHO_MINIMUM:
+        warning = f"only {sperm} sperm counted; WHO asks for at least {WHO_MINIMUM} for a morphology assessment"
+    flagged = [e for e in events if e.get("flagged")]
+    return {
+        "cells": len(events),
+        "sperm_counted": sperm,
+        "counts": {c: counts.get(c, 0) for c in classes},
+        "normal_class": normal_class,
+        "excluded_classes": excluded,
+        "percent_normal": round(100.0 * normal / sperm, 2) if normal_class and sperm else None,
+        "ci95": [round(100.0 * interval[0], 2), round(100.0 * interval[1], 2)] if interval else None,
+        "who_minimum": WHO_MINIMUM,
+        "warning": warning,
+        "flagged": len(flagged),
+        "flag_reasons": dict(Counter(r for e in flagged for r in e.get("flag_reasons", []))),
+    }
+
+
+def build_report(
+    events: Sequence[dict],
+    classes: Sequence[str],
+    normal_class: str | None,
+    run: dict,
+    out_dir: str | Path | None = None,
+) -> dict:
+    """The report: `sample_summary` plus what ran (`run`: backend, source, timings, fps...) and flagged cells."""
+    out_dir = Path(out_dir) if out_dir is not None else None
+    flagged = []
+    for event in events:
+        if not event.get("flagged"):
+            continue
+        item = {k: event.get(k) for k in ("id", "class", "confidence", "flag_reasons", "crop")}
+        heat = f"explanations/{int(event['id']):06d}.png"
+        if out_dir is not None and (out_dir / heat).is_file():
+            item["heatmap"] = heat
+        flagged.append(item)
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **sample_summary(events, classes, normal_class),
+        **run,
+        "flagged_cells": flagged,
+    }
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def render_markdown(report: dict) -> str:
+    """The report as Markdown, with flagged crops beside their heatmaps."""
+    lines = ["# Sample report", ""]
+    lines.append(
+        f"Source `{report.get('source', '?')}`, mode {report.get('mode', '?')}, "
+        f"backend {report.get('backend', {}).get('backend', '?')} "
+        f"({report.get('backend', {}).get('precision', '?')}), {report.get('created', '')}."
+    )
+    lines.append("")
+    if report.get("warning"):
+        lines += [f"> **Warning:** {report['warning']}.", ""]
+    if report.get("percent_normal") is not None:
+        lo, hi = report["ci95"]
+        lines.append(
+            f"**Normal forms: {report['percent_normal']:.1f}%** (95% Wilson interval {lo:.1f}-{hi:.1f}%) "
+            f"of {report['sperm_counted']} sperm counted."
+        )
+    else:
+        lines.append(f"{report['sperm_counted']} sperm counted (the bundle names no normal class).")
+    lines += ["", "| class | cells | share |", "| --- | ---: | ---: |"]
+    total = max(1, report["cells"])
+    for cls, n in report["counts"].items():
+        note = " (not sperm: left out of %)" if cls in report.get("excluded_classes", []) else ""
+        lines.append(f"| {cls}{note} | {n} | {100.0 * n / total:.1f}% |")
+    reasons = ", ".join(f"{k} {v}" for k, v in report["flag_reasons"].items()) or "none"
+    lines += ["", f"Flagged for review: {report['flagged']} ({reasons}).", ""]
+    stages = report.get("stages_ms", {})
+    if stages:
+        lines += [
+            "## Performance",
+            "",
+            f"{report.get('frames', 0)} frames at **{report.get('fps', 0):.1f} FPS**.",
+            "",
+            "| stage | mean ms | p50 ms | p95 ms |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for stage, row in stages.items():
+            lines.append(f"| {stage} | {_ms(row.get('mean'))} | {_ms(row.get('p50'))} | {_ms(row.get('p95'))} |")
+        lines.append("")
+    truth = report.get("truth")
+    if truth:
+        lines += [
+            "## Against ground truth",
+            "",
+            f"Recall {truth['recall']:.3f} ({truth['counted']} of {truth['cells']} cells), "
+            f"double counts {truth['double_counts']}, false counts {truth['false_counts']}.",
+            "",
+        ]
+    cells = report.get("flagged_cells", [])
+    if cells:
+        lines += [
+            "## Flagged cells",
+            "",
+            "| id | class | confidence | reasons | crop | Grad-CAM++ |",
+            "| ---: | --- | ---: | --- | --- | --- |",
+        ]
+        for cell in cells[:MAX_THUMBNAILS]:
+            crop = f"![crop]({cell['crop']})" if cell.get("crop") else ""
+            heat = f"![heatmap]({cell['heatmap']})" if cell.get("heatmap") else "-"
+            lines.append(
+                f"| {cell['id']} | {cell['class']} | {cell['confidence']:.2f} | "
+                f"{', '.join(cell.get('flag_reasons') or [])} | {crop} | {heat} |"
+            )
+        if len(cells) > MAX_THUMBNAILS:
+            lines.append(f"\n{len(cells) - MAX_THUMBNAILS} more in report.json.")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: str | Path, report: dict) -> tuple[Path, Path]:
+    """Write `report.json` and `report.md` atomically."""
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / "report.json", report)
+    atomic_write_bytes(out_dir / "report.md", render_markdown(report).encode())
+    return out_dir / "report.json", out_dir / "report.md"

@@ -1,0 +1,87 @@
+"""Check a run against ground truth: did it find every cell, and count each one once?
+
+Used with the synthetic fields and panning clips of `sperm_edge.data.synthetic`, whose ground
+truth lists every head's box per frame with a stable cell id. An event or detection matches the
+ground-truth head whose box contains its centre (a few pixels of tolerance; the largest overlap
+wins when two do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+TOLERANCE = 3
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_box(box: Sequence[float], cells: Iterable[dict], tolerance: float = TOLERANCE) -> dict | None:
+    """The ground-truth cell (with `box` as x0, y0, x1, y1) that `box` (same form) lies on, if any."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    t = tolerance
+    hits = [c for c in cells if c["box"][0] - t <= cx <= c["box"][2] + t and c["box"][1] - t <= cy <= c["box"][3] + t]
+    return max(hits, key=lambda c: _iou(box, c["box"])) if hits else None
+
+
+def score_detections(boxes: Sequence[Sequence[float]], cells: Sequence[dict], frame_size: tuple[int, int]) -> dict:
+    """Recall and false finds of head boxes in one field; cells cut by the frame edge are not required."""
+    w, h = frame_size
+    required = {
+        c["id"] for c in cells
+        if c["box"][0] > TOLERANCE and c["box"][1] > TOLERANCE and c["box"][2] < w - TOLERANCE
+        and c["box"][3] < h - TOLERANCE
+    }  # fmt: skip
+    found, duplicates, false = set(), 0, 0
+    for box in boxes:
+        cell = match_box(box, cells)
+        if cell is None:
+            false += 1
+        elif cell["id"] in found:
+            duplicates += 1
+        else:
+            found.add(cell["id"])
+    return {
+        "cells": len(required),
+        "found": len(found & required),
+        "recall": len(found & required) / len(required) if required else 1.0,
+        "duplicates": duplicates,
+        "false_finds": false,
+    }
+
+
+def score_events(events: Sequence[dict], truth: dict) -> dict:
+    """Compare a run's events (one per counted cell) with a synthetic clip's ground truth.
+
+    `recall`: share of the cells seen whole in at least one frame that were counted; `double_counts`:
+    events on a cell that an earlier event already counted; `false_counts`: events on no cell.
+    """
+    frames = {f["index"]: f["cells"] for f in truth["frames"]}
+    countable = {c["id"] for cells in frames.values() for c in cells if not c.get("partial")}
+    counted: dict[int, int] = {}
+    doubles = false = agree = 0
+    for event in events:
+        cell = match_box(event["box"], frames.get(event["frame"], []))
+        if cell is None:
+            false += 1
+            continue
+        if cell["id"] in counted:
+            doubles += 1
+        counted[cell["id"]] = counted.get(cell["id"], 0) + 1
+        agree += int(event.get("class") == cell.get("class"))
+    matched = len(set(counted) & countable)
+    return {
+        "cells": len(countable),
+        "counted": matched,
+        "recall": matched / len(countable) if countable else 1.0,
+        "events": len(events),
+        "double_counts": doubles,
+        "double_count_rate": doubles / max(1, len(counted)),
+        "false_counts": false,
+        "class_agreement": agree / max(1, len(events) - false),
+    }

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sperm_edge.bundle import load_bundle
+from sperm_edge.explain.scores import heat_in_mask, list_crops, pointing_hit, random_map, score_explanations
+
+
+def test_heat_in_mask_and_pointing_on_known_maps() -> None:
+    mask = np.zeros((100, 100), bool)
+    mask[40:60, 40:60] = True
+    inside = np.zeros((100, 100), np.float32)
+    inside[45:55, 45:55] = 1.0
+    assert heat_in_mask(inside, mask) == 1.0 and pointing_hit(inside, mask)
+    half = np.ones((100, 100), np.float32)
+    assert heat_in_mask(half, mask) == pytest.approx(0.04)
+    corner = np.zeros((100, 100), np.float32)
+    corner[2, 2] = 1.0
+    assert not pointing_hit(corner, mask)
+    near = np.zeros((100, 100), np.float32)
+    near[40, 65] = 1.0  # 6 px off the mask: within the 15 px / 224 px tolerance? no: 6.7 px at 100 px
+    assert pointing_hit(near, mask) and not pointing_hit(near, mask, tolerance=0)
+
+
+def test_random_maps_score_the_mask_share_on_average() -> None:
+    rng = np.random.default_rng(0)
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 16:48] = True  # a quarter of the crop
+    scores = [heat_in_mask(random_map(mask.shape, rng, 5), mask) for _ in range(400)]
+    assert np.mean(scores) == pytest.approx(0.25, abs=0.02)
+
+
+def test_score_explanations_reports_localisation_and_faithfulness(tiny_bundle: Path, masked_crops: Path) -> None:
+    items = list_crops(masked_crops, limit=1)
+    assert len(items) == 4 and all(mask is not None for _, _, mask in items)
+    result = score_explanations(load_bundle(tiny_bundle).checkpoint_stem(), masked_crops, limit=1)
+    assert result["crops"] == 4 and result["with_masks"] == 4
+    for key in ("heat_in_mask", "heat_in_mask_random", "pointing", "pointing_random"):
+        assert result[key]["n"] == 4 and 0.0 <= result[key]["mean"] <= 1.0
+    for key in ("cam_mult_change", "road_keep20_change", "road_keep20_change_random"):
+        assert result[key]["n"] == 4 and -1.0 <= result[key]["mean"] <= 1.0
+    assert result["latency_ms"]["mean"] > 0

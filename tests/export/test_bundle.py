@@ -1,0 +1,116 @@
+"""The bundle a full export writes: layout, manifest, hashes, retained checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from sperm_edge.bundle import load_bundle
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.export.ort_cpu import cpu_session
+from sperm_edge.io import sha256_file
+from sperm_edge.model.checkpoint import load_checkpoint
+from tests.export.conftest import CORRUPT_NAME
+
+
+def test_round_trip_loads_and_verifies(tiny_bundle, tiny_run) -> None:
+    bundle = load_bundle(tiny_bundle)
+    ckpt = load_checkpoint(tiny_run)
+    assert bundle.classes == ckpt.classes
+    assert bundle.arch == "cbam_efficientnet_lite0"
+    assert bundle.preprocess == ckpt.preprocess
+    assert {"fp32", "int8"} <= set(bundle.precisions())
+    assert bundle.onnx_path("fp32").name == "model.onnx"
+    assert bundle.onnx_path("int8").name == "model.int8.onnx"
+    retained = load_checkpoint(bundle.checkpoint_stem())  # checks weights_sha256 against the copy
+    assert retained.classes == ckpt.classes
+    assert retained.meta["weights_file"] == "checkpoint.safetensors"
+    on_disk = {p.name for p in tiny_bundle.iterdir()}
+    assert on_disk == set(bundle.manifest["files"]) | {"manifest.json"}
+    for name, entry in bundle.manifest["files"].items():
+        assert entry["sha256"] == sha256_file(tiny_bundle / name)
+        assert entry["size"] == (tiny_bundle / name).stat().st_size
+
+
+def test_manifest_records_how_everything_was_measured(tiny_bundle) -> None:
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    fp32 = manifest["models"]["fp32"]
+    assert fp32["export"]["opset"] == 17 and "dynamo=False" in fp32["export"]["exporter"]
+    parity = fp32["parity"]
+    assert parity["max_abs_logit_diff"] <= parity["tolerance"] and parity["top1_agreement"] == 1.0 and parity["n"] > 0
+    int8 = manifest["models"]["int8"]
+    assert int8["quantization"]["calibration_method"] == "minmax"
+    assert {"accuracy", "macro_f1", "top1_agreement_fp32"} <= set(int8["accuracy"])
+    assert int8["gate"]["max_drop_points"] == 1.0
+    assert int8["qdq_check"]["tensorrt_ready"] is True
+    benchmarks = {b["precision"]: b for b in manifest["benchmarks"]}
+    assert set(benchmarks) == set(manifest["models"])
+    for entry in benchmarks.values():
+        assert entry["backend"] == "ort-cpu" and entry["batch"] == 1 and entry["p50_ms"] > 0
+        assert {"cpu", "threads"} <= set(entry["machine"])
+    assert "onnxruntime" in manifest["versions"] and manifest["engines"] == []
+
+
+def test_cpu_variant_is_labelled_or_explained(tiny_bundle) -> None:
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    if "int8_cpu" in manifest["models"]:
+        entry = manifest["models"]["int8_cpu"]
+        assert entry["cpu_only"] is True and entry["file"] == "model.int8_cpu.onnx"
+        latency = {b["precision"]: b["p50_ms"] for b in manifest["benchmarks"]}
+        assert "int8_cpu" in latency
+    else:
+        reasons = [r["reason"] for r in manifest["rejected"] if r["precision"] == "int8_cpu"]
+        assert reasons and not (tiny_bundle / "model.int8_cpu.onnx").exists()
+
+
+def test_calibration_reports_the_corrupt_image(tiny_bundle) -> None:
+    calibration = json.loads((tiny_bundle / "manifest.json").read_text())["calibration"]
+    assert calibration["skipped_count"] == 1
+    assert Path(calibration["skipped"][0]["file"]).name == CORRUPT_NAME
+    assert calibration["n"] == 36 and calibration["method"] == "minmax"
+
+
+def test_onnx_has_a_dynamic_batch_and_no_runtime_padding_arithmetic(tiny_bundle) -> None:
+    graph = onnx.load(str(tiny_bundle / "model.onnx")).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert not {"Shape", "Ceil"} & {node.op_type for node in graph.node}
+    session = cpu_session(tiny_bundle / "model.onnx")
+    for batch in (1, 5):
+        (out,) = session.run(None, {"input": np.zeros((batch, 3, 32, 32), np.float32)})
+        assert out.shape == (batch, 3)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_file_is_refused_by_name(tiny_bundle, tmp_path, damage) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    target = copy / "model.int8.onnx"
+    data = bytearray(target.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        data = data[:-10]
+    target.write_bytes(bytes(data))
+    with pytest.raises(SpermEdgeError, match=r"model\.int8\.onnx"):
+        load_bundle(copy)
+
+
+def test_library_export_without_any_real_images_falls_back_to_noise(tiny_run, tmp_path) -> None:
+    from sperm_edge.export import export_bundle
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(tiny_run / "best.safetensors", run / "best.safetensors")
+    meta = json.loads((tiny_run / "best.json").read_text())
+    del meta["split"]
+    (run / "best.json").write_text(json.dumps(meta))
+    result = export_bundle(run / "best", tmp_path / "bundle")
+    manifest = load_bundle(result.path).manifest
+    assert set(manifest["models"]) == {"fp32"} and "accuracy" not in manifest["models"]["fp32"]
+    assert manifest["models"]["fp32"]["parity"]["images"].startswith("uniform noise")
+    assert [b["precision"] for b in manifest["benchmarks"]] == ["fp32"]

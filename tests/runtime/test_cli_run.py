@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+
+def test_run_writes_events_flags_explanations_and_report(
+    tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path
+) -> None:
+    path, _truth = clip
+    out = tmp_path / "out"
+    code = run_cli(
+        [
+            "run",
+            str(tiny_bundle),
+            "--source",
+            str(path),
+            "--headless",
+            "--explain",
+            "flagged",
+            "--out",
+            str(out),
+            "--max-frames",
+            "10",
+            "--truth",
+            str(path.with_suffix(".json")),
+        ]
+    )
+    assert code == 0
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert events and all({"frame", "box", "class", "probs", "flagged", "track"} <= set(e) for e in events)
+    report = json.loads((out / "report.json").read_text())
+    assert {"counts", "percent_normal", "ci95", "fps"} <= set(report)
+    assert sum(report["counts"].values()) == len(events) and report["fps"] > 0 and report["truth"]["cells"] > 0
+    flagged = [e for e in events if e["flagged"]]
+    assert flagged and report["explanations"]["explained"] == len(flagged)
+    for event in flagged:
+        name = f"{event['id']:06d}"
+        assert (out / "explanations" / f"{name}.png").is_file()
+        explanation = json.loads((out / "explanations" / f"{name}.json").read_text())
+        assert explanation["event"] == event["id"] and 0.0 <= explanation["score"] <= 1.0
+        assert set(explanation["heat"]) >= {"peak", "centroid", "central_share"}
+    assert "![heatmap](explanations/" in (out / "report.md").read_text()
+
+    # a flagged event round-trips to `sperm-edge explain`
+    event = flagged[0]
+    again = tmp_path / "again"
+    assert (
+        run_cli(["explain", str(tiny_bundle), "--event", str(event["id"]), "--run", str(out), "--out", str(again)]) == 0
+    )
+    redo = json.loads((again / f"{event['id']:06d}.json").read_text())
+    original = json.loads((out / "explanations" / f"{event['id']:06d}.json").read_text())
+    assert redo["class"] == original["class"] and abs(redo["score"] - original["score"]) < 1e-5
+    assert redo["class"] == event["class"]  # the saved crop reproduces the stream's prediction
+
+
+def test_explain_one_image(tiny_bundle: Path, tmp_path: Path) -> None:
+    from tests.runtime._bundle import make_crops
+
+    crops = make_crops(tmp_path / "crops", n=4)
+    image = next((crops / "02_Tapered").glob("*.png"))
+    assert (
+        run_cli(
+            [
+                "explain",
+                str(tiny_bundle),
+                "--image",
+                str(image),
+                "--out",
+                str(
+                    tmp_path / "x",
+                ),
+                "--target",
+                "01_Normal",
+            ]
+        )
+        == 0
+    )
+    info = json.loads((tmp_path / "x" / f"{image.stem}.json").read_text())
+    assert info["explained_class"] == "01_Normal" and (tmp_path / "x" / f"{image.stem}.png").is_file()
+
+
+def test_user_errors_are_one_line_and_exit_2(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
+    assert (
+        run_cli(
+            [
+                "run",
+                str(tiny_bundle),
+                "--source",
+                str(tmp_path / "nope.mp4"),
+                "--headless",
+                "--out",
+                str(tmp_path / "o1"),
+            ]
+        )
+        == 2
+    )
+    assert "source not found" in capsys.readouterr().err
+    assert run_cli(["run", str(tiny_bundle), "--source", "57", "--headless", "--out", str(tmp_path / "o2")]) == 2
+    assert "cannot open camera 57" in capsys.readouterr().err
+    assert (
+        run_cli(
+            [
+                "run",
+                str(tiny_bundle),
+                "--source",
+                "57",
+                "--backend",
+                "ort-cuda",
+                "--headless",
+                "--out",
+                str(tmp_path / "o3"),
+            ]
+        )
+        == 2
+    )
+    assert "backend ort-cuda is not available here" in capsys.readouterr().err.replace("\n", " ")
+    assert run_cli(["explain", str(tiny_bundle), "--event", "3", "--run", str(tmp_path)]) == 2
+    assert "event log not found" in capsys.readouterr().err

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.runtime.events import EventLog, find_event, read_events
+from sperm_edge.runtime.flagging import FlagPolicy, FlagStore
+
+
+def test_events_are_on_disk_as_soon_as_they_are_written(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    with EventLog(path) as log:
+        log.write({"id": 1, "class": "a"})
+        assert read_events(path) == [{"id": 1, "class": "a"}]  # readable while the run goes on
+        log.write({"id": 2, "class": "b"})
+    with open(path, "a") as handle:
+        handle.write('{"id": 3, "cla')  # a crash mid-line
+    assert [e["id"] for e in read_events(path)] == [1, 2]
+    assert find_event(path, 2)["class"] == "b"
+    with pytest.raises(SpermEdgeError, match=r"no event 9 .* \(ids present: 1..2\)"):
+        find_event(path, 9)
+
+
+def test_flag_policy_reasons() -> None:
+    policy = FlagPolicy.for_classes(["tapered"], min_confidence=0.6, min_stability=0.7)
+    assert policy.reasons("normal", 0.9, 1.0) == []
+    assert policy.reasons("tapered", 0.9) == ["abnormal"]
+    assert policy.reasons("normal", 0.5, 0.6) == ["low_confidence", "unstable"]
+
+
+def test_flagged_cells_go_to_disk_and_to_a_bounded_ring_buffer(tmp_path: Path) -> None:
+    store = FlagStore(tmp_path, capacity=3)
+    crop = np.zeros((20, 16, 3), np.uint8)
+    crop[..., 0] = 255
+    for i in range(1, 6):
+        paths = store.add({"id": i, "class": "x"}, crop, np.zeros((40, 50, 3), np.uint8))
+    assert paths == {"crop": "flagged/000005.png", "frame_image": "flagged/000005.frame.jpg"}
+    assert store.count == 5 and [r["event"]["id"] for r in store.recent] == [3, 4, 5]
+    saved = cv2.cvtColor(cv2.imread(str(tmp_path / "flagged" / "000001.png")), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(saved, crop)  # lossless
+    assert json.loads((tmp_path / "flagged" / "000004.json").read_text())["crop"] == "flagged/000004.png"
+    assert not list((tmp_path / "flagged").glob("*.tmp"))

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sperm_edge.preprocess import decode_image
+from sperm_edge.runtime.localize import LocalizerConfig, crop, find_cells, whole_frame
+from sperm_edge.runtime.scoring import score_detections
+
+
+def test_cell_finding_recall_on_synthetic_fields(fields: list[Path]) -> None:
+    totals = {"cells": 0, "found": 0, "false_finds": 0, "duplicates": 0}
+    for path in fields:
+        truth = json.loads(path.with_suffix(".json").read_text())
+        image = decode_image(path)
+        boxes = [d.head_box for d in find_cells(image)]
+        score = score_detections(boxes, truth["cells"], (image.shape[1], image.shape[0]))
+        for key in totals:
+            totals[key] += score[key]
+    assert totals["cells"] >= 20
+    assert totals["found"] / totals["cells"] >= 0.9, totals
+    assert totals["false_finds"] <= 0.1 * totals["cells"] and totals["duplicates"] == 0, totals
+
+
+def test_crops_are_square_at_the_training_scale_and_padded_at_the_edge(fields: list[Path]) -> None:
+    image = decode_image(fields[0])
+    cfg = LocalizerConfig(crop_scale=4.0)
+    for det in find_cells(image, cfg):
+        x0, y0, x1, y1 = det.crop_box
+        assert x1 - x0 == y1 - y0 == max(16, round(4.0 * np.sqrt(det.area)))
+        assert crop(image, det.crop_box).shape == (y1 - y0, x1 - x0, 3)
+    fixed = find_cells(image, LocalizerConfig(crop_size=100))
+    assert all(d.crop_box[2] - d.crop_box[0] == 100 for d in fixed)
+
+
+def test_crop_replicates_the_border_outside_the_frame() -> None:
+    image = np.arange(5 * 6 * 3, dtype=np.uint8).reshape(5, 6, 3)
+    out = crop(image, (-2, -1, 3, 4))
+    assert out.shape == (5, 5, 3)
+    assert (out[0, 0] == image[0, 0]).all() and (out[1:, 2:] == image[0:4, 0:3]).all()
+
+
+def test_an_empty_slide_has_no_cells_and_crop_mode_takes_the_whole_frame() -> None:
+    rng = np.random.default_rng(0)
+    empty = np.clip(rng.normal((230, 170, 200), 2, (240, 320, 3)), 0, 255).astype(np.uint8)
+    assert find_cells(empty) == []
+    det = whole_frame(empty)
+    assert det.crop_box == det.head_box == (0, 0, 320, 240)

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sperm_edge.bundle import load_bundle
+from sperm_edge.explain.worker import ExplainJob, ExplainWorker
+from sperm_edge.runtime.backends import open_backend
+from sperm_edge.runtime.events import read_events
+from sperm_edge.runtime.flagging import FlagPolicy
+from sperm_edge.runtime.outputs import RunOutputs, stream
+from sperm_edge.runtime.pipeline import STAGES, Pipeline, PipelineConfig
+from sperm_edge.runtime.scoring import score_events
+from sperm_edge.runtime.sources import open_source
+
+
+def _run(bundle_path: Path, source: str | Path, out: Path, mode: str = "field", worker=None, **config) -> tuple:
+    bundle = load_bundle(bundle_path)
+    policy = FlagPolicy.for_classes(bundle.abnormal_classes)
+    with (
+        open_source(source) as src,
+        open_backend(bundle, "ort-cpu") as backend,
+        RunOutputs(out, worker) as outputs,
+        Pipeline(
+            src, backend, bundle.classes, bundle.preprocess, PipelineConfig(mode=mode, **config), policy
+        ) as pipeline,
+    ):
+        stream(pipeline, outputs)
+        stats = pipeline.stats()
+    return outputs, stats
+
+
+def test_field_mode_counts_each_cell_of_the_clip_once(
+    tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path
+) -> None:
+    path, truth = clip
+    outputs, stats = _run(tiny_bundle, path, tmp_path / "out")
+    events = read_events(tmp_path / "out" / "events.jsonl")
+    assert events == outputs.events and stats["frames"] == len(truth["frames"])
+    score = score_events(events, truth)
+    assert score["recall"] >= 0.9 and score["double_counts"] == 0, score
+    assert {"frame", "box", "class", "probs", "flagged", "track", "time"} <= set(events[0])
+    assert len({e["track"] for e in events}) == len(events)
+    assert stats["fps"] > 0 and all(stats["stages_ms"][s]["n"] > 0 for s in STAGES)
+    flagged = [e for e in events if e["flagged"]]
+    for event in flagged:
+        assert (tmp_path / "out" / event["crop"]).is_file() and (tmp_path / "out" / event["frame_image"]).is_file()
+
+
+def test_crop_mode_classifies_each_image_as_one_cell(tiny_bundle: Path, tmp_path: Path) -> None:
+    from tests.runtime._bundle import make_crops
+
+    crops = make_crops(tmp_path / "crops", n=8, seed=1)
+    outputs, stats = _run(tiny_bundle, crops, tmp_path / "out", mode="crop", max_batch=4)
+    names = sorted(e["name"] for e in outputs.events)
+    assert len(names) == 8 and names[0] == "01_Normal/synth_00000.png"
+    assert all(e["box"] == [0, 0, 131, 131] and e["frames_seen"] == 1 for e in outputs.events)
+    assert stats["frames"] == 8
+
+
+def test_the_explain_worker_does_not_hold_up_the_stream(
+    tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path
+) -> None:
+    release, stuck = threading.Event(), threading.Event()
+
+    def hang(job: ExplainJob) -> None:  # the first explanation takes "forever"
+        if not stuck.is_set():
+            stuck.set()
+            release.wait(timeout=120)
+
+    out = tmp_path / "out"
+    worker = ExplainWorker(load_bundle(tiny_bundle).checkpoint_stem(), out / "explanations", before_job=hang)
+    with worker:
+        try:
+            assert worker.submit(ExplainJob("first", np.zeros((40, 40, 3), np.uint8)))
+            assert stuck.wait(timeout=120)
+            outputs, stats = _run(tiny_bundle, clip[0], out, worker=worker)
+            # the whole clip went through while the worker was stuck on its first job
+            assert stats["frames"] == len(clip[1]["frames"])
+            assert worker.done == [] and outputs.submitted >= 1
+        finally:
+            release.set()
+    assert len(worker.done) == outputs.submitted + 1
+    written = sorted(p.name for p in (out / "explanations").glob("0*"))
+    assert len(written) == 2 * outputs.submitted and written[0].endswith(".json")
+
+
+def test_a_live_source_ends_cleanly_after_max_frames(
+    tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path
+) -> None:
+    bundle = load_bundle(tiny_bundle)
+    from sperm_edge.runtime.sources import SourceOptions
+
+    with (
+        open_source(clip[0], SourceOptions(live=True, latest_only=True)) as src,
+        open_backend(bundle, "ort-cpu") as backend,
+        RunOutputs(tmp_path / "out") as outputs,
+        Pipeline(src, backend, bundle.classes, bundle.preprocess, PipelineConfig(max_frames=6)) as pipeline,
+    ):
+        stream(pipeline, outputs)
+    assert 1 <= pipeline.frames <= 6 and src.stats.delivered >= pipeline.frames
+    assert (tmp_path / "out" / "events.jsonl").is_file()
+
+
+def test_annotated_frames_show_boxes(tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path) -> None:
+    from sperm_edge.runtime.annotate import VideoFileOutput, draw
+    from sperm_edge.runtime.pipeline import CellResult
+
+    frame = np.full((120, 160, 3), 200, np.uint8)
+    image = draw(frame, [CellResult((10, 10, 50, 60), "02_Tapered", 0.91, 3, True)], fps=12.5)
+    assert image.shape == frame.shape and (image != frame).any() and (frame == 200).all()
+    with VideoFileOutput(tmp_path / "a.mp4", 10.0) as video:
+        for _ in range(3):
+            video.write(image)
+    assert cv2.VideoCapture(str(tmp_path / "a.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 3

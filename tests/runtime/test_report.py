@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sperm_edge.runtime.report import build_report, render_markdown, sample_summary, wilson_interval, write_report
+
+CLASSES = ["Abnormal_Sperm", "Non-Sperm", "Normal_Sperm"]
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "expected"),
+    [(10, 20, (0.2993, 0.7007)), (0, 10, (0.0, 0.2775)), (10, 10, (0.7225, 1.0)), (42, 250, (0.1268, 0.2193))],
+)
+def test_wilson_interval_matches_published_values(k: int, n: int, expected: tuple[float, float]) -> None:
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(expected[0], abs=1e-4) and hi == pytest.approx(expected[1], abs=1e-4)
+    assert wilson_interval(0, 0) is None
+
+
+def _events(normal: int, abnormal: int, debris: int) -> list[dict]:
+    classes = ["Normal_Sperm"] * normal + ["Abnormal_Sperm"] * abnormal + ["Non-Sperm"] * debris
+    return [
+        {
+            "id": i + 1,
+            "class": c,
+            "confidence": 0.9,
+            "flagged": c != "Normal_Sperm",
+            "flag_reasons": ["abnormal"] if c != "Normal_Sperm" else [],
+            "crop": f"flagged/{i + 1:06d}.png",
+        }
+        for i, c in enumerate(classes)
+    ]
+
+
+def test_percent_normal_leaves_non_sperm_out_and_warns_under_the_who_minimum() -> None:
+    summary = sample_summary(_events(30, 90, 25), CLASSES, "Normal_Sperm")
+    assert summary["counts"] == {"Abnormal_Sperm": 90, "Non-Sperm": 25, "Normal_Sperm": 30}
+    assert summary["sperm_counted"] == 120 and summary["percent_normal"] == 25.0
+    lo, hi = wilson_interval(30, 120)
+    assert summary["ci95"] == [round(100 * lo, 2), round(100 * hi, 2)]
+    assert "only 120 sperm counted; WHO asks for at least 200" in summary["warning"]
+    assert summary["flagged"] == 115 and summary["flag_reasons"] == {"abnormal": 115}
+    assert sample_summary(_events(60, 150, 0), CLASSES, "Normal_Sperm")["warning"] is None
+
+
+def test_report_files_show_flagged_crops_beside_their_heatmaps(tmp_path: Path) -> None:
+    (tmp_path / "explanations").mkdir()
+    (tmp_path / "explanations" / "000002.png").write_bytes(b"png")
+    run = {
+        "source": "clip.mp4",
+        "mode": "field",
+        "backend": {"backend": "ort-cpu", "precision": "fp32"},
+        "fps": 17.5,
+        "frames": 10,
+        "stages_ms": {"network": {"mean": 5.0, "p50": 4.8, "p95": 6.0, "n": 10}},
+    }
+    report = build_report(_events(1, 2, 0), CLASSES, "Normal_Sperm", run, tmp_path)
+    write_report(tmp_path, report)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["percent_normal"] == pytest.approx(33.33) and saved["fps"] == 17.5
+    assert [c["id"] for c in saved["flagged_cells"]] == [2, 3] and saved["flagged_cells"][0]["heatmap"]
+    markdown = (tmp_path / "report.md").read_text()
+    assert "**Normal forms: 33.3%** (95% Wilson interval" in markdown
+    assert (
+        "| 2 | Abnormal_Sperm | 0.90 | abnormal | ![crop](flagged/000002.png) | ![heatmap](explanations/000002.png) |"
+        in markdown
+    )
+    assert "| 3 | Abnormal_Sperm | 0.90 | abnormal | ![crop](flagged/000003.png) | - |" in markdown
+    assert render_markdown({**saved, "percent_normal": None})  # no normal class: still renders

@@ -1,0 +1,55 @@
+"""The classify-only path works on a machine without PyTorch (a Jetson with ONNX Runtime or TensorRT only)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = r"""
+import json, sys
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+import numpy as np
+from sperm_edge.bundle import load_bundle
+from sperm_edge.explain.worker import ExplainJob, ExplainWorker
+from sperm_edge.runtime.backends import available_backends, open_backend
+from sperm_edge.runtime.flagging import FlagPolicy
+from sperm_edge.runtime.outputs import RunOutputs, stream
+from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
+from sperm_edge.runtime.sources import open_source
+
+bundle = load_bundle(sys.argv[1])
+policy = FlagPolicy.for_classes(bundle.abnormal_classes, min_confidence=1.1)  # flag everything
+worker = ExplainWorker(bundle.checkpoint_stem(), sys.argv[3] + "/explanations")
+with open_backend(bundle, "auto") as backend, open_source(sys.argv[2]) as source, worker, \
+        RunOutputs(sys.argv[3], worker) as outputs, \
+        Pipeline(source, backend, bundle.classes, bundle.preprocess, PipelineConfig(mode="crop"), policy) as p:
+    stream(p, outputs)
+print(json.dumps({"backends": available_backends(bundle), "chosen": backend.name, "events": len(outputs.events),
+                  "classes": [e["class"] for e in outputs.events], "explain_error": worker.error,
+                  "torch_loaded": sys.modules.get("torch") is not None}))
+"""
+
+
+def test_classify_without_torch(tiny_bundle: Path, tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(crops / f"c{i}.png"), np.full((50, 40, 3), 60 * i, np.uint8))
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tiny_bundle), str(crops), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backends"] == ["ort-cpu"] and result["chosen"] == "ort-cpu"
+    assert result["events"] == 3 and not result["torch_loaded"]
+    assert "explanations need PyTorch" in result["explain_error"]
+    assert len((tmp_path / "out" / "events.jsonl").read_text().splitlines()) == 3
