@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sperm_edge.bundle import cpu_name
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
 from sperm_edge.model import get_entry
@@ -40,16 +41,6 @@ RECIPES: dict[str, dict] = {
     "smids": dict(img_size=96, phase1_epochs=2, phase2_epochs=6, batch_size=32, phase1_lr=3e-3, phase2_lr=1e-4),
 }
 PAPER = {"hushem": {"accuracy": 0.939, "macro_f1": 0.948}, "smids": {"accuracy": 0.902, "macro_f1": 0.913}}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def fold_dirs(run: Path) -> list[Path]:
@@ -152,7 +143,7 @@ def main() -> None:
 
     table_path = args.out / "paper_table.json"
     rows = json.loads(table_path.read_text()) if table_path.is_file() else []
-    machine = {"cpu": cpu_model(), "threads": os.cpu_count(), "python": platform.python_version()}
+    machine = {"cpu": cpu_name(), "threads": os.cpu_count(), "python": platform.python_version()}
     for dataset in args.datasets:
         recipe = RECIPES[dataset]
         for arch in args.archs:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from sperm_edge.bundle import cpu_name
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
 
@@ -40,17 +40,6 @@ def ort_logits(
         for start in range(0, len(images), batch_size)
     ]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux /proc/cpuinfo), else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 @dataclass

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import platform
-from pathlib import Path
 
-from sperm_edge.bundle import Bundle
+from sperm_edge.bundle import Bundle, cpu_name
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.runtime.backends.base import Backend, InputSpec
 from sperm_edge.runtime.backends.ort import OrtBackend, available_providers
@@ -42,17 +40,6 @@ __all__ = [
 BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "trt", "torch")
 PREFERENCE = ("trt", "ort-trt", "ort-cuda", "ort-cpu", "torch")
 GPU_BACKENDS = frozenset({"trt", "ort-trt", "ort-cuda"})
-
-
-def cpu_name() -> str:
-    """The processor's model name, as export records it in the bundle's benchmark figures."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def availability(name: str, bundle: Bundle | None = None) -> tuple[bool, str]:
