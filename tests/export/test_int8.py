@@ -118,3 +118,11 @@ def test_calibration_reader_batches_and_honours_ranges() -> None:
     assert shapes == [4, 4, 2]
     reader.set_range(1, 2)
     assert [b["input"].shape[0] for b in iter(reader.get_next, None)] == [4]
+
+
+def test_keep_float_takes_globs_over_node_names(tiny_bundle) -> None:
+    path = tiny_bundle / "model.onnx"
+    early = resolve_keep_float(path, ["*conv_stem*", "*blocks.0/*"])
+    assert early and all("conv_stem" in name or "blocks.0/" in name for name in early)
+    with pytest.raises(SpermEdgeError, match=r"\*nothing\*"):
+        resolve_keep_float(path, ["*nothing*"])
