@@ -154,7 +154,8 @@ def export(
     if result.int8_refused:
         gate = next(g for g in result.gates if g.precision == "int8")
         console.print(
-            f"[bold red]INT8 refused:[/] {gate.message}. The bundle holds FP32 only; try --method entropy or "
-            "percentile, --keep-float, more --calib images, or accept it with --allow-drop."
+            f"[bold red]INT8 refused:[/] {gate.message}. The bundle holds FP32 only. Keeping the first layers "
+            "in float usually recovers it (--keep-float '*conv_stem*,*blocks.0/*' on EfficientNets); or accept "
+            "the drop with --allow-drop."
         )
         raise typer.Exit(EXIT_INT8_REFUSED)
