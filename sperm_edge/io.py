@@ -69,8 +69,13 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        prepare_output_dir(path, force=True)
+        aside = None
+        if path.exists():  # move the old output aside, so a failed rename leaves it as it was
+            aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, aside)
         os.replace(tmp, path)
+        if aside is not None:
+            shutil.rmtree(aside) if aside.is_dir() else aside.unlink()
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -40,26 +40,10 @@ def draw(rgb: np.ndarray, cells: Sequence, fps: float | None = None) -> np.ndarr
             cv2.LINE_AA,
         )
     if fps is not None:
-        cv2.putText(
-            out,
-            f"{fps:5.1f} FPS",
-            (8, int(28 * scale) + 4),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.8 * scale,
-            (255, 255, 255),
-            max(2, round(3 * scale)),
-            cv2.LINE_AA,
-        )
-        cv2.putText(
-            out,
-            f"{fps:5.1f} FPS",
-            (8, int(28 * scale) + 4),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.8 * scale,
-            (0, 0, 0),
-            max(1, round(scale)),
-            cv2.LINE_AA,
-        )
+        origin, size = (8, int(28 * scale) + 4), 0.8 * scale
+        for colour, thickness in (((255, 255, 255), max(2, round(3 * scale))), ((0, 0, 0), max(1, round(scale)))):
+            # white halo under black text: readable on light and dark smears alike
+            cv2.putText(out, f"{fps:5.1f} FPS", origin, cv2.FONT_HERSHEY_SIMPLEX, size, colour, thickness, cv2.LINE_AA)
     return out
 
 

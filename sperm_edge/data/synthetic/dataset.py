@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sperm_edge.data.synthetic._io import atomic_dir, encode_png, write_json_atomic
+from sperm_edge.data.synthetic._io import check_target, encode_png
 from sperm_edge.data.synthetic._style import Style, get_style
 from sperm_edge.data.synthetic.render import render_cell
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.io import atomic_dir, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ def write_crop_dataset(
         raise SpermEdgeError(f"number of crops must be at least 1, got {n}")
     plan = class_plan(n, st.classes)
     start = time.perf_counter()
-    with atomic_dir(out, force) as tmp:
+    check_target(out, force)
+    with atomic_dir(out, force=True) as tmp:
         for cls in st.classes:
             (tmp / cls).mkdir()
             (tmp / MASKS_DIR / cls).mkdir(parents=True)
@@ -75,7 +77,7 @@ def write_crop_dataset(
                 progress(i + 1, n)
         counts = {c: plan.count(c) for c in st.classes}
         meta = {"generator": "sperm_edge.data.synthetic", "style": st.name, "seed": seed, "n": n}
-        write_json_atomic(tmp / META_FILE, {**meta, "classes": counts, "masks": MASKS_DIR})
+        atomic_write_json(tmp / META_FILE, {**meta, "classes": counts, "masks": MASKS_DIR})
     elapsed = time.perf_counter() - start
     log.debug("wrote %d %s crops to %s in %.1f s (%.0f/s)", n, st.name, out, elapsed, n / max(elapsed, 1e-9))
     return out

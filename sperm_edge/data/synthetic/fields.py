@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sperm_edge.data.synthetic._io import check_target, encode_png, write_bytes_atomic, write_json_atomic
+from sperm_edge.data.synthetic._io import check_output_file, encode_png
 from sperm_edge.data.synthetic._optics import Canvas, background_texture, compose, finish, illumination, sample_look
 from sperm_edge.data.synthetic._style import Style, get_style
 from sperm_edge.data.synthetic.render import CellSpec, draw_cell, draw_specks, draw_stray_tail, rasterize, sample_cell
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.io import atomic_write_bytes, atomic_write_json
 
 BOX_GAP = 4  # minimum free pixels between two heads' boxes
 
@@ -149,17 +150,11 @@ def write_field(
     JSON: ``{"style", "seed", "size": [w, h], "classes": [...], "cells": [cell dicts]}``.
     """
     out = Path(out)
-    if out.is_dir():
-        raise SpermEdgeError(f"field output {out} is a folder; give a file name ending in .png")
-    if out.suffix.lower() != ".png":
-        raise SpermEdgeError(f"field output must be a .png file, got {out}")
-    gt_path = out.with_suffix(".json")
-    check_target(out, force)
-    check_target(gt_path, force)
+    gt_path = check_output_file(out, ".png", "field", force)
     st = get_style(style)
     image, cells = render_field(np.random.default_rng(seed), st, size, n_cells)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out, encode_png(image))
+    atomic_write_bytes(out, encode_png(image))
     truth = {"style": st.name, "seed": seed, "size": [size[0], size[1]], "classes": list(st.classes), "cells": cells}
-    write_json_atomic(gt_path, truth)
+    atomic_write_json(gt_path, truth)
     return out

@@ -29,12 +29,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sperm_edge.data.synthetic._io import check_target, write_json_atomic
+from sperm_edge.data.synthetic._io import check_output_file
 from sperm_edge.data.synthetic._optics import Canvas, background_texture, compose, finish, illumination, sample_look
 from sperm_edge.data.synthetic._style import Style, get_style
 from sperm_edge.data.synthetic.fields import cell_record, draw_clutter, place_cells
 from sperm_edge.data.synthetic.render import draw_cell
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -178,13 +179,7 @@ def write_video(
     The video is written as ``<name>.tmp.mp4`` and renamed into place when complete.
     """
     out = Path(out_path)
-    if out.is_dir():
-        raise SpermEdgeError(f"video output {out} is a folder; give a file name ending in .mp4")
-    if out.suffix.lower() != ".mp4":
-        raise SpermEdgeError(f"video output must be an .mp4 file, got {out}")
-    gt_path = out.with_suffix(".json")
-    check_target(out, force)
-    check_target(gt_path, force)
+    gt_path = check_output_file(out, ".mp4", "video", force)
     video = SyntheticVideo(frames, seed, style, size, fps, speed)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".tmp.mp4")
@@ -201,6 +196,6 @@ def write_video(
     finally:
         writer.release()
         tmp.unlink(missing_ok=True)
-    write_json_atomic(gt_path, video.ground_truth())
+    atomic_write_json(gt_path, video.ground_truth())
     log.debug("wrote %d frames (%dx%d, %d cells) to %s", frames, *video.size, len(video.cells), out)
     return out
