@@ -17,6 +17,7 @@ class TrainConfig:
     warmup_epochs: int = 2
     weight_decay: float = 1e-4
     batch_size: int = 16
+    workers: int = 0  # DataLoader processes augmenting training batches; 0: the training process itself
     img_size: int | None = None  # None: the preset's size
     seed: int = 0
     pretrained: bool = True

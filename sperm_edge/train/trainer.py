@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
+from sperm_edge.bundle import cpu_name
 from sperm_edge.data.augment import AugmentConfig
 from sperm_edge.data.folder import ImageFolder
 from sperm_edge.data.presets import abnormal_classes
@@ -126,6 +127,13 @@ def _predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tupl
     return np.concatenate(logits), np.concatenate(labels)
 
 
+def _device_name(device: torch.device) -> str:
+    """What trained a model, for reports that merge runs from several machines: 'cuda: NAME' or 'cpu: MODEL'."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {cpu_name()}"
+
+
 class Trainer:
     """Fits one model on one split of an ImageFolder and writes a run folder."""
 
@@ -169,6 +177,8 @@ class Trainer:
             weight=weights.to(self.device) if cfg.balance == "loss" else None, label_smoothing=cfg.label_smoothing
         )
         self.sample_weights = weights[torch.as_tensor(train_labels)] if cfg.balance == "sampler" else None
+        paths = dataset.relative_paths()
+        self.split_paths = {name: [paths[i] for i in idx] for name, idx in split.items()}  # saved with each checkpoint
 
     def _eval_set(self, name: str) -> TensorImages:
         idx = self.split[name]
@@ -186,6 +196,9 @@ class Trainer:
             sampler=sampler,
             generator=generator,
             drop_last=train and len(dataset) > self.cfg.batch_size,
+            # Workers start afresh each epoch (not persistent), so they see the dataset's new epoch seed.
+            num_workers=self.cfg.workers if train else 0,
+            pin_memory=train and self.device.type == "cuda",
         )
 
     def _meta(self, progress: Progress, metrics: dict | None = None) -> dict:
@@ -203,7 +216,7 @@ class Trainer:
             "split": {
                 "seed": self.cfg.seed,
                 "data": str(self.dataset.root.resolve()),
-                **{name: [self.dataset.relative_paths()[i] for i in idx] for name, idx in self.split.items()},
+                **self.split_paths,
             },
         }
 
@@ -322,6 +335,7 @@ class Trainer:
         test = classification_report(labels, softmax(logits), self.dataset.classes)
         test["best_epoch"] = progress.best_epoch
         test["train_seconds"] = round(progress.seconds, 1)
+        test["train_device"] = _device_name(self.device)
         meta = best.meta
         meta["metrics"]["test"] = test
         save_checkpoint(

@@ -91,6 +91,17 @@ def test_kfold_writes_one_folder_per_fold_and_a_summary(tiny_folder, tmp_path) -
     assert json.loads((tmp_path / "cv" / "cv.json").read_text())["macro_f1"]["std"] >= 0
 
 
+def test_loader_workers_give_the_same_training_and_metrics_name_the_device(tiny_folder, tmp_path) -> None:
+    """Augmentation seeds derive from (seed, epoch, index), so worker processes change nothing but speed."""
+    losses = {}
+    for workers in (0, 2):
+        out = tmp_path / f"workers-{workers}"
+        metrics = train(_cfg(tiny_folder, out, workers=workers))
+        assert metrics["train_device"].startswith("cpu: ")
+        losses[workers] = [r["train_loss"] for r in json.loads((out / "history.json").read_text())]
+    assert losses[2] == pytest.approx(losses[0], rel=1e-5)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
