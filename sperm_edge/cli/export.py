@@ -44,6 +44,15 @@ class StepReporter:
         self.status.stop()
 
 
+def _keep_float(value: str) -> tuple[str, ...] | None:
+    """--keep-float: None for auto (the architecture's default), () for none, else the listed entries."""
+    if value.strip().lower() == "auto":
+        return None
+    if value.strip().lower() == "none":
+        return ()
+    return tuple(k.strip() for k in value.split(",") if k.strip())
+
+
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.2f}%"
 
@@ -89,7 +98,10 @@ def export(
     method: str = typer.Option("minmax", help="Calibration method: minmax, entropy or percentile."),
     percentile: float = typer.Option(99.999, help="Percentile for --method percentile."),
     keep_float: str = typer.Option(
-        "", help="Op types, node names or name globs to keep in float, comma-separated (Sigmoid,Mul or '*blocks.0/*')."
+        "auto",
+        help="Op types, node names or name globs INT8 leaves in float, comma-separated (Sigmoid,Mul or "
+        "'*blocks.0/*'); auto: the architecture's default (EfficientNets: stem and first two blocks); "
+        "none: quantize all.",
     ),
     max_drop: float = typer.Option(1.0, min=0.0, help="Largest INT8 accuracy drop accepted, in points."),
     allow_drop: bool = typer.Option(False, "--allow-drop", help="Ship INT8 even if it drops more than --max-drop."),
@@ -122,7 +134,7 @@ def export(
         eval=eval_dir,
         method=method,
         percentile=percentile,
-        keep_float=tuple(k.strip() for k in keep_float.split(",") if k.strip()),
+        keep_float=_keep_float(keep_float),
         max_drop=max_drop,
         allow_drop=allow_drop,
         cpu_variant=cpu_variant,
@@ -154,8 +166,8 @@ def export(
     if result.int8_refused:
         gate = next(g for g in result.gates if g.precision == "int8")
         console.print(
-            f"[bold red]INT8 refused:[/] {gate.message}. The bundle holds FP32 only. Keeping the first layers "
-            "in float usually recovers it (--keep-float '*conv_stem*,*blocks.0/*' on EfficientNets); or accept "
-            "the drop with --allow-drop."
+            f"[bold red]INT8 refused:[/] {gate.message}. The bundle holds FP32 only. Keeping more early layers "
+            "in float may recover it (e.g. --keep-float '*conv_stem*,*blocks.0/*,*blocks.1/*,*blocks.2/*'), "
+            "as may --method entropy; or accept the drop with --allow-drop."
         )
         raise typer.Exit(EXIT_INT8_REFUSED)

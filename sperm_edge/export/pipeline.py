@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -46,7 +46,7 @@ class ExportOptions:
     eval: Path | None = None
     method: str = "minmax"
     percentile: float = 99.999
-    keep_float: tuple[str, ...] = ()
+    keep_float: tuple[str, ...] | None = None  # None: the architecture's default (ModelEntry.int8_keep_float)
     max_drop: float = DEFAULT_MAX_DROP
     allow_drop: bool = False
     cpu_variant: bool = True
@@ -139,6 +139,7 @@ def export_bundle(
     checkpoint: str | Path, out: str | Path, options: ExportOptions | None = None, reporter: Reporter | None = None
 ) -> ExportResult:
     """Turn a checkpoint (run folder, `best`, or .safetensors) into a verified bundle at `out`."""
+    from sperm_edge.model import get_entry
     from sperm_edge.model.checkpoint import load_checkpoint, package_versions, resolve_checkpoint
 
     options = options or ExportOptions()
@@ -154,6 +155,8 @@ def export_bundle(
         target = probe_target()
     reporter.step("loading checkpoint and images")
     ckpt = load_checkpoint(stem)
+    if options.keep_float is None:
+        options = replace(options, keep_float=get_entry(ckpt.arch).int8_keep_float if options.int8 else ())
     held_out = _held_out(ckpt.meta, ckpt.classes, options)
     calib = _calibration(ckpt.meta, ckpt.classes, options)
     real = held_out if held_out is not None else calib

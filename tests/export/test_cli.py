@@ -113,3 +113,15 @@ def test_refused_int8_exits_3_and_says_what_to_do(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(pipeline, "export_bundle", lambda *args, **kwargs: result)
     code, text = _export(["run", "--out", str(tmp_path / "b"), "--int8"], capsys)
     assert code == 3 and "INT8 refused" in text and "--allow-drop" in text
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [("auto", None), ("none", ()), ("Sigmoid, *blocks.0/*", ("Sigmoid", "*blocks.0/*"))],
+)
+def test_keep_float_auto_takes_the_architecture_default_and_none_quantizes_all(value, parsed) -> None:
+    from sperm_edge.cli.export import _keep_float
+    from sperm_edge.model import get_entry
+
+    assert _keep_float(value) == parsed
+    assert get_entry("cbam_efficientnet_lite0").int8_keep_float and get_entry("simple_cnn").int8_keep_float == ()
