@@ -1,0 +1,88 @@
+"""The paper-table script: recipe choice by validation only, rows from fold folders, lossless packing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sperm_edge.data.folder import load_image_folder
+from sperm_edge.data.splits import kfold_splits
+from sperm_edge.preprocess import PreprocessSpec, resize_rgb
+from tests.conftest import write_tiny_folder
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+REQUIRED = {"dataset", "arch", "precision", "folds", "accuracy_mean", "accuracy_std", "macro_f1_mean"}
+REQUIRED |= {"macro_f1_std", "per_class_f1", "img_size", "seconds"}
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def paper_table():
+    return _script("paper_table")
+
+
+def _fold(run: Path, fold: int, test_acc: float, val_f1: float, device: str = "cpu: test") -> None:
+    folder = run / f"fold-{fold}"
+    folder.mkdir(parents=True)
+    per_class = {c: {"f1": test_acc} for c in ("a", "b")}
+    metrics = {"accuracy": test_acc, "macro_f1": test_acc, "classes": ["a", "b"], "per_class": per_class}
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "train_seconds": 2.0, "train_device": device}))
+    history = [{"val_macro_f1": val_f1 - 0.1}, {"val_macro_f1": val_f1}]
+    (folder / "history.json").write_text(json.dumps(history))
+
+
+def test_the_recipe_with_better_validation_wins_even_when_its_test_folds_are_worse(paper_table, tmp_path) -> None:
+    first, second = list(paper_table.RECIPES["hushem"])
+    arch = "cbam_efficientnet_lite0"
+    for fold in range(1, 6):
+        _fold(paper_table.run_dir(tmp_path, "hushem", arch, first), fold, test_acc=0.95, val_f1=0.80)
+        _fold(paper_table.run_dir(tmp_path, "hushem", arch, second), fold, test_acc=0.90 + fold / 100, val_f1=0.90)
+    int8 = tmp_path / "int8"
+    int8.mkdir()
+    for fold in (1, 2):
+        score = {"accuracy": 0.9, "macro_f1": 0.9, "top1_agreement_fp32": 1.0}
+        result = {"fp32": score, "int8": score, "keep_float": ["*conv_stem*"], "seconds": 1.0}
+        (int8 / f"hushem-{arch}-{second}-fold-{fold}.json").write_text(json.dumps(result))
+
+    rows = paper_table.table_rows(tmp_path, ["hushem"], [arch], 5, b0_pretrained=False)
+    fp32, int8_row = rows
+    assert REQUIRED <= set(fp32) and REQUIRED <= set(int8_row)
+    assert fp32["recipe_name"] == second and fp32["folds"] == 5
+    assert fp32["accuracy_mean"] == pytest.approx(0.93) and fp32["accuracy_std"] == pytest.approx(0.0158, abs=1e-4)
+    assert fp32["recipe_selection"][first]["val_macro_f1_mean"] == pytest.approx(0.80)
+    assert fp32["trained_on"] == {"cpu: test": 5} and fp32["per_class_f1"]["a"] == pytest.approx(0.93)
+    assert int8_row["precision"] == "int8" and int8_row["folds"] == 2 and int8_row["keep_float"] == ["*conv_stem*"]
+    assert "| hushem | cbam_efficientnet_lite0 | fp32 | 5 | 0.930 ± 0.016 |" in paper_table.markdown(rows)
+
+
+def test_a_recipe_with_every_fold_beats_a_better_one_with_fewer(paper_table, tmp_path) -> None:
+    first, second = list(paper_table.RECIPES["smids"])
+    arch = "efficientnet_lite0"
+    for fold in range(1, 6):
+        _fold(paper_table.run_dir(tmp_path, "smids", arch, first), fold, test_acc=0.8, val_f1=0.8)
+    _fold(paper_table.run_dir(tmp_path, "smids", arch, second), 1, test_acc=0.9, val_f1=0.95)
+    assert paper_table.choose_recipe(tmp_path, "smids", arch, 5)[0] == first
+
+
+def test_packing_is_lossless_after_the_resize_and_keeps_the_folds(tmp_path) -> None:
+    pack_data = _script("pack_data")
+    source = write_tiny_folder(tmp_path / "src", per_class=10, size=37)
+    pack_data.pack(source, tmp_path / "packed", size=24)
+    original, packed = load_image_folder(source), load_image_folder(tmp_path / "packed")
+    spec = PreprocessSpec(24, (0.0,) * 3, (1.0,) * 3)
+    assert all(np.array_equal(resize_rgb(a, spec), b) for a, b in zip(original.images, packed.images, strict=True))
+    assert kfold_splits(packed.labels, packed.pixel_hashes, 5, 0) == kfold_splits(
+        original.labels, original.pixel_hashes, 5, 0
+    )
