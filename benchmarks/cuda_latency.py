@@ -17,41 +17,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sperm_edge.bench.harness import Timing
+from sperm_edge.bench.stream import gradcam_latency
 from sperm_edge.data.folder import load_image_folder
-from sperm_edge.explain.gradcam import GradCamExplainer
+from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import atomic_write_json
 from sperm_edge.model.checkpoint import load_checkpoint, resolve_checkpoint
 from sperm_edge.preprocess import preprocess_batch
 
 
-def percentiles(samples: list[float]) -> dict:
-    ms = np.array(samples) * 1000.0
-    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "n": len(samples)}
-
-
-def time_calls(call, iters: int, warmup: int = 10) -> list[float]:
-    for _ in range(warmup):
-        call()
-    samples = []
-    for _ in range(iters):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return samples
-
-
 @torch.inference_mode()
-def model_latency(model: torch.nn.Module, batch: np.ndarray, fp16: bool, iters: int) -> dict:
+def model_latency(model: torch.nn.Module, batch: np.ndarray, fp16: bool, iters: int, warmup: int = 10) -> dict:
+    """p50/p95/... ms of one forward pass on CUDA (synchronised), and images/s from the median."""
     inputs = torch.from_numpy(batch).cuda().contiguous(memory_format=torch.channels_last)
-
-    def call() -> None:
+    timing = Timing(batch=len(batch))
+    for step in range(warmup + iters):
+        started = time.perf_counter()
         with torch.autocast("cuda", enabled=fp16):
             model(inputs)
         torch.cuda.synchronize()
-
-    result = percentiles(time_calls(call, iters))
-    result["images_per_s"] = len(batch) / (result["p50_ms"] / 1000.0)
-    return result
+        if step >= warmup:
+            timing.samples_ms.append((time.perf_counter() - started) * 1000.0)
+    return timing.summary()
 
 
 def main() -> None:
@@ -63,12 +50,14 @@ def main() -> None:
     parser.add_argument("--cams", type=int, default=20, help="Grad-CAM++ explanations timed per device.")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    try:
+        stem = resolve_checkpoint(args.checkpoint)
+        ckpt = load_checkpoint(stem)
+        images = load_image_folder(args.data, classes=ckpt.classes, min_classes=1).images
+    except SpermEdgeError as err:
+        raise SystemExit(f"cuda_latency: {err}") from None
     if not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: this benchmark needs an NVIDIA GPU")
-
-    stem = resolve_checkpoint(args.checkpoint)
-    ckpt = load_checkpoint(stem)
-    images = load_image_folder(args.data, classes=ckpt.classes, min_classes=1).images
+        raise SystemExit("cuda_latency: no CUDA device: this benchmark needs an NVIDIA GPU")
     model = ckpt.build_model().cuda().eval().to(memory_format=torch.channels_last)
     rows = []
     for size in (int(b) for b in args.batch.split(",")):
@@ -78,12 +67,9 @@ def main() -> None:
             row.update(model_latency(model, batch, fp16, args.iters))
             rows.append(row)
             print(row, flush=True)
-    cams = {}
-    for device in ("cpu", "cuda"):
-        with GradCamExplainer(stem, threads=None, device=device) as explainer:
-            crops = iter(images * (args.cams // len(images) + 2))
-            cams[device] = percentiles(time_calls(lambda e=explainer, c=crops: e.explain(next(c)), args.cams, warmup=3))
-        print("grad-cam++", device, cams[device], flush=True)
+    crops = [images[i % len(images)] for i in range(args.cams)]
+    cams = {device: gradcam_latency(stem, crops, threads=None, device=device) for device in ("cpu", "cuda")}
+    print("grad-cam++", cams, flush=True)
     facts = {
         "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__,

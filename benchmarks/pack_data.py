@@ -18,6 +18,7 @@ import cv2
 
 from sperm_edge.data.folder import load_image_folder
 from sperm_edge.data.splits import kfold_splits
+from sperm_edge.errors import SpermEdgeError
 from sperm_edge.preprocess import PreprocessSpec, resize_rgb
 
 LOSSLESS_WEBP = [cv2.IMWRITE_WEBP_QUALITY, 101]  # quality above 100 selects lossless
@@ -53,9 +54,15 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["hushem", "smids"])
     parser.add_argument("--size", nargs="*", default=["smids=128"], help="NAME=SIZE: square-resize that set first")
     args = parser.parse_args()
-    sizes = {name: int(size) for name, size in (item.split("=") for item in args.size)}
+    try:
+        sizes = {name: int(size) for name, size in (item.split("=") for item in args.size)}
+    except ValueError:
+        parser.error(f"--size takes NAME=PIXELS, not {' '.join(args.size)}")
     for name in args.datasets:
-        written = pack(args.data_root / name, args.out / name, sizes.get(name))
+        try:
+            written = pack(args.data_root / name, args.out / name, sizes.get(name))
+        except SpermEdgeError as err:
+            raise SystemExit(f"pack_data: {err}") from None
         print(f"{name}: {written / 1e6:.1f} MB at {sizes.get(name, 'native')} px into {args.out / name}")
 
 

@@ -39,6 +39,7 @@ import numpy as np
 from sperm_edge.bench.machine import gpu_facts, package_versions
 from sperm_edge.bundle import cpu_name
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
+from sperm_edge.metrics import fold_spread
 from sperm_edge.model import get_entry
 from sperm_edge.train.run import summarize_folds
 
@@ -47,53 +48,18 @@ log = logging.getLogger("paper_table")
 ARCHS = ("cbam_efficientnet_lite0", "efficientnet_lite0", "simple_cnn", "cbam_efficientnet_b0", "efficientnet_b0")
 SWEEP_ARCHS = ("cbam_efficientnet_lite0", "efficientnet_lite0")  # the others train with a data set's first recipe
 INT8_ARCHS = ("cbam_efficientnet_lite0", "efficientnet_lite0")
-# Candidate recipes (TrainConfig fields) per data set, in order of preference on a tie.
+# Candidate recipes (TrainConfig fields) per data set, in order of preference on a tie; each is its
+# data set's base plus what the candidate changes.
+_HUSHEM = dict(img_size=224, phase1_epochs=5, phase2_epochs=40, batch_size=16, phase1_lr=3e-3, label_smoothing=0.1)
+_SMIDS = dict(img_size=128, phase1_epochs=3, batch_size=64, phase1_lr=3e-3, label_smoothing=0.1)
 RECIPES: dict[str, dict[str, dict]] = {
     "hushem": {
-        "224-lr2e-4": dict(
-            img_size=224,
-            phase1_epochs=5,
-            phase2_epochs=40,
-            batch_size=16,
-            phase1_lr=3e-3,
-            phase2_lr=2e-4,
-            label_smoothing=0.1,
-            patience=15,
-        ),
-        "224-lr5e-4-mixup": dict(
-            img_size=224,
-            phase1_epochs=5,
-            phase2_epochs=40,
-            batch_size=16,
-            phase1_lr=3e-3,
-            phase2_lr=5e-4,
-            mixup=0.2,
-            label_smoothing=0.1,
-            patience=15,
-        ),
+        "224-lr2e-4": {**_HUSHEM, "phase2_lr": 2e-4, "patience": 15},
+        "224-lr5e-4-mixup": {**_HUSHEM, "phase2_lr": 5e-4, "mixup": 0.2, "patience": 15},
     },
     "smids": {
-        "128-lr3e-4": dict(
-            img_size=128,
-            phase1_epochs=3,
-            phase2_epochs=12,
-            batch_size=64,
-            phase1_lr=3e-3,
-            phase2_lr=3e-4,
-            label_smoothing=0.1,
-            patience=6,
-        ),
-        "128-lr6e-4-mixup": dict(
-            img_size=128,
-            phase1_epochs=3,
-            phase2_epochs=18,
-            batch_size=64,
-            phase1_lr=3e-3,
-            phase2_lr=6e-4,
-            mixup=0.2,
-            label_smoothing=0.1,
-            patience=8,
-        ),
+        "128-lr3e-4": {**_SMIDS, "phase2_epochs": 12, "phase2_lr": 3e-4, "patience": 6},
+        "128-lr6e-4-mixup": {**_SMIDS, "phase2_epochs": 18, "phase2_lr": 6e-4, "mixup": 0.2, "patience": 8},
     },
 }
 EXPORT_START_SHARE = 0.92  # of --budget: an export takes well under the last 8 %
@@ -158,10 +124,11 @@ def int8_job(fold: str, out_json: str, bundle: str) -> str:
     options = ExportOptions(int8=True, allow_drop=True, force=True, cpu_variant=False)  # default keep-float
     export_bundle(Path(fold), Path(bundle), options)
     models = json.loads((Path(bundle) / "manifest.json").read_text())["models"]
+    int8 = models.get("int8")
     result = {
         "fp32": models["fp32"]["accuracy"],
-        "int8": models["int8"]["accuracy"] if "int8" in models else None,
-        "keep_float": models["int8"]["quantization"]["keep_float"] if "int8" in models else None,
+        "int8": int8 and int8["accuracy"],
+        "keep_float": int8 and int8["quantization"]["keep_float"],
         "seconds": round(time.perf_counter() - started, 1),
     }
     shutil.rmtree(bundle)
@@ -229,25 +196,21 @@ def int8_row(runs: Path, dataset: str, arch: str, recipe: str) -> dict | None:
     results = [r for r in results if r["int8"] is not None]
     if not results:
         return None
-
-    def spread(precision: str, key: str) -> tuple[float, float]:
-        values = np.array([r[precision][key] for r in results])
-        return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-    (acc, acc_std), (f1, f1_std) = spread("int8", "accuracy"), spread("int8", "macro_f1")
+    accuracy = fold_spread([r["int8"]["accuracy"] for r in results])
+    macro_f1 = fold_spread([r["int8"]["macro_f1"] for r in results])
     return {
         "dataset": dataset,
         "arch": arch,
         "precision": "int8",
         "folds": len(results),
-        "accuracy_mean": acc,
-        "accuracy_std": acc_std,
-        "macro_f1_mean": f1,
-        "macro_f1_std": f1_std,
+        "accuracy_mean": accuracy["mean"],
+        "accuracy_std": accuracy["std"],
+        "macro_f1_mean": macro_f1["mean"],
+        "macro_f1_std": macro_f1["std"],
         "per_class_f1": None,
         "img_size": RECIPES[dataset][recipe]["img_size"],
         "seconds": round(sum(r["seconds"] for r in results), 1),
-        "onnx_fp32_accuracy_mean": spread("fp32", "accuracy")[0],
+        "onnx_fp32_accuracy_mean": fold_spread([r["fp32"]["accuracy"] for r in results])["mean"],
         "agreement_with_fp32_mean": float(np.mean([r["int8"]["top1_agreement_fp32"] for r in results])),
         "keep_float": results[0]["keep_float"],
         "recipe_name": recipe,
@@ -302,6 +265,13 @@ def markdown(rows: list[dict]) -> str:
                 f"| {r['img_size']} | {r['recipe_name']} | {_trained_on(r)} | {r.get('pretrained', 'as fp32')} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def write_table(args: argparse.Namespace) -> None:
+    """paper_table.json and paper_table.md from the run folders under `args.runs`."""
+    rows = table_rows(args.runs, args.datasets, args.archs, args.folds, args.b0_pretrained)
+    atomic_write_json(args.out / "paper_table.json", rows)
+    atomic_write_bytes(args.out / "paper_table.md", markdown(rows).encode())
 
 
 # ---- the scheduler ----
@@ -405,14 +375,11 @@ class Scheduler:
                     self.pending[future] = ("int8", dataset, arch, fold.name)
 
     def write(self) -> None:
-        """The table from the run folders; and, when this process trained, the machine it trained on."""
+        """The table, the machine this process trained on and, if asked, the folds' records."""
         a = self.args
-        rows = table_rows(a.runs, a.datasets, a.archs, a.folds, a.b0_pretrained)
-        atomic_write_json(a.out / "paper_table.json", rows)
-        atomic_write_bytes(a.out / "paper_table.md", markdown(rows).encode())
-        if not a.table_only:
-            self.machine["seconds"] = round(self.elapsed(), 1)
-            atomic_write_json(a.out / "paper_machine.json", self.machine)
+        write_table(a)
+        self.machine["seconds"] = round(self.elapsed(), 1)
+        atomic_write_json(a.out / "paper_machine.json", self.machine)
         if a.archive:
             archive_results(a.runs, a.archive)
 
@@ -436,7 +403,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=Path("runs/paper"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--jobs", type=int, default=1, help="Training processes at once (several share a GPU well).")
+    parser.add_argument("--jobs", type=int, default=1, help="Training processes at once (a few can share one GPU).")
     parser.add_argument("--train-workers", type=int, default=0, help="DataLoader processes of each training job.")
     parser.add_argument("--export-jobs", type=int, default=1, help="INT8 export processes at once.")
     parser.add_argument("--export-threads", type=int, default=2, help="CPU threads of each export process.")
@@ -451,18 +418,19 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true", help="Rewrite the table from --runs; train nothing.")
     args = parser.parse_args()
     for item in args.pick:
-        pair, recipe = item.split("=")
-        dataset, arch = pair.split("/")
+        pair, _, recipe = item.partition("=")
+        dataset, _, arch = pair.partition("/")
+        if dataset not in RECIPES or arch not in ARCHS:
+            parser.error(f"--pick {item!r}: expected DATASET/ARCH=RECIPE with a data set of {', '.join(RECIPES)}")
         if recipe not in RECIPES[dataset]:
             parser.error(f"--pick {item}: {dataset} has no recipe {recipe!r} ({', '.join(RECIPES[dataset])})")
         PICKS[dataset, arch] = recipe
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
-    scheduler = Scheduler(args)
     if args.table_only:
-        scheduler.write()
+        write_table(args)
     else:
-        scheduler.run()
+        Scheduler(args).run()
 
 
 if __name__ == "__main__":

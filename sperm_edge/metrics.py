@@ -61,6 +61,16 @@ def classification_report(y_true: Sequence[int], probs: np.ndarray, classes: Seq
     }
 
 
+def fold_spread(values: Sequence[float]) -> dict:
+    """Mean and sample standard deviation (0 for a single value) of per-fold scores, and the scores."""
+    data = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(data.mean()),
+        "std": float(data.std(ddof=1)) if data.size > 1 else 0.0,
+        "per_fold": data.tolist(),
+    }
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)

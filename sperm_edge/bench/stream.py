@@ -135,12 +135,14 @@ def _run_stream(bundle: Bundle, frames: Path, out: Path, mode: str, explain: boo
     return row
 
 
-def gradcam_latency(bundle: Bundle, crops: list[np.ndarray], threads: int) -> dict:
+def gradcam_latency(
+    checkpoint_stem: Path, crops: list[np.ndarray], threads: int | None, device: str = "cpu"
+) -> dict:
     """Grad-CAM++ of single crops with the runtime's explainer: p50/p95/mean ms after two warm-up calls."""
     from sperm_edge.explain.gradcam import GradCamExplainer
 
     times = []
-    with GradCamExplainer(bundle.checkpoint_stem(), threads=threads) as explainer:
+    with GradCamExplainer(checkpoint_stem, threads=threads, device=device) as explainer:
         for crop in crops[:2]:
             explainer.explain(crop)
         for crop in crops:
@@ -175,7 +177,7 @@ def measure_stream(bundle: Bundle, data: Path | None, work: Path, cfg: StreamCon
     crop_dir.mkdir(parents=True, exist_ok=True)
     write_crop_frames(crop_dir, bundle, StreamConfig(frames=cfg.gradcam_crops, seed=cfg.seed), data)
     crops = [decode_image(p) for p in sorted(crop_dir.iterdir())]
-    result = {"runs": runs, "gradcam": gradcam_latency(bundle, crops, threads)}
+    result = {"runs": runs, "gradcam": gradcam_latency(bundle.checkpoint_stem(), crops, threads)}
     if on_step:
         on_step("stream", total, total)
     return result

@@ -12,7 +12,7 @@ from sperm_edge.data.folder import load_image_folder
 from sperm_edge.data.splits import kfold_splits, train_val_test_split
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import atomic_write_json
-from sperm_edge.metrics import classification_report
+from sperm_edge.metrics import classification_report, fold_spread
 from sperm_edge.model.checkpoint import load_checkpoint, read_meta
 from sperm_edge.model.inference import pick_device, predict_probs
 from sperm_edge.train.config import TrainConfig
@@ -66,12 +66,7 @@ def summarize_folds(results: list[dict]) -> dict:
     """Mean and sample std of accuracy and macro-F1 over folds, and per-class F1 means."""
     summary: dict = {"folds": len(results)}
     for key in ("accuracy", "macro_f1"):
-        values = np.array([r[key] for r in results])
-        summary[key] = {
-            "mean": float(values.mean()),
-            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "per_fold": values.tolist(),
-        }
+        summary[key] = fold_spread([r[key] for r in results])
     classes = results[0]["classes"]
     summary["per_class_f1"] = {c: float(np.mean([r["per_class"][c]["f1"] for r in results])) for c in classes}
     return summary

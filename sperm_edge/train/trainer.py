@@ -178,7 +178,11 @@ class Trainer:
         )
         self.sample_weights = weights[torch.as_tensor(train_labels)] if cfg.balance == "sampler" else None
         paths = dataset.relative_paths()
-        self.split_paths = {name: [paths[i] for i in idx] for name, idx in split.items()}  # saved with each checkpoint
+        self.split_record = {  # saved with every checkpoint: built once, not per save
+            "seed": cfg.seed,
+            "data": str(dataset.root.resolve()),
+            **{name: [paths[i] for i in idx] for name, idx in split.items()},
+        }
 
     def _eval_set(self, name: str) -> TensorImages:
         idx = self.split[name]
@@ -213,11 +217,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "progress": progress.__dict__,
             "metrics": metrics or {},
-            "split": {
-                "seed": self.cfg.seed,
-                "data": str(self.dataset.root.resolve()),
-                **self.split_paths,
-            },
+            "split": self.split_record,
         }
 
     def fit(self, resume: bool = False) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -86,3 +87,19 @@ def test_packing_is_lossless_after_the_resize_and_keeps_the_folds(tmp_path) -> N
     assert kfold_splits(packed.labels, packed.pixel_hashes, 5, 0) == kfold_splits(
         original.labels, original.pixel_hashes, 5, 0
     )
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("pack_data.py", ["--data-root", "{tmp}/nowhere", "--out", "{tmp}/o", "--datasets", "hushem"], "not found"),
+        ("pack_data.py", ["--size", "smids128"], "NAME=PIXELS"),
+        ("paper_table.py", ["--pick", "hushem-cbam=x", "--table-only", "--out", "{tmp}/o"], "DATASET/ARCH=RECIPE"),
+        ("paper_table.py", ["--pick", "smids/simple_cnn=nope", "--table-only", "--out", "{tmp}/o"], "no recipe"),
+        ("cuda_latency.py", ["{tmp}/missing", "--data", "{tmp}", "--out", "{tmp}/c.json"], "not found"),
+    ],
+)
+def test_scripts_refuse_bad_input_in_one_line(script, args, message, tmp_path) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True)
+    assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
