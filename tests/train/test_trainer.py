@@ -15,8 +15,16 @@ from tests.conftest import run_cli
 
 
 def _cfg(data, out, **kw) -> TrainConfig:
-    base = dict(data=str(data), out=str(out), arch="simple_cnn", phase1_epochs=1, phase2_epochs=2, img_size=32,
-                batch_size=8, patience=10)
+    base = dict(
+        data=str(data),
+        out=str(out),
+        arch="simple_cnn",
+        phase1_epochs=1,
+        phase2_epochs=2,
+        img_size=32,
+        batch_size=8,
+        patience=10,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -68,8 +76,25 @@ def test_resume_after_interruption_reaches_the_same_epoch_count(tiny_folder, tmp
 
 def test_train_cli_writes_checkpoint_metrics_and_plots_and_evaluate_reads_them(tiny_folder, tmp_path) -> None:
     out = tmp_path / "run"
-    code = run_cli(["train", "--data", str(tiny_folder), "--arch", "simple_cnn", "--out", str(out),
-                    "--phase1-epochs", "1", "--phase2-epochs", "3", "--img-size", "32", "--batch-size", "8"])
+    code = run_cli(
+        [
+            "train",
+            "--data",
+            str(tiny_folder),
+            "--arch",
+            "simple_cnn",
+            "--out",
+            str(out),
+            "--phase1-epochs",
+            "1",
+            "--phase2-epochs",
+            "3",
+            "--img-size",
+            "32",
+            "--batch-size",
+            "8",
+        ]
+    )
     assert code == 0
     for name in ("best.safetensors", "best.json", "metrics.json", "curves.png", "confusion.png", "split.json"):
         assert (out / name).is_file(), name
@@ -114,8 +139,12 @@ def test_loader_workers_give_the_same_training_and_metrics_name_the_device(tiny_
 def test_bad_input_gives_one_line_and_exit_code_2(tiny_folder, tmp_path, capsys, args, message) -> None:
     (tmp_path / "junk.json").write_text("{}")
     (tmp_path / "junk.safetensors").write_bytes(b"x")
-    subs = {"{missing}": str(tmp_path / "nope"), "{out}": str(tmp_path / "o"), "{tiny}": str(tiny_folder),
-            "{junk}": str(tmp_path / "junk.safetensors")}
+    subs = {
+        "{missing}": str(tmp_path / "nope"),
+        "{out}": str(tmp_path / "o"),
+        "{tiny}": str(tiny_folder),
+        "{junk}": str(tmp_path / "junk.safetensors"),
+    }
     assert run_cli([subs.get(a, a) for a in args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
