@@ -28,6 +28,7 @@ def _stage_table(stats: dict, title: str) -> Table:
 
 @app.command()
 def run(
+    ctx: typer.Context,
     bundle: Path = typer.Argument(..., help="Bundle folder written by `sperm-edge export`."),
     source: str = typer.Option(
         ..., help="Camera index, /dev/videoN, csi://N, rtsp://..., video, image, folder or glob."
@@ -68,6 +69,12 @@ def run(
     truth: Path = typer.Option(
         None, help="Ground truth of a synthetic clip (its .json): score recall and double counts."
     ),
+    view: str = typer.Option(
+        None, help="Serve the live view page at [HOST:]PORT (host 127.0.0.1 unless given; e.g. 8050)."
+    ),
+    token: str = typer.Option(None, help="Token the live view requires (needed off loopback); auto: generate one."),
+    view_fps: float = typer.Option(10.0, min=0.1, help="Most frames per second the live view's stream sends."),
+    view_linger: float = typer.Option(5.0, min=0.0, help="Seconds the live view stays up after the report."),
 ) -> None:
     """Classify the cells of a microscope stream; write events, flagged cells, explanations and a report."""
     from sperm_edge.bundle import load_bundle
@@ -85,6 +92,7 @@ def run(
 
     if explain not in ("flagged", "none"):
         raise SpermEdgeError(f"--explain must be flagged or none, not {explain!r}")
+    binding = _view_binding(view, token)
     loaded = load_bundle(bundle)
     truth_data = json.loads(truth.read_text()) if truth else None
     prepare_output_dir(out, force)
@@ -98,18 +106,27 @@ def run(
         localizer=LocalizerConfig(crop_scale=crop_scale, crop_size=crop_size),
     )
     policy = FlagPolicy.for_classes(loaded.abnormal_classes, min_confidence, min_stability)
+    page = _start_view(ctx, binding, view_fps, out, loaded, {"source": source, "mode": mode})
     worker = None
-    if explain == "flagged":
+    if explain == "flagged" or page is not None:  # with the view only, explains the cells clicked, loading late
         worker = ExplainWorker(
-            loaded.checkpoint_stem(), out / EXPLANATIONS_DIR, threads=explain_threads if backend != "torch" else None
+            loaded.checkpoint_stem(),
+            out / EXPLANATIONS_DIR,
+            threads=explain_threads if backend != "torch" else None,
+            preload=explain == "flagged",
         )
     with (
         open_backend(loaded, backend, precision, threads) as engine,
         open_source(source, options) as src,
         worker or nullcontext(),
-        RunOutputs(out, worker, out / "annotated.mp4" if save_video else None, src.fps or 15.0, window) as outs,
+        RunOutputs(
+            out, worker, out / "annotated.mp4" if save_video else None, src.fps or 15.0, window,
+            explain_flagged=explain == "flagged",
+        ) as outs,
         Pipeline(src, engine, loaded.classes, loaded.preprocess, config, policy) as pipeline,
-    ):
+    ):  # fmt: skip
+        if page is not None:
+            page.attach(pipeline, outs, backend=engine.describe())
         console.print(
             f"[bold]{engine.name}[/] {engine.precision} on {source} ({mode} mode)"
             + ("" if not window else ", window: press q to stop")
@@ -117,6 +134,8 @@ def run(
         with Live(console=console, refresh_per_second=2, transient=True) as live:
 
             def show(result) -> None:
+                if page is not None:
+                    page.update(result)
                 if pipeline.frames % 10 == 0:
                     ms = {k: v["p50"] or 0.0 for k, v in pipeline.times.summary().items()}
                     live.update(
@@ -134,6 +153,48 @@ def run(
         info["truth"] = score_events(outs.events, truth_data)
     report = outs.finish(loaded.classes, loaded.normal_class, info)
     _print_summary(report, stats, out)
+    if page is not None:
+        page.done(report)
+        _linger(view_linger, out)
+
+
+def _view_binding(view: str | None, token: str | None) -> tuple[str, int, str | None] | None:
+    """(host, port, token) of the live view, checked before anything starts; None without --view."""
+    from sperm_edge.errors import SpermEdgeError
+
+    if view is None:
+        if token is not None:
+            raise SpermEdgeError("--token goes with --view [HOST:]PORT")
+        return None
+    from sperm_edge.view import parse_bind, resolve_token  # the view's package is imported only when asked for
+
+    host, port = parse_bind(view)
+    return host, port, resolve_token(host, token)
+
+
+def _start_view(ctx: typer.Context, binding, fps: float, out: Path, loaded, info: dict):
+    """Start the live view at `binding` (host, port, token); it stops when the command ends."""
+    if binding is None:
+        return None
+    from sperm_edge.view import LiveView
+
+    page = LiveView(out, loaded.classes, loaded.normal_class, *binding, fps, info)
+    page.__enter__()
+    ctx.call_on_close(page.__exit__)
+    console.print(f"live view: [bold]{page.url}[/]", soft_wrap=True, highlight=False)
+    return page
+
+
+def _linger(seconds: float, out: Path) -> None:
+    """Keep the finished run's page up a little, so open pages show the final report."""
+    import time
+
+    if seconds > 0:
+        console.print(f"the live view stays up {seconds:g} s (Ctrl-C closes it); later: sperm-edge view {out}")
+        try:
+            time.sleep(seconds)
+        except KeyboardInterrupt:
+            pass
 
 
 def _print_summary(report: dict, stats: dict, out: Path) -> None:

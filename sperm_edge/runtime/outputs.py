@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from sperm_edge.explain.worker import ExplainJob, ExplainWorker
+from sperm_edge.preprocess import decode_image
 from sperm_edge.runtime.annotate import VideoFileOutput, Window, draw
 from sperm_edge.runtime.events import EVENTS_FILE, EventLog
 from sperm_edge.runtime.flagging import FlagStore, event_name
@@ -35,9 +36,15 @@ class RunOutputs:
         video_fps: float = 15.0,
         window: bool = False,
         flag_capacity: int = 128,
+        explain_flagged: bool = True,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.explainer = explainer
+        self.explain_flagged = explain_flagged  # False: `explainer` explains only what `explain_event` asks for
+        self.paused = False  # set from another thread (the live view): cells ending now are not counted
+        self.uncounted = 0
+        self._flagged: dict[int, dict] = {}
+        self._requested: set[int] = set()
         self.flags = FlagStore(self.out_dir, flag_capacity)
         self.events: list[dict] = []
         self.submitted = 0
@@ -61,18 +68,19 @@ class RunOutputs:
             self._window.__exit__()
 
     def write(self, result: FrameResult) -> None:
-        """Log the result's events, keep and explain its flagged cells, draw its frame."""
-        for cell in result.events:
+        """Log the result's events, keep and explain its flagged cells, draw its frame.
+
+        While `paused`, the cells whose tracks end are left out (counted in `uncounted` only).
+        """
+        if self.paused:
+            self.uncounted += len(result.events)
+        for cell in [] if self.paused else result.events:
             event = cell.event
             if event["flagged"] and cell.crop is not None:
                 event.update(self.flags.add(event, cell.crop, cell.frame))
-                if self.explainer is not None:
-                    job = ExplainJob(
-                        event_name(event["id"]),
-                        cell.crop,
-                        {"event": event["id"], "frame": event["frame"], "box": event["box"]},
-                    )
-                    self.submitted += int(self.explainer.submit(job))
+                self._flagged[int(event["id"])] = event
+                if self.explainer is not None and self.explain_flagged:
+                    self._submit(event, cell.crop)
             self._log.write(event)
             self.events.append(event)
         if result.frame is not None and (self._video is not None or self._window is not None):
@@ -82,10 +90,35 @@ class RunOutputs:
             if self._window is not None and not self._window.show(image):
                 self.quit_requested = True
 
+    def _submit(self, event: dict, crop) -> bool:
+        extra = {"event": event["id"], "frame": event["frame"], "box": event["box"]}
+        job = ExplainJob(event_name(event["id"]), crop, extra)
+        queued = self.explainer.submit(job)
+        if queued:
+            self._requested.add(int(event["id"]))
+            self.submitted += 1
+        return queued
+
+    def explain_event(self, event_id: int) -> str:
+        """Ask for the explanation of a flagged cell (from any thread): `ready`, `queued` or `unavailable`.
+
+        KeyError for an id that is not a counted flagged cell (only those keep their crop).
+        """
+        event = self._flagged[int(event_id)]
+        if (self.out_dir / EXPLANATIONS_DIR / f"{event_name(event_id)}.png").is_file():
+            return "ready"
+        if int(event_id) in self._requested:
+            return "queued"
+        if self.explainer is None or not self._submit(event, decode_image(self.out_dir / event["crop"])):
+            return "unavailable"
+        return "queued"
+
     def finish(self, classes: list[str], normal_class: str | None, run: dict) -> dict:
         """Write report.json and report.md (call after the explainer has finished its queue)."""
-        if self.explainer is not None:
+        if self.explainer is not None and (self.explain_flagged or self.submitted):
             run = {**run, "explanations": {**self.explainer.summary(), "submitted": self.submitted}}
+        if self.uncounted:
+            run = {**run, "uncounted_while_paused": self.uncounted}
         report = build_report(self.events, classes, normal_class, run, self.out_dir)
         write_report(self.out_dir, report)
         return report

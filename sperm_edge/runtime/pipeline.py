@@ -167,6 +167,11 @@ class Pipeline:
         self._stop.set()
         self.source.stop()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop` was called (the remaining frames and tracks are still being delivered)."""
+        return self._stop.is_set()
+
     def __iter__(self) -> Iterator[FrameResult]:
         while True:
             item = self._results.get()

@@ -1,0 +1,118 @@
+"""Who may talk to the live view: loopback by default, a bearer token for anything else, same-origin POSTs.
+
+- `parse_bind("[HOST:]PORT")`: where to listen (host 127.0.0.1 unless given).
+- `resolve_token(host, token)`: binding a non-loopback address needs a token; `auto` makes one.
+- `Guard`: an ASGI middleware in front of every route. A request without the right token
+  (`Authorization: Bearer TOKEN` or `?token=TOKEN`, compared in constant time) gets 401. Without a
+  token (loopback only) the Host header must name a loopback host, so a web page elsewhere
+  cannot reach the view through DNS rebinding. POSTs whose `Origin` or `Sec-Fetch-Site` shows
+  another site get 403, so a page in another tab cannot pause or finish the run.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import secrets
+from urllib.parse import parse_qs, urlsplit
+
+from sperm_edge.errors import SpermEdgeError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8050
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """`8050`, `127.0.0.1:8050`, `0.0.0.0:8050` or `[::1]:8050` -> (host, port)."""
+    text = str(text).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = DEFAULT_HOST, text
+    host = host.strip("[]") or DEFAULT_HOST
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise SpermEdgeError(f"--view wants [HOST:]PORT with a port 0-65535, not {text!r}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_token(host: str, token: str | None) -> str | None:
+    """The token the view will require (None: none, loopback only); `auto` generates one."""
+    if token == "auto":
+        return secrets.token_urlsafe(18)
+    if token is not None and len(token) < 8:
+        raise SpermEdgeError("--token must be at least 8 characters (or auto)")
+    if token is None and not is_loopback(host):
+        raise SpermEdgeError(f"binding {host} (not loopback) needs --token TOKEN or --token auto")
+    return token
+
+
+def url_for(host: str, port: int, token: str | None) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+
+
+def _host_name(host_header: str) -> str:
+    """The host part of a Host header (`[::1]:8050` -> `::1`)."""
+    if host_header.startswith("["):
+        return host_header[1 : host_header.find("]")]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+class Guard:
+    """ASGI middleware: token, Host and same-origin checks before the app sees a request."""
+
+    def __init__(self, app, token: str | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        problem = self.check(scope, headers)
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        status, message = problem
+        body = message.encode()
+        extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode()), *extra],
+            }
+        )  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+    def check(self, scope, headers: dict[str, str]) -> tuple[int, str] | None:
+        """None when the request may pass, else (status, message)."""
+        if self.token is not None:
+            given = headers.get("authorization", "")
+            given = given[7:].strip() if given.lower().startswith("bearer ") else None
+            if given is None:
+                given = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token") or [None])[0]
+            if given is None or not hmac.compare_digest(given.encode(), self.token.encode()):
+                return 401, "a valid token is required (Authorization: Bearer TOKEN or ?token=TOKEN)"
+        elif not is_loopback(_host_name(headers.get("host", ""))):
+            return 403, "this view answers loopback host names only"
+        if scope["method"] not in ("GET", "HEAD"):
+            site = headers.get("sec-fetch-site")
+            if site is not None and site not in ("same-origin", "none"):
+                return 403, "cross-origin requests are refused"
+            origin = headers.get("origin")
+            if origin is not None and urlsplit(origin).netloc != headers.get("host"):
+                return 403, "cross-origin requests are refused"
+        return None

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.view import RunView
+from sperm_edge.view.security import is_loopback, parse_bind, resolve_token, url_for
+from tests.view.conftest import request
+
+TOKEN = "correct-horse-battery"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("8050", ("127.0.0.1", 8050)), ("127.0.0.1:9000", ("127.0.0.1", 9000)), ("0.0.0.0:80", ("0.0.0.0", 80)),
+     ("[::1]:8050", ("::1", 8050)), (":0", ("127.0.0.1", 0))],
+)  # fmt: skip
+def test_parse_bind(text: str, expected: tuple[str, int]) -> None:
+    assert parse_bind(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "host:", "127.0.0.1:http", "99999"])
+def test_parse_bind_rejects_bad_ports(text: str) -> None:
+    with pytest.raises(SpermEdgeError, match=r"\[HOST:\]PORT"):
+        parse_bind(text)
+
+
+def test_tokens() -> None:
+    assert is_loopback("localhost") and is_loopback("127.0.0.2") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
+    assert resolve_token("127.0.0.1", None) is None
+    with pytest.raises(SpermEdgeError, match="needs --token"):
+        resolve_token("0.0.0.0", None)
+    with pytest.raises(SpermEdgeError, match="at least 8"):
+        resolve_token("0.0.0.0", "short")
+    first, second = resolve_token("0.0.0.0", "auto"), resolve_token("0.0.0.0", "auto")
+    assert first != second and len(first) >= 20
+    assert url_for("0.0.0.0", 8050, "abc") == "http://127.0.0.1:8050/?token=abc"
+
+
+def test_token_is_required_on_every_route(finished_run: Path) -> None:
+    with RunView(finished_run, port=0, token=TOKEN) as served:
+        port = served.port
+        for path in ("/", "/api/status", "/api/events", "/flagged/1.png", "/nowhere"):
+            assert request(port, path)[0] == 401
+            assert request(port, path, headers={"Authorization": "Bearer wrong-token-xx"})[0] == 401
+            assert request(port, f"{path}?token=wrong-token-xx")[0] == 401
+        assert request(port, "/api/explain/1", method="POST")[0] == 401
+        status, headers, _ = request(port, "/api/status")
+        assert headers.get("www-authenticate") == "Bearer"
+        assert request(port, "/api/status", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
+        assert request(port, f"/api/status?token={TOKEN}")[0] == 200
+        assert request(port, f"/?token={TOKEN}")[0] == 200
+
+
+def test_cross_origin_posts_and_foreign_hosts_are_refused(finished_run: Path) -> None:
+    with RunView(finished_run, port=0) as served:
+        port = served.port
+        host = f"127.0.0.1:{port}"
+        evil = {"Host": host, "Origin": "http://evil.example"}
+        assert request(port, "/api/finish", method="POST", headers=evil)[0] == 403
+        assert request(port, "/api/pause", method="POST", headers={"Sec-Fetch-Site": "cross-site"})[0] == 403
+        # same origin reaches the route (a finished run cannot be paused: 409)
+        same = {"Host": host, "Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"}
+        assert request(port, "/api/pause", method="POST", headers=same)[0] == 409
+        # DNS rebinding: a page served as evil.example that resolves to 127.0.0.1
+        assert request(port, "/api/status", headers={"Host": f"evil.example:{port}"})[0] == 403
+        assert request(port, "/api/status", headers={"Host": f"localhost:{port}"})[0] == 200
