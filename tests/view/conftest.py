@@ -129,10 +129,9 @@ def live_run(bundle: Path, source: Path, out: Path, *args: str, token: str | Non
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
     run = LiveRun(proc, port, out, log)
     try:
-        auth = {"Authorization": f"Bearer {token}"} if token else {}
 
         def answers() -> bool:
-            return proc.poll() is not None or request(port, "/api/status", headers=auth)[0] == 200
+            return proc.poll() is not None or request(port, "/api/status")[0] in (200, 401)
 
         wait_for(answers, 60, "the live view to answer")
         assert proc.poll() is None, run.output()[-2000:]
