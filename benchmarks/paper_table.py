@@ -117,7 +117,7 @@ def train_job(config: dict, folds: int) -> str:
 
 
 def int8_job(fold: str, out_json: str, bundle: str) -> str:
-    """Export one fold with INT8 and record FP32 and INT8 accuracy of the ONNX models on its test fold."""
+    """Export one fold with INT8; record the ONNX models' accuracy on its test fold and the gate's verdict on val."""
     from sperm_edge.export.pipeline import ExportOptions, export_bundle
 
     started = time.perf_counter()
@@ -129,6 +129,7 @@ def int8_job(fold: str, out_json: str, bundle: str) -> str:
         "fp32": models["fp32"]["accuracy"],
         "int8": int8 and int8["accuracy"],
         "keep_float": int8 and int8["quantization"]["keep_float"],
+        "gate": int8 and int8["gate"],  # decided on the fold's validation split
         "seconds": round(time.perf_counter() - started, 1),
     }
     shutil.rmtree(bundle)
