@@ -16,6 +16,8 @@ async function api(path, method = "GET") {
 }
 
 function text(id, value) { $(id).textContent = value; }
+const pretty = (name) => name.replace(/^\d+_/, "").replaceAll("_", " ");  // "01_Normal" -> "Normal"
+const reasons = (event) => event.flag_reasons.join(", ").replaceAll("_", " ");
 
 function setState(name, label) {
   const pill = $("state");
@@ -37,7 +39,7 @@ function renderStatus(s) {
     const row = document.createElement("tr");
     row.className = name === s.normal_class ? "normal" : "";
     row.innerHTML = `<td class="name"></td><td><div class="track"><div class="fill"></div></div></td><td class="n"></td>`;
-    row.cells[0].textContent = name;
+    row.cells[0].textContent = pretty(name);
     row.cells[2].textContent = n;
     row.querySelector(".fill").style.width = (100 * n / most).toFixed(1) + "%";
     return row;
@@ -72,8 +74,8 @@ function card(event) {
     <div class="cls"></div><div class="why"></div>`;
   cell.querySelector(".crop").src = withToken(`/flagged/${event.id}.png`);
   cell.querySelector(".badge").textContent = "#" + event.id;
-  cell.querySelector(".cls").textContent = `${event.class} ${event.confidence.toFixed(2)}`;
-  cell.querySelector(".why").textContent = event.flag_reasons.join(", ").replaceAll("_", " ");
+  cell.querySelector(".cls").textContent = `${pretty(event.class)} ${event.confidence.toFixed(2)}`;
+  cell.querySelector(".why").textContent = reasons(event);
   cell.addEventListener("click", () => openExplanation(event.id));
   return cell;
 }
@@ -82,7 +84,12 @@ function markExplained(id) {
   const cell = document.querySelector(`.cell[data-id="${id}"]`);
   if (!cell || cell.classList.contains("explained")) return;
   const heat = cell.querySelector(".heat");
-  heat.onload = () => cell.classList.add("explained");
+  heat.onload = () => {
+    // an explanation panel is crop | gap | overlay (+ caption): the thumbnail shows the overlay square
+    const w = heat.naturalWidth, h = heat.naturalHeight, side = w > h ? (w - 4) / 2 : w;
+    heat.style.objectViewBox = `inset(0px 0px ${Math.max(0, h - side)}px ${Math.max(0, w - side)}px)`;
+    cell.classList.add("explained");
+  };
   heat.src = withToken(`/explanations/${id}.png`);
 }
 
@@ -103,7 +110,7 @@ async function pollEvents() {
 async function openExplanation(id) {
   const event = events.get(id);
   openId = id;
-  text("explain-title", `Cell #${id}: ${event.class} ${event.confidence.toFixed(2)} (${event.flag_reasons.join(", ").replaceAll("_", " ")})`);
+  text("explain-title", `Cell #${id}: ${pretty(event.class)} ${event.confidence.toFixed(2)} (${reasons(event)})`);
   $("explain-crop").src = withToken(`/flagged/${id}.png`);
   $("explain-crop").hidden = false;
   const heat = $("explain-heat");
@@ -111,7 +118,7 @@ async function openExplanation(id) {
   $("explain-probs").tBodies[0].replaceChildren(...Object.entries(event.probs).sort((a, b) => b[1] - a[1]).map(([name, p]) => {
     const row = document.createElement("tr");
     row.innerHTML = "<td></td><td></td>";
-    row.cells[0].textContent = name;
+    row.cells[0].textContent = pretty(name);
     row.cells[1].textContent = (100 * p).toFixed(1) + "%";
     return row;
   }));

@@ -1,0 +1,72 @@
+"""The hooks a live display drives: pausing the count, explaining one flagged cell on request."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sperm_edge.bundle import load_bundle
+from sperm_edge.explain.worker import ExplainWorker
+from sperm_edge.runtime.backends import open_backend
+from sperm_edge.runtime.events import read_events
+from sperm_edge.runtime.flagging import FlagPolicy
+from sperm_edge.runtime.outputs import RunOutputs, stream
+from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
+from sperm_edge.runtime.sources import open_source
+
+
+def _stream(bundle_path: Path, source: Path, outputs: RunOutputs, on_result=None) -> RunOutputs:
+    bundle = load_bundle(bundle_path)
+    policy = FlagPolicy.for_classes(bundle.abnormal_classes)
+    with (
+        open_source(source) as src,
+        open_backend(bundle, "ort-cpu") as backend,
+        outputs,
+        Pipeline(src, backend, bundle.classes, bundle.preprocess, PipelineConfig(), policy) as pipeline,
+    ):
+        stream(pipeline, outputs, on_result)
+    return outputs
+
+
+def test_cells_ending_while_paused_are_not_counted(tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path) -> None:
+    path, _ = clip
+    full = _stream(tiny_bundle, path, RunOutputs(tmp_path / "full"))
+    seen = {"frames": 0}
+
+    def pause_in_the_middle(result) -> None:
+        seen["frames"] += result.frame is not None
+        outputs.paused = 8 <= seen["frames"] < 16
+
+    outputs = RunOutputs(tmp_path / "paused")
+    _stream(tiny_bundle, path, outputs, pause_in_the_middle)
+    assert outputs.uncounted > 0
+    assert len(outputs.events) + outputs.uncounted == len(full.events)
+    assert read_events(tmp_path / "paused" / "events.jsonl") == outputs.events
+    report = outputs.finish(load_bundle(tiny_bundle).classes, "01_Normal", {})
+    assert report["uncounted_while_paused"] == outputs.uncounted and report["cells"] == len(outputs.events)
+    assert "uncounted_while_paused" not in full.finish(load_bundle(tiny_bundle).classes, "01_Normal", {})
+
+
+def test_explain_event_queues_one_flagged_cell(tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path) -> None:
+    path, _ = clip
+    out = tmp_path / "out"
+    bundle = load_bundle(tiny_bundle)
+    worker = ExplainWorker(bundle.checkpoint_stem(), out / "explanations", preload=False)
+    with worker:
+        outputs = _stream(tiny_bundle, path, RunOutputs(out, worker, explain_flagged=False))
+        assert not (out / "explanations").exists()  # nothing explained unasked
+        flagged = [e for e in outputs.events if e["flagged"]]
+        assert flagged
+        with pytest.raises(KeyError):
+            outputs.explain_event(99999)  # only counted flagged cells (they keep their crop)
+        target = flagged[0]["id"]
+        assert outputs.explain_event(target) == "queued"
+        assert outputs.explain_event(target) == "queued"  # asked twice, queued once
+    assert outputs.explain_event(target) == "ready"
+    assert outputs.submitted == 1
+    written = json.loads((out / "explanations" / f"{target:06d}.json").read_text())
+    assert written["event"] == target
+    report = outputs.finish(bundle.classes, bundle.normal_class, {})
+    assert report["explanations"]["explained"] == 1
