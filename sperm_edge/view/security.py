@@ -24,15 +24,20 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def parse_bind(text: str) -> tuple[str, int]:
-    """`8050`, `127.0.0.1:8050`, `0.0.0.0:8050` or `[::1]:8050` -> (host, port)."""
+    """`8050`, `127.0.0.1:8050`, `0.0.0.0:8050`, `[::1]:8050`; a host alone (`lab-pc`, `[::1]`) takes port 8050."""
     text = str(text).strip()
-    host, sep, port = text.rpartition(":")
-    if not sep:
+    if text.isdigit():
         host, port = DEFAULT_HOST, text
-    host = host.strip("[]") or DEFAULT_HOST
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise SpermEdgeError(f"--view wants [HOST:]PORT with a port 0-65535, not {text!r}")
-    return host, int(port)
+    elif text.startswith("[") and "]" in text:
+        host, _, port = text[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = text.partition(":") if text.count(":") == 1 else (text, "", "")
+    port = port or str(DEFAULT_PORT)
+    bare_ipv6 = ":" in host and not text.startswith("[")
+    if not text or bare_ipv6 or not port.isdigit() or int(port) > 65535:
+        raise SpermEdgeError(f"--view wants [HOST:]PORT with a port 0-65535 (IPv6 in brackets), not {text!r}")
+    return host or DEFAULT_HOST, int(port)
 
 
 def is_loopback(host: str) -> bool:

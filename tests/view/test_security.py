@@ -15,13 +15,14 @@ TOKEN = "correct-horse-battery"
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("8050", ("127.0.0.1", 8050)), ("127.0.0.1:9000", ("127.0.0.1", 9000)), ("0.0.0.0:80", ("0.0.0.0", 80)),
-     ("[::1]:8050", ("::1", 8050)), (":0", ("127.0.0.1", 0))],
+     ("[::1]:8050", ("::1", 8050)), (":0", ("127.0.0.1", 0)), ("lab-pc", ("lab-pc", 8050)),
+     ("0.0.0.0:", ("0.0.0.0", 8050)), ("[::1]", ("::1", 8050))],
 )  # fmt: skip
 def test_parse_bind(text: str, expected: tuple[str, int]) -> None:
     assert parse_bind(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "host:", "127.0.0.1:http", "99999"])
+@pytest.mark.parametrize("text", ["", "127.0.0.1:http", "99999", "::1:8050", "[::1]:x"])
 def test_parse_bind_rejects_bad_ports(text: str) -> None:
     with pytest.raises(SpermEdgeError, match=r"\[HOST:\]PORT"):
         parse_bind(text)
