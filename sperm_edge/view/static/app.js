@@ -132,7 +132,10 @@ async function openExplanation(id) {
       img.src = withToken(`/explanations/${id}.png?v=${Date.now()}`);
       return;
     }
-    if (answer.state === "unavailable") { text("explain-state", "no explanation can be made for this cell (explanations need the bundle's checkpoint and torch)"); return; }
+    if (answer.state === "unavailable") {
+      text("explain-state", `No explanation can be made here (it needs the bundle's checkpoint and torch, during the run). Later: sperm-edge explain BUNDLE --event ${id} --run RUN_DIR`);
+      return;
+    }
     text("explain-state", "explanation queued; it appears here once made...");
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
