@@ -2,7 +2,8 @@
 
 OUT/events.jsonl            one line per counted cell (see `events`)
 OUT/flagged/ID.png|.frame.jpg|.json   flagged cells (see `flagging`)
-OUT/explanations/ID.png|.json         Grad-CAM++ of flagged cells (`--explain flagged`)
+OUT/explanations/ID.png|.json         Grad-CAM++ of flagged cells (`--explain flagged`; or one asked
+                                      for by `explain_event`, e.g. a click in the live view)
 OUT/annotated.mp4           when asked: frames with boxes, labels, confidence and FPS
 OUT/report.json, report.md  at the end (see `report`)
 """
