@@ -56,3 +56,14 @@ def test_view_command_serves_a_finished_run(finished_run: Path) -> None:
 def test_view_command_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     assert run_cli(["view", str(tmp_path)]) == 2
     assert run_cli(["view", str(tmp_path), "--host", "0.0.0.0"]) == 2
+
+
+def test_the_runtime_and_cli_import_no_web_stack() -> None:
+    code = (
+        "import sys, sperm_edge.cli, sperm_edge.runtime.outputs, sperm_edge.runtime.pipeline; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn') or m == 'sperm_edge.view'))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    found = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "[]"
