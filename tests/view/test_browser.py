@@ -52,7 +52,7 @@ def _number(page, selector: str) -> int:
 def test_live_page_counts_streams_explains_and_finishes(page, tiny_bundle: Path, watch_clip: Path,
                                                         tmp_path: Path) -> None:  # fmt: skip
     out = tmp_path / "live"
-    with live_run(tiny_bundle, watch_clip, out, "--fps", "6", "--view-linger", "3", token="auto") as run:
+    with live_run(tiny_bundle, watch_clip, out, "--fps", "4", "--view-linger", "3", token="auto") as run:
         url = wait_for(lambda: next((w for w in run.output().split() if "?token=" in w), None), 30, "the URL")
         page.goto(url)
         page.wait_for_selector("#state.live")

@@ -14,7 +14,7 @@ TOKEN = "s3cret-live-token"
 
 def test_live_run_with_a_token(tiny_bundle: Path, watch_clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "live"
-    with live_run(tiny_bundle, watch_clip, out, "--fps", "8", "--view-linger", "0", token=TOKEN) as run:
+    with live_run(tiny_bundle, watch_clip, out, "--fps", "5", "--view-linger", "0", token=TOKEN) as run:
         auth = {"Authorization": f"Bearer {TOKEN}"}
         port = run.port
         assert request(port, "/api/status")[0] == 401
