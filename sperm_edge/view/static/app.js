@@ -62,7 +62,10 @@ function renderStatus(s) {
   $("pause").hidden = s.paused; $("resume").hidden = !s.paused;
   for (const id of ["pause", "resume", "finish"]) $(id).disabled = over;
   if (s.live && !streaming) { streaming = true; $("stream").src = withToken("/stream.mjpg"); }
-  if (!streaming) { $("stream").hidden = true; $("no-stream").hidden = false; $("mode").textContent = "finished run"; }
+  if (!streaming) {
+    $("stream").hidden = true; $("no-stream").hidden = false;
+    $("mode").textContent = "finished run"; document.body.classList.add("no-stream");
+  }
   for (const id of s.explained) markExplained(id);
 }
 
