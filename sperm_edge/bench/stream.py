@@ -112,7 +112,7 @@ def _run_stream(
         else None
     )
     policy = FlagPolicy.for_classes(bundle.abnormal_classes)
-    config = PipelineConfig(mode=mode, track=False, keep_frames=False)
+    config = PipelineConfig(mode=mode, track=False, keep_frames=False, temperature=bundle.temperature)
     with (
         open_source(str(frames), SourceOptions()) as source,
         open_backend(bundle, cfg.backend, cfg.precision, threads) as engine,

@@ -95,6 +95,7 @@ def run(
         track=track,
         max_batch=batch,
         max_frames=max_frames,
+        temperature=loaded.temperature,
         localizer=LocalizerConfig(crop_scale=crop_scale, crop_size=crop_size),
     )
     policy = FlagPolicy.for_classes(loaded.abnormal_classes, min_confidence, min_stability)

@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from sperm_edge.calibration import calibrated_probs
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.metrics import softmax
 from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
 from sperm_edge.runtime.backends.base import Backend
 from sperm_edge.runtime.flagging import FlagPolicy
@@ -49,7 +49,10 @@ _END = object()
 
 @dataclass
 class PipelineConfig:
-    """How frames become cells. `track` None: on for videos and cameras in field mode, off for still images."""
+    """How frames become cells. `track` None: on for videos and cameras in field mode, off for still images.
+
+    `temperature`: the bundle's temperature scaling (`Bundle.temperature`), applied to every backend's
+    logits before the softmax, so confidences (and the flags that read them) are calibrated."""
 
     mode: str = "field"
     localizer: LocalizerConfig = field(default_factory=LocalizerConfig)
@@ -59,6 +62,7 @@ class PipelineConfig:
     queue_size: int = 4
     max_frames: int | None = None
     keep_frames: bool = True
+    temperature: float = 1.0
 
 
 @dataclass
@@ -309,7 +313,11 @@ class Pipeline:
             t0 = time.perf_counter()
             step = self.config.max_batch
             logits = [self.backend.infer(item.batch[i : i + step]) for i in range(0, len(item.batch), step)]
-            probs = softmax(np.concatenate(logits)) if logits else np.zeros((0, len(self.classes)), np.float32)
+            probs = (
+                calibrated_probs(np.concatenate(logits), self.config.temperature)
+                if logits
+                else np.zeros((0, len(self.classes)), np.float32)
+            )
             t1 = time.perf_counter()
             results, k = [], 0
             for frame, dets, shift in zip(item.frames, item.cells, item.shifts, strict=True):
