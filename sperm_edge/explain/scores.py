@@ -24,9 +24,8 @@ import cv2
 import numpy as np
 
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.io import IMAGE_SUFFIXES, natural_key
 from sperm_edge.preprocess import decode_image
-from sperm_edge.runtime.sources.images import natural_key
-from sperm_edge.runtime.sources.uri import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
