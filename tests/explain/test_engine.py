@@ -1,4 +1,4 @@
-"""Explanations from the engine's `cam` output: the same maps, overlays and files as pytorch-grad-cam's, without torch."""
+"""Explanations from the engine's `cam` output: the maps, overlays and files of pytorch-grad-cam, without torch."""
 
 from __future__ import annotations
 
