@@ -23,8 +23,7 @@ import numpy as np
 
 from sperm_edge.bench.harness import StepCallback
 from sperm_edge.bundle import Bundle
-from sperm_edge.io import atomic_write_bytes
-from sperm_edge.runtime.sources.uri import IMAGE_SUFFIXES
+from sperm_edge.io import IMAGE_SUFFIXES, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
