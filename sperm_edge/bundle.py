@@ -15,7 +15,8 @@ output order), `normal_class`, `abnormal_classes`, `preprocess` (PreprocessSpec 
 size}}), `models` ({precision: {file, ...figures}}, precision in
 "fp32", "int8", "int8_cpu"), `engines` (list of {file, precision, tensorrt, compute_capability,
 max_batch}), `checkpoint` ({weights, meta}), `benchmarks` (list of measured latencies:
-{backend, precision, batch, p50_ms, machine}), `versions`, `created`.
+{backend, precision, batch, p50_ms, machine}), `framing` (optional: how the training crops frame a
+head, {head_width_px, crop_side_px, crop_scale, ...}; see `export.framing`), `versions`, `created`.
 
 torch-free on purpose: the classify-only runtime loads bundles with this module.
 """
@@ -78,6 +79,11 @@ class Bundle:
     @property
     def normal_class(self) -> str | None:
         return self.manifest.get("normal_class")
+
+    @property
+    def framing(self) -> dict | None:
+        """How the training crops frame a head (`export.framing`), if the export measured it."""
+        return self.manifest.get("framing")
 
     @property
     def preprocess(self) -> PreprocessSpec:

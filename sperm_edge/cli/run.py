@@ -61,7 +61,9 @@ def run(
     ),
     threads: int = typer.Option(None, min=1, help="Inference threads (ONNX Runtime intra-op; default: all cores)."),
     batch: int = typer.Option(32, min=1, help="Largest batch of crops per network call."),
-    crop_scale: float = typer.Option(4.6, help="Crop side / head width, as in the training crops."),
+    crop_scale: float = typer.Option(
+        None, help="Crop side / head width (default: as measured on the training crops at export, else 4.6)."
+    ),
     crop_size: int = typer.Option(None, help="Fixed crop side in pixels (overrides --crop-scale)."),
     min_confidence: float = typer.Option(0.6, help="Flag cells whose top probability is below this."),
     min_stability: float = typer.Option(
@@ -102,7 +104,7 @@ def run(
         max_batch=batch,
         max_frames=max_frames,
         temperature=loaded.temperature,
-        localizer=LocalizerConfig(crop_scale=crop_scale, crop_size=crop_size),
+        localizer=LocalizerConfig.framed(loaded.framing, crop_scale, crop_size),
     )
     policy = FlagPolicy.for_classes(loaded.abnormal_classes, min_confidence, min_stability)
     engine = open_backend(loaded, backend, precision, threads)  # `auto` resolved here, activated below

@@ -74,7 +74,7 @@ def test_crop_mode_classifies_each_image_as_one_cell(tiny_bundle: Path, tmp_path
     names = sorted(e["name"] for e in outputs.events)
     assert len(names) == 8 and names[0] == "01_Normal/synth_00000.png"
     assert all(e["box"] == [0, 0, 131, 131] and e["frames_seen"] == 1 for e in outputs.events)
-    assert stats["frames"] == 8
+    assert stats["frames"] == 8 and stats["stages_ms"]["tracking"]["n"] == 0  # crop mode tracks nothing
 
 
 def test_the_explain_worker_does_not_hold_up_the_stream(
