@@ -2,8 +2,10 @@
 
 OUT/events.jsonl            one line per counted cell (see `events`)
 OUT/flagged/ID.png|.frame.jpg|.json   flagged cells (see `flagging`)
-OUT/explanations/ID.png|.json         Grad-CAM++ of flagged cells (`--explain flagged`; or one asked
-                                      for by `explain_event`, e.g. a click in the live view)
+OUT/explanations/ID.png|.json         Grad-CAM++ of flagged cells (`--explain flagged|every`, or one asked
+                                      for by `explain_event`, e.g. a click in the live view): from the
+                                      engine's `cam` output (`explanations`), or for a model without one
+                                      from the retained checkpoint in a background worker
 OUT/annotated.mp4           when asked: frames with boxes, labels, confidence and FPS
 OUT/report.json, report.md  at the end (see `report`)
 """
@@ -17,8 +19,9 @@ from sperm_edge.explain.worker import ExplainJob, ExplainWorker
 from sperm_edge.preprocess import decode_image
 from sperm_edge.runtime.annotate import VideoFileOutput, Window, draw
 from sperm_edge.runtime.events import EVENTS_FILE, EventLog
+from sperm_edge.runtime.explanations import EngineExplanations
 from sperm_edge.runtime.flagging import FlagStore, event_name
-from sperm_edge.runtime.pipeline import FrameResult
+from sperm_edge.runtime.pipeline import CellEvent, FrameResult
 from sperm_edge.runtime.report import build_report, write_report
 
 log = logging.getLogger(__name__)
@@ -27,7 +30,14 @@ EXPLANATIONS_DIR = "explanations"
 
 
 class RunOutputs:
-    """Writes events, flagged cells, explanation jobs, the annotated video and the window; then the report."""
+    """Writes events, flagged cells, explanations, the annotated video and the window; then the report.
+
+    `explanations` writes the engine's maps of flagged cells at once (and with `--explain every`
+    keeps every cell's in `explanations.heatmaps`); `explainer`, the PyTorch worker, is the
+    fallback for a model without a `cam` output. With `explain_flagged` False they explain only
+    the cells `explain_event` asks for. While `paused` (set from another thread, e.g. the live
+    view), the cells whose tracks end are not counted, only tallied in `uncounted`.
+    """
 
     def __init__(
         self,
@@ -37,14 +47,16 @@ class RunOutputs:
         video_fps: float = 15.0,
         window: bool = False,
         flag_capacity: int = 128,
+        explanations: EngineExplanations | None = None,
         explain_flagged: bool = True,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.explainer = explainer
-        self.explain_flagged = explain_flagged  # False: `explainer` explains only what `explain_event` asks for
-        self.paused = False  # set from another thread (the live view): cells ending now are not counted
+        self.explanations = explanations
+        self.explain_flagged = explain_flagged
+        self.paused = False
         self.uncounted = 0
-        self._flagged: dict[int, dict] = {}
+        self._flagged: dict[int, CellEvent] = {}  # the engine's outputs of each flagged cell, for `explain_event`
         self._requested: set[int] = set()
         self.flags = FlagStore(self.out_dir, flag_capacity)
         self.events: list[dict] = []
@@ -69,21 +81,20 @@ class RunOutputs:
             self._window.__exit__()
 
     def write(self, result: FrameResult) -> None:
-        """Log the result's events, keep and explain its flagged cells, draw its frame.
-
-        While `paused`, the cells whose tracks end are left out (counted in `uncounted` only).
-        """
+        """Log the result's events, keep and explain its flagged cells, draw its frame."""
         if self.paused:
             self.uncounted += len(result.events)
         for cell in [] if self.paused else result.events:
             event = cell.event
             if event["flagged"] and cell.crop is not None:
                 event.update(self.flags.add(event, cell.crop, cell.frame))
-                self._flagged[int(event["id"])] = event
-                if self.explainer is not None and self.explain_flagged:
-                    self._submit(event, cell.crop)
+                self._flagged[int(event["id"])] = CellEvent(event, None, None, cell.cam, cell.crop_probs)
+                if self.explain_flagged:
+                    event.update(self._explain(event, cell.crop, cell.cam, cell.crop_probs))
             self._log.write(event)
             self.events.append(event)
+        if self.explanations is not None and self.explanations.heatmaps is not None:
+            self.explanations.heatmaps.update(result.cells)
         if result.frame is not None and (self._video is not None or self._window is not None):
             image = draw(result.frame.image, result.cells, result.fps)
             if self._video is not None:
@@ -91,33 +102,37 @@ class RunOutputs:
             if self._window is not None and not self._window.show(image):
                 self.quit_requested = True
 
-    def _submit(self, event: dict, crop) -> bool:
-        extra = {"event": event["id"], "frame": event["frame"], "box": event["box"]}
-        job = ExplainJob(event_name(event["id"]), crop, extra)
-        queued = self.explainer.submit(job)
-        if queued:
-            self._requested.add(int(event["id"]))
-            self.submitted += 1
-        return queued
+    def _explain(self, event: dict, crop, cam, probs) -> dict:
+        """Explain a flagged cell: the engine's map at once, else a job for the worker; the paths written."""
+        if self.explanations is not None and cam is not None:
+            return self.explanations.write(event, crop, cam, probs)
+        if self.explainer is not None:
+            extra = {"event": event["id"], "frame": event["frame"], "box": event["box"]}
+            if self.explainer.submit(ExplainJob(event_name(event["id"]), crop, extra)):
+                self._requested.add(int(event["id"]))
+                self.submitted += 1
+        return {}
 
     def explain_event(self, event_id: int) -> str:
-        """Ask for the explanation of a flagged cell (from any thread): `ready`, `queued` or `unavailable`.
+        """Ask for the explanation of a counted flagged cell (from any thread): `ready`, `queued` or `unavailable`.
 
-        KeyError for an id that is not a counted flagged cell (only those keep their crop).
+        KeyError for any other id (only flagged cells keep their crop).
         """
-        event = self._flagged[int(event_id)]
-        if (self.out_dir / EXPLANATIONS_DIR / f"{event_name(event_id)}.png").is_file():
+        cell = self._flagged[int(event_id)]
+        png = self.out_dir / EXPLANATIONS_DIR / f"{event_name(event_id)}.png"
+        if not png.is_file() and int(event_id) not in self._requested:
+            self._explain(cell.event, decode_image(self.out_dir / cell.event["crop"]), cell.cam, cell.crop_probs)
+        if png.is_file():
             return "ready"
-        if int(event_id) in self._requested:
-            return "queued"
-        if self.explainer is None or not self._submit(event, decode_image(self.out_dir / event["crop"])):
-            return "unavailable"
-        return "queued"
+        return "queued" if int(event_id) in self._requested else "unavailable"
 
     def finish(self, classes: list[str], normal_class: str | None, run: dict) -> dict:
         """Write report.json and report.md (call after the explainer has finished its queue)."""
-        if self.explainer is not None and (self.explain_flagged or self.submitted):
-            run = {**run, "explanations": {**self.explainer.summary(), "submitted": self.submitted}}
+        asked = self.explain_flagged or self.submitted or (self.explanations and self.explanations.explained)
+        if self.explanations is not None and asked:
+            run = {**run, "explanations": self.explanations.summary()}
+        elif self.explainer is not None and asked:
+            run = {**run, "explanations": {**self.explainer.summary(), "source": "torch", "submitted": self.submitted}}
         if self.uncounted:
             run = {**run, "uncounted_while_paused": self.uncounted}
         report = build_report(self.events, classes, normal_class, run, self.out_dir)

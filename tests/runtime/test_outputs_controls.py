@@ -11,6 +11,7 @@ from sperm_edge.bundle import load_bundle
 from sperm_edge.explain.worker import ExplainWorker
 from sperm_edge.runtime.backends import open_backend
 from sperm_edge.runtime.events import read_events
+from sperm_edge.runtime.explanations import EngineExplanations
 from sperm_edge.runtime.flagging import FlagPolicy
 from sperm_edge.runtime.outputs import RunOutputs, stream
 from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
@@ -49,7 +50,28 @@ def test_cells_ending_while_paused_are_not_counted(tiny_bundle: Path, clip: tupl
     assert "uncounted_while_paused" not in full.finish(load_bundle(tiny_bundle).classes, "01_Normal", {})
 
 
-def test_explain_event_queues_one_flagged_cell(tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path) -> None:
+def test_explain_event_writes_the_engine_map_of_one_flagged_cell(
+    tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path
+) -> None:
+    path, _ = clip
+    out = tmp_path / "out"
+    bundle = load_bundle(tiny_bundle)
+    layer = (bundle.manifest.get("explain") or {}).get("layer", "attention")
+    maps = EngineExplanations(out / "explanations", bundle.classes, bundle.preprocess.img_size, layer)
+    outputs = _stream(tiny_bundle, path, RunOutputs(out, explanations=maps, explain_flagged=False))
+    assert not (out / "explanations").exists()  # nothing explained unasked
+    with pytest.raises(KeyError):
+        outputs.explain_event(99999)
+    target = next(e for e in outputs.events if e["flagged"])
+    assert outputs.explain_event(target["id"]) == "ready"  # the engine's map, written at once
+    written = json.loads((out / "explanations" / f"{target['id']:06d}.json").read_text())
+    assert written["event"] == target["id"] and written["source"] == "engine"
+    assert outputs.finish(bundle.classes, bundle.normal_class, {})["explanations"]["explained"] == 1
+
+
+def test_explain_event_queues_one_flagged_cell_for_the_worker(
+    tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path
+) -> None:
     path, _ = clip
     out = tmp_path / "out"
     bundle = load_bundle(tiny_bundle)
