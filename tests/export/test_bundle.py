@@ -58,6 +58,8 @@ def test_manifest_records_how_everything_was_measured(tiny_bundle) -> None:
         assert entry["backend"] == "ort-cpu" and entry["batch"] == 1 and entry["p50_ms"] > 0
         assert {"cpu", "threads"} <= set(entry["machine"])
     assert "onnxruntime" in manifest["versions"] and manifest["engines"] == []
+    framing = manifest["framing"]  # measured on the training split's crops, for the runtime's field crops
+    assert framing["measured"] > 0 and framing["crop_side_px"] == 40.0 and framing["crop_scale"] > 1.0
 
 
 def test_cpu_variant_is_labelled_or_explained(tiny_bundle) -> None:
