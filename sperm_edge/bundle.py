@@ -11,7 +11,8 @@ Layout (schema 1)::
 
 manifest.json keys: `format` ("sperm-edge-bundle"), `schema_version`, `arch`, `classes` (in
 output order), `normal_class`, `abnormal_classes`, `preprocess` (PreprocessSpec as a dict),
-`files` ({name: {sha256, size}}), `models` ({precision: {file, ...figures}}, precision in
+`temperature` (T of temperature scaling, fitted on the validation split), `files` ({name: {sha256,
+size}}), `models` ({precision: {file, ...figures}}, precision in
 "fp32", "int8", "int8_cpu"), `engines` (list of {file, precision, tensorrt, compute_capability,
 max_batch}), `checkpoint` ({weights, meta}), `benchmarks` (list of measured latencies:
 {backend, precision, batch, p50_ms, machine}), `framing` (optional: how the training crops frame a
@@ -87,6 +88,11 @@ class Bundle:
     @property
     def preprocess(self) -> PreprocessSpec:
         return PreprocessSpec.from_dict(self.manifest["preprocess"])
+
+    @property
+    def temperature(self) -> float:
+        """Temperature scaling every backend's logits get before the softmax (1.0: none recorded)."""
+        return float(self.manifest.get("temperature", 1.0))
 
     def file(self, name: str) -> Path:
         if name not in self.manifest["files"]:

@@ -14,87 +14,21 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.export import _stages
 from sperm_edge.export.bundle_writer import BundleWriter
-from sperm_edge.export.gate import DEFAULT_MAX_DROP, DropGate
 from sperm_edge.export.images import ImageSet, folder_images, split_images
-from sperm_edge.export.parity import DEFAULT_TOLERANCE
+from sperm_edge.export.options import ExportOptions, ExportResult, Reporter, Silent
 from sperm_edge.io import atomic_dir
 
+__all__ = ["ExportOptions", "ExportResult", "export_bundle"]
+
 log = logging.getLogger(__name__)
-
-
-class Reporter(Protocol):
-    def step(self, name: str) -> None: ...
-
-
-class _Silent:
-    def step(self, name: str) -> None:
-        log.info("%s", name)
-
-
-@dataclass
-class ExportOptions:
-    """Everything `sperm-edge export` can be told."""
-
-    int8: bool = False
-    calib: Path | None = None
-    calib_count: int = 300
-    eval: Path | None = None  # labelled test images for the reported accuracy (default: the checkpoint's test split)
-    val: Path | None = None  # labelled validation images the INT8 gate decides on (default: the val split)
-    method: str = "minmax"
-    percentile: float = 99.999
-    keep_float: tuple[str, ...] | None = None  # None: the architecture's default (ModelEntry.int8_keep_float)
-    max_drop: float = DEFAULT_MAX_DROP
-    allow_drop: bool = False
-    cpu_variant: bool = True
-    trt: bool = False
-    fp16: bool = False
-    max_batch: int = 16
-    workspace_mb: int = 1024
-    timing_cache: Path | None = None
-    parity_tolerance: float = DEFAULT_TOLERANCE
-    parity_count: int = 64
-    latency_runs: int = 20
-    force: bool = False
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.fp16 and not self.trt:
-            raise SpermEdgeError("--fp16 builds a TensorRT engine; add --trt")
-        if self.calib_count < 1 or self.parity_count < 1 or self.latency_runs < 1:
-            raise SpermEdgeError("--calib-count, parity count and latency runs must be at least 1")
-        if self.max_drop < 0:
-            raise SpermEdgeError(f"--max-drop must be 0 or more points, not {self.max_drop}")
-        if self.max_batch < 1 or self.workspace_mb < 1:
-            raise SpermEdgeError("--max-batch and --workspace-mb must be at least 1")
-        if self.keep_float and not self.int8:
-            raise SpermEdgeError("--keep-float applies to INT8 quantization; add --int8")
-        if self.int8:
-            from sperm_edge.export.int8 import Int8Config
-
-            Int8Config(method=self.method, percentile=self.percentile)  # refuses unknown methods now
-
-
-@dataclass
-class ExportResult:
-    """The bundle written and the verdicts of the gates."""
-
-    path: Path
-    manifest: dict
-    gates: list[DropGate] = field(default_factory=list)
-    rejected: list[dict] = field(default_factory=list)
-
-    @property
-    def int8_refused(self) -> bool:
-        """INT8 was asked for but left out because it lost too much accuracy (and --allow-drop was not given)."""
-        return any(g.precision == "int8" and not g.passed and not g.allowed for g in self.gates)
 
 
 def _check_output(out: Path, stem: Path, force: bool) -> None:
@@ -177,7 +111,7 @@ def export_bundle(
     from sperm_edge.model.checkpoint import load_checkpoint, package_versions, resolve_checkpoint
 
     options = options or ExportOptions()
-    reporter = reporter or _Silent()
+    reporter = reporter or Silent()
     options.validate()
     out = Path(out)
     stem = resolve_checkpoint(checkpoint)
@@ -200,8 +134,6 @@ def export_bundle(
         model = ckpt.build_model()
     except (RuntimeError, KeyError) as err:
         raise SpermEdgeError(f"checkpoint {stem} does not fit its architecture {ckpt.arch}: {err}") from err
-
-    from sperm_edge.export import _stages
 
     with (
         atomic_dir(out, force=options.force) as folder,

@@ -91,6 +91,7 @@ class Observation:
     frame: np.ndarray | None = None
     time: float = 0.0
     name: str = ""
+    cam: np.ndarray | None = None  # the engine's Grad-CAM++ maps of this crop (K x Hf x Wf), when it has them
 
 
 @dataclass
