@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_before": [round(v, 2) for v in load_before],
         "loadavg_after": [round(v, 2) for v in os.getloadavg()],
         "baseline_commit": BASELINE,
-        "bundles": {k: str(v.path) if hasattr(v, "path") else None for k, v in bundles.items()},
+        "bundles": {k: str(v.path) for k, v in bundles.items()},
         "settings": {"cells": args.cells, "frames": args.frames, "seeds": seeds, "backend": "ort-cpu fp32"},
         "targets": TARGETS,
         "rows": rows,
