@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sperm_edge.cli._app import app
-from sperm_edge.train.config import TrainConfig
+from sperm_edge.train.config import AdaptConfig, TrainConfig
 
 console = Console()
 
@@ -177,6 +177,27 @@ def calibrate(
     )
     folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
     console.print(f"written: {folder}/best.json, {RELIABILITY_PNG}")
+
+
+@app.command()
+def adapt(
+    source: Path = typer.Argument(..., help="Run folder, checkpoint or bundle to adapt."),
+    data: Path = typer.Option(..., help="The new lab's labelled class folders."),
+    per_class: int = typer.Option(..., "--per-class", min=2, help="Labelled crops per class to adapt on (K)."),
+    out: Path = typer.Option(..., help="Run folder to write (what `sperm-edge export` takes)."),
+    seed: int = typer.Option(0, help="Seed of the K crops drawn per class and of the augmentations."),
+    steps: int = typer.Option(AdaptConfig.steps, min=1, help="Training steps on the cached features."),
+) -> None:
+    """Fit a model to another lab from K labelled crops per class: CBAM and head on a frozen backbone.
+
+    The rest of the new lab's crops are its test split (metrics.json); the temperature is refitted."""
+    from sperm_edge.train.adapt import adapt as run_adapt
+
+    metrics = run_adapt(source, data, out, AdaptConfig(per_class=per_class, seed=seed, steps=steps))
+    print_metrics(f"adapted, on the {metrics['n']} crops of {data} not used to adapt", metrics)
+    console.print(
+        f"written: {out}/best.safetensors, best.json, metrics.json (temperature {metrics['temperature']:.3f})"
+    )
 
 
 @app.command()
