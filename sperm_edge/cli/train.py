@@ -88,16 +88,21 @@ def train(
     balance: str = typer.Option("loss", help="Class balance: loss (weighted), sampler, none."),
     mixup: float = typer.Option(0.0, help="MixUp Beta(alpha, alpha); 0 disables."),
     label_smoothing: float = typer.Option(0.0, min=0.0, max=0.5),
+    augment: str = typer.Option(
+        "standard", help="standard, or robust: plus stain (HED), gamma, greyscale, noise, JPEG and scale jitter."
+    ),
     patience: int = typer.Option(TrainConfig.patience, min=1, help="Early-stopping patience (epochs, val macro-F1)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
 ) -> None:
     """Fit a model in two phases (frozen backbone, then all layers) and test the best epoch."""
+    from sperm_edge.data.augment import augmentation
     from sperm_edge.errors import SpermEdgeError
     from sperm_edge.model import get_entry
     from sperm_edge.train.run import train as run_training
 
     get_entry(arch)
+    augmentation(augment)  # refuses an unknown name before any work
     if balance not in ("loss", "sampler", "none"):
         raise SpermEdgeError(f"--balance must be loss, sampler or none, not {balance!r}")
     cfg = TrainConfig(
@@ -117,6 +122,7 @@ def train(
         balance=balance,
         mixup=mixup,
         label_smoothing=label_smoothing,
+        augment=augment,
         patience=patience,
         device=device,
     )

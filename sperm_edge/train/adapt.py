@@ -119,23 +119,28 @@ def adapt(source: str | Path, data: str | Path, out: str | Path, cfg: AdaptConfi
     ckpt: Checkpoint = load_checkpoint(stem)
     dataset = load_image_folder(data, min_classes=2)
     shots, rest = sample_shots(dataset, cfg.per_class, cfg.seed)
-    model = ckpt.build_model()
-    spec = ckpt.preprocess
-    torch.manual_seed(cfg.seed)
-    top = _top(model, len(dataset.classes))
-    shot_images = TensorImages(
-        [dataset.images[i] for i in shots], [dataset.labels[i] for i in shots], spec, AugmentConfig(), cfg.seed
-    )
-    maps, labels = _features(model.backbone.eval(), shot_images, cfg.views)
-    temperature = _cross_fitted_temperature(top, maps, labels, len(shots), cfg)
-    fitted = _fit_top(top, maps, labels, cfg)
-    model.attention, model.head = fitted[0], fitted[1]
-    model.eval()
-    test_set = TensorImages([dataset.images[i] for i in rest], [dataset.labels[i] for i in rest], spec)
+    model, temperature = adapt_model(ckpt, dataset, shots, cfg)
+    test_set = TensorImages([dataset.images[i] for i in rest], [dataset.labels[i] for i in rest], ckpt.preprocess)
     test = _score(model, test_set, dataset.classes)
     test["temperature"] = temperature
     _write_run(out, model, ckpt, stem, dataset, shots, rest, cfg, temperature, test)
     return test
+
+
+def adapt_model(ckpt: Checkpoint, dataset: ImageFolder, shots: list[int], cfg: AdaptConfig) -> tuple[nn.Module, float]:
+    """The checkpoint's model with CBAM and head fitted to `dataset`'s classes on the `shots`, and its temperature."""
+    model = ckpt.build_model()
+    torch.manual_seed(cfg.seed)
+    top = _top(model, len(dataset.classes))
+    shot_images = TensorImages(
+        [dataset.images[i] for i in shots], [dataset.labels[i] for i in shots], ckpt.preprocess, AugmentConfig(),
+        cfg.seed,
+    )  # fmt: skip
+    maps, labels = _features(model.backbone.eval(), shot_images, cfg.views)
+    temperature = _cross_fitted_temperature(top, maps, labels, len(shots), cfg)
+    fitted = _fit_top(top, maps, labels, cfg)
+    model.attention, model.head = fitted[0], fitted[1]
+    return model.eval(), temperature
 
 
 def _cross_fitted_temperature(top: nn.Module, maps: torch.Tensor, labels: torch.Tensor, n: int, cfg) -> float:

@@ -25,6 +25,7 @@ class TrainConfig:
     balance: str = "loss"  # loss | sampler | none
     mixup: float = 0.0  # Beta(alpha, alpha) MixUp; 0 disables
     label_smoothing: float = 0.0
+    augment: str = "standard"  # standard | robust (stain, optics and camera variation: see data.augment)
     patience: int = 8  # epochs without a better validation macro-F1 before a phase stops early
     val_fraction: float = 0.15
     test_fraction: float = 0.15
