@@ -1,9 +1,10 @@
 """End-to-end figures: the runtime's stream FPS per mode, with and without explanations, and Grad-CAM++ latency.
 
 The network is one stage of the stream; localisation, cropping, preprocessing, tracking and
-writing outputs take their share, and a Grad-CAM++ worker competes for the same cores. So the
-stream is measured as `sperm-edge run` runs it — the runtime's `Pipeline` and `RunOutputs`, with
-an `ExplainWorker` for flagged cells or without — on frames written to a scratch folder:
+writing outputs take their share, and explanations add theirs. So the stream is measured as
+`sperm-edge run` runs it — the runtime's `Pipeline` and `RunOutputs`, with explanations from the
+engine's `cam` output (`--explain flagged|every`; an `ExplainWorker` for a model without one) or
+without — on frames written to a scratch folder:
 microscope fields rendered by the synthetic generator (field mode) and single-cell crops from
 the labelled folder, or synthetic crops without one (crop mode). Files are read as fast as they
 decode (no pacing), so FPS is what the machine sustains. Grad-CAM++ latency is measured on its
@@ -92,24 +93,30 @@ def write_crop_frames(folder: Path, bundle: Bundle, cfg: StreamConfig, data: Pat
     return folder
 
 
-def _run_stream(bundle: Bundle, frames: Path, out: Path, mode: str, explain: bool, cfg: StreamConfig,
-                threads: int) -> dict:
-    """One pass of the runtime over `frames`; its FPS, cells and stage times."""
+def run_stream(bundle: Bundle, frames: Path, out: Path, mode: str, explain: str, cfg: StreamConfig,
+               threads: int) -> dict:
+    """One pass of the runtime over `frames` with `--explain` `explain` (none, flagged, every); FPS, cells, stages."""
     from sperm_edge.explain.worker import ExplainWorker
     from sperm_edge.runtime.backends import open_backend
+    from sperm_edge.runtime.explanations import EngineExplanations
     from sperm_edge.runtime.flagging import FlagPolicy
     from sperm_edge.runtime.outputs import EXPLANATIONS_DIR, RunOutputs, stream
     from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
     from sperm_edge.runtime.sources import SourceOptions, open_source
 
     shutil.rmtree(out, ignore_errors=True)
-    worker = ExplainWorker(bundle.checkpoint_stem(), out / EXPLANATIONS_DIR, queue_size=cfg.explain_queue) \
-        if explain else None
+    worker = maps = None
+    section = bundle.manifest.get("explain") or {}
+    if explain != "none" and section.get("engine"):
+        maps = EngineExplanations(out / EXPLANATIONS_DIR, bundle.classes, bundle.preprocess.img_size,
+                                  section.get("layer", ""), explain)
+    elif explain != "none":
+        worker = ExplainWorker(bundle.checkpoint_stem(), out / EXPLANATIONS_DIR, queue_size=cfg.explain_queue)
     policy = FlagPolicy.for_classes(bundle.abnormal_classes)
     config = PipelineConfig(mode=mode, track=False, keep_frames=False)
     with open_source(str(frames), SourceOptions()) as source, \
             open_backend(bundle, cfg.backend, cfg.precision, threads) as engine, (worker or nullcontext()), \
-            RunOutputs(out, worker) as outputs, \
+            RunOutputs(out, worker, explanations=maps) as outputs, \
             Pipeline(source, engine, bundle.classes, bundle.preprocess, config, policy) as pipeline:
         stream(pipeline, outputs)
         stats = pipeline.stats()
@@ -117,7 +124,7 @@ def _run_stream(bundle: Bundle, frames: Path, out: Path, mode: str, explain: boo
         finishing = time.perf_counter()
     row = {
         "mode": mode,
-        "explain": "flagged" if explain else "none",
+        "explain": explain,
         "backend": described.get("backend"),
         "precision": described.get("precision"),
         "frames": stats["frames"],
@@ -129,8 +136,10 @@ def _run_stream(bundle: Bundle, frames: Path, out: Path, mode: str, explain: boo
         "stages_ms_mean": {k: v["mean"] for k, v in stats["stages_ms"].items() if v["n"]},
     }
     if worker is not None:
-        row.update({"explained": len(worker.done), "explain_dropped": worker.dropped,
+        row.update({"explained": len(worker.done), "explain_dropped": worker.dropped, "explain_source": "torch",
                     "explain_drain_s": round(time.perf_counter() - finishing, 2)})
+    elif maps is not None:
+        row.update({"explained": maps.explained, "explain_dropped": 0, "explain_source": "engine"})
     return row
 
 
@@ -166,10 +175,10 @@ def measure_stream(bundle: Bundle, data: Path | None, work: Path, cfg: StreamCon
             write_field_frames(frames, bundle, cfg)
         else:
             write_crop_frames(frames, bundle, cfg, data)
-        for explain in (False, True):
+        for explain in ("none", "flagged"):
             if on_step:
-                on_step(f"stream {mode}{' + Grad-CAM++' if explain else ''}", len(runs), total)
-            runs.append(_run_stream(bundle, frames, work / f"{mode}-out", mode, explain, cfg, threads))
+                on_step(f"stream {mode}{' + Grad-CAM++' if explain != 'none' else ''}", len(runs), total)
+            runs.append(run_stream(bundle, frames, work / f"{mode}-out", mode, explain, cfg, threads))
     if on_step:
         on_step("Grad-CAM++ latency", len(runs), total)
     crop_dir = work / "gradcam-crops"
