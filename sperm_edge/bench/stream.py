@@ -24,9 +24,11 @@ import numpy as np
 
 from sperm_edge.bench.harness import StepCallback
 from sperm_edge.bundle import Bundle
-from sperm_edge.io import IMAGE_SUFFIXES, atomic_write_bytes
+from sperm_edge.io import atomic_write_bytes
+from sperm_edge.runtime.sources.uri import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class StreamConfig:
@@ -93,8 +95,9 @@ def write_crop_frames(folder: Path, bundle: Bundle, cfg: StreamConfig, data: Pat
     return folder
 
 
-def run_stream(bundle: Bundle, frames: Path, out: Path, mode: str, explain: str, cfg: StreamConfig,
-               threads: int) -> dict:
+def run_stream(
+    bundle: Bundle, frames: Path, out: Path, mode: str, explain: str, cfg: StreamConfig, threads: int
+) -> dict:
     """One pass of the runtime over `frames` with `--explain` `explain` (none, flagged, every); FPS, cells, stages."""
     from sperm_edge.explain.worker import ExplainWorker
     from sperm_edge.runtime.backends import open_backend
@@ -108,16 +111,19 @@ def run_stream(bundle: Bundle, frames: Path, out: Path, mode: str, explain: str,
     worker = maps = None
     section = bundle.manifest.get("explain") or {}
     if explain != "none" and section.get("engine"):
-        maps = EngineExplanations(out / EXPLANATIONS_DIR, bundle.classes, bundle.preprocess.img_size,
-                                  section.get("layer", ""), explain)
+        size, layer = bundle.preprocess.img_size, section.get("layer", "")
+        maps = EngineExplanations(out / EXPLANATIONS_DIR, bundle.classes, size, layer, explain)
     elif explain != "none":
         worker = ExplainWorker(bundle.checkpoint_stem(), out / EXPLANATIONS_DIR, queue_size=cfg.explain_queue)
     policy = FlagPolicy.for_classes(bundle.abnormal_classes)
     config = PipelineConfig(mode=mode, track=False, keep_frames=False)
-    with open_source(str(frames), SourceOptions()) as source, \
-            open_backend(bundle, cfg.backend, cfg.precision, threads) as engine, (worker or nullcontext()), \
-            RunOutputs(out, worker, explanations=maps) as outputs, \
-            Pipeline(source, engine, bundle.classes, bundle.preprocess, config, policy) as pipeline:
+    with (
+        open_source(str(frames), SourceOptions()) as source,
+        open_backend(bundle, cfg.backend, cfg.precision, threads) as engine,
+        worker or nullcontext(),
+        RunOutputs(out, worker, explanations=maps) as outputs,
+        Pipeline(source, engine, bundle.classes, bundle.preprocess, config, policy) as pipeline,
+    ):
         stream(pipeline, outputs)
         stats = pipeline.stats()
         described = engine.describe()
@@ -136,16 +142,20 @@ def run_stream(bundle: Bundle, frames: Path, out: Path, mode: str, explain: str,
         "stages_ms_mean": {k: v["mean"] for k, v in stats["stages_ms"].items() if v["n"]},
     }
     if worker is not None:
-        row.update({"explained": len(worker.done), "explain_dropped": worker.dropped, "explain_source": "torch",
-                    "explain_drain_s": round(time.perf_counter() - finishing, 2)})
+        row.update(
+            {
+                "explained": len(worker.done),
+                "explain_dropped": worker.dropped,
+                "explain_source": "torch",
+                "explain_drain_s": round(time.perf_counter() - finishing, 2),
+            }
+        )
     elif maps is not None:
         row.update({"explained": maps.explained, "explain_dropped": 0, "explain_source": "engine"})
     return row
 
 
-def gradcam_latency(
-    checkpoint_stem: Path, crops: list[np.ndarray], threads: int | None, device: str = "cpu"
-) -> dict:
+def gradcam_latency(checkpoint_stem: Path, crops: list[np.ndarray], threads: int | None, device: str = "cpu") -> dict:
     """Grad-CAM++ of single crops with the runtime's explainer: p50/p95/mean ms after two warm-up calls."""
     from sperm_edge.explain.gradcam import GradCamExplainer
 
@@ -158,12 +168,18 @@ def gradcam_latency(
             explainer.explain(crop)
             times.append((time.perf_counter() - start) * 1000.0)
     data = np.asarray(times)
-    return {"crops": len(times), "threads": threads, "p50_ms": round(float(np.percentile(data, 50)), 2),
-            "p95_ms": round(float(np.percentile(data, 95)), 2), "mean_ms": round(float(data.mean()), 2)}
+    return {
+        "crops": len(times),
+        "threads": threads,
+        "p50_ms": round(float(np.percentile(data, 50)), 2),
+        "p95_ms": round(float(np.percentile(data, 95)), 2),
+        "mean_ms": round(float(data.mean()), 2),
+    }
 
 
-def measure_stream(bundle: Bundle, data: Path | None, work: Path, cfg: StreamConfig, threads: int,
-                   on_step: StepCallback | None = None) -> dict:
+def measure_stream(
+    bundle: Bundle, data: Path | None, work: Path, cfg: StreamConfig, threads: int, on_step: StepCallback | None = None
+) -> dict:
     """{"runs": [one row per mode x explanation], "gradcam": latency}; scratch files go under `work`."""
     from sperm_edge.preprocess import decode_image
 

@@ -32,7 +32,8 @@ class ExportOptions:
     int8: bool = False
     calib: Path | None = None
     calib_count: int = 300
-    eval: Path | None = None
+    eval: Path | None = None  # labelled test images for the reported accuracy (default: the checkpoint's test split)
+    val: Path | None = None  # labelled validation images the INT8 gate decides on (default: the val split)
     method: str = "minmax"
     percentile: float = 99.999
     keep_float: tuple[str, ...] | None = None  # None: the architecture's default (ModelEntry.int8_keep_float)

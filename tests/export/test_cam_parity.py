@@ -24,7 +24,9 @@ def checkpoint(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.mark.slow
 def test_every_model_records_its_cam_parity(checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
     stem, crops = checkpoint
-    options = ExportOptions(int8=True, calib=crops, eval=crops, allow_drop=True, parity_count=16, latency_runs=2)
+    options = ExportOptions(
+        int8=True, calib=crops, eval=crops, val=crops, allow_drop=True, parity_count=16, latency_runs=2
+    )
     result = export_bundle(stem, tmp_path / "bundle", options)
     models = result.manifest["models"]
     rejected = {r["precision"] for r in result.manifest.get("rejected", [])}
