@@ -50,7 +50,7 @@ class TrackHeatmaps:
             h, w = cell.crop.shape[:2]
             scale = self.side / max(h, w)
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            thumb = cv2.resize(cell.crop, size, interpolation=cv2.INTER_AREA)
+            thumb = cv2.resize(cell.crop, size, interpolation=cv2.INTER_LINEAR)  # 0.03 ms a cell
             with self._lock:
                 self._items[cell.track] = (thumb, cell.cam, cell.label, cell.confidence)
                 self._items.move_to_end(cell.track)
