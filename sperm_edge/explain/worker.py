@@ -41,7 +41,7 @@ class ExplainWorker:
         self,
         checkpoint_stem: str | Path,
         out_dir: str | Path,
-        threads: int = 1,
+        threads: int | None = 1,  # None: leave PyTorch's process-wide setting alone (beside the torch backend)
         queue_size: int = 64,
         nice: int = 10,
         before_job: Callable[[ExplainJob], None] | None = None,
