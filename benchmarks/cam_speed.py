@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         for spec in args.bundle:
             _, path = spec.split("=", 1)
             bundle = load_bundle(path)
-            precisions = ["fp32"] + [p for p in ("int8_cpu",) if p in bundle.precisions()]
+            precisions = ["fp32"] + [p for p in ("int8_cpu", "int8") if p in bundle.precisions()][:1]
             for precision in precisions:
                 report["latency"] += latency(bundle, precision, work, args.rounds, args.iters, args.threads)
             for mode, frames in (("field", args.field_frames), ("crop", args.crop_frames)):
