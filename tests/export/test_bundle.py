@@ -63,6 +63,8 @@ def test_manifest_records_how_everything_was_measured(tiny_bundle) -> None:
     assert "onnxruntime" in manifest["versions"] and manifest["engines"] == []
     retained = json.loads((tiny_bundle / "checkpoint.json").read_text())
     assert manifest["temperature"] == retained["temperature"] > 0  # what every backend's logits are divided by
+    framing = manifest["framing"]  # measured on the training split's crops, for the runtime's field crops
+    assert framing["measured"] > 0 and framing["crop_side_px"] == 40.0 and framing["crop_scale"] > 1.0
 
 
 def test_cpu_variant_is_labelled_or_explained(tiny_bundle) -> None:
