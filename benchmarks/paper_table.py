@@ -117,7 +117,7 @@ def train_job(config: dict, folds: int) -> str:
 
 
 def int8_job(fold: str, out_json: str, bundle: str) -> str:
-    """Export one fold with INT8 and record FP32 and INT8 accuracy of the ONNX models on its test fold."""
+    """Export one fold with INT8; record the ONNX models' accuracy on its test fold and the gate's verdict on val."""
     from sperm_edge.export.pipeline import ExportOptions, export_bundle
 
     started = time.perf_counter()
@@ -129,6 +129,7 @@ def int8_job(fold: str, out_json: str, bundle: str) -> str:
         "fp32": models["fp32"]["accuracy"],
         "int8": int8 and int8["accuracy"],
         "keep_float": int8 and int8["quantization"]["keep_float"],
+        "gate": int8 and int8["gate"],  # decided on the fold's validation split
         "seconds": round(time.perf_counter() - started, 1),
     }
     shutil.rmtree(bundle)
@@ -179,6 +180,7 @@ def fp32_row(runs: Path, dataset: str, arch: str, recipe: str, selection: dict, 
         "macro_f1_mean": summary["macro_f1"]["mean"],
         "macro_f1_std": summary["macro_f1"]["std"],
         "accuracy_per_fold": summary["accuracy"]["per_fold"],
+        "tta": False,
         "per_class_f1": summary["per_class_f1"],
         "img_size": RECIPES[dataset][recipe]["img_size"],
         "seconds": round(sum(m.get("train_seconds", 0.0) for m in metrics), 1),
@@ -191,9 +193,11 @@ def fp32_row(runs: Path, dataset: str, arch: str, recipe: str, selection: dict, 
 
 
 def int8_row(runs: Path, dataset: str, arch: str, recipe: str) -> dict | None:
-    paths = sorted((runs / "int8").glob(f"{dataset}-{arch}-{recipe}-fold-*.json"))
-    results = [json.loads(p.read_text()) for p in paths]
-    results = [r for r in results if r["int8"] is not None]
+    paths = sorted(
+        (runs / "int8").glob(f"{dataset}-{arch}-{recipe}-fold-*.json"), key=lambda p: int(p.stem.rsplit("-", 1)[1])
+    )  # fold order: fold-10 after fold-9
+    records = [json.loads(p.read_text()) for p in paths]
+    results = [r for r in records if r["int8"] is not None]
     if not results:
         return None
     accuracy = fold_spread([r["int8"]["accuracy"] for r in results])
@@ -207,6 +211,9 @@ def int8_row(runs: Path, dataset: str, arch: str, recipe: str) -> dict | None:
         "accuracy_std": accuracy["std"],
         "macro_f1_mean": macro_f1["mean"],
         "macro_f1_std": macro_f1["std"],
+        "accuracy_per_fold": accuracy["per_fold"],
+        "fold_numbers": [int(p.stem.rsplit("-", 1)[1]) for p, r in zip(paths, records, strict=True) if r["int8"]],
+        "tta": False,
         "per_class_f1": None,
         "img_size": RECIPES[dataset][recipe]["img_size"],
         "seconds": round(sum(r["seconds"] for r in results), 1),
@@ -267,11 +274,79 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+README_START, README_END = (
+    "<!-- paper-table:start (written by benchmarks/paper_table.py) -->",
+    "<!-- paper-table:end -->",
+)
+DATASET_NAMES = {"hushem": "HuSHeM", "smids": "SMIDS"}
+README_NAMES = {
+    "cbam_efficientnet_lite0": "`cbam_efficientnet_lite0`",
+    "efficientnet_lite0": "`efficientnet_lite0` (no CBAM)",
+    "simple_cnn": "`simple_cnn` (from scratch)",
+    "cbam_efficientnet_b0": "`cbam_efficientnet_b0`",
+    "efficientnet_b0": "`efficientnet_b0` (no CBAM)",
+}
+
+
+def readme_section(rows: list[dict]) -> str:
+    """The README's results table, per-fold lines and CBAM comparison, rendered from paper_table.json's rows."""
+    datasets = list(PAPER)
+    header = " | ".join(f"{DATASET_NAMES[d]} {m}" for d in datasets for m in ("accuracy", "macro-F1"))
+    lines = [f"| model | {header} |", "| --- |" + " --- |" * (2 * len(datasets))]
+    paper = " | ".join(f"{PAPER[d][m]:.3f}" for d in datasets for m in ("accuracy", "macro_f1"))
+    lines.append(f"| paper: EfficientNet-B0 + CBAM (one split) | {paper} |")
+    by_key = {(r["dataset"], r["arch"], r["precision"]): r for r in rows}
+    for arch in ARCHS:
+        for precision in ("fp32", "int8"):
+            cells = []
+            for dataset in datasets:
+                r = by_key.get((dataset, arch, precision))
+                if r is None:
+                    cells += ["not run", "not run"]
+                    continue
+                folds = "" if r["folds"] == 5 else f" ({r['folds']} of 5 folds)"
+                cells.append(f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}{folds}")
+                cells.append(f"{r['macro_f1_mean']:.3f} ± {r['macro_f1_std']:.3f}")
+            if set(cells) != {"not run"}:
+                name = README_NAMES[arch] + (", INT8" if precision == "int8" else "")
+                lines.append(f"| {name} | {' | '.join(cells)} |")
+    lines += ["", "Accuracy per test fold:", ""]
+    for r in rows:
+        numbers = r.get("fold_numbers") or range(1, len(r["accuracy_per_fold"]) + 1)
+        folds = ", ".join(f"{n}: {a:.3f}" for n, a in zip(numbers, r["accuracy_per_fold"], strict=True))
+        tta = "with" if r.get("tta") else "no"
+        lines.append(
+            f"- {DATASET_NAMES[r['dataset']]}, `{r['arch']}` {r['precision']} ({r['img_size']} px, {tta} TTA): {folds}"
+        )
+    for dataset in datasets:
+        cbam, twin = by_key.get((dataset, INT8_ARCHS[0], "fp32")), by_key.get((dataset, INT8_ARCHS[1], "fp32"))
+        if cbam and twin and cbam["folds"] == twin["folds"]:
+            ahead = sum(a > b for a, b in zip(cbam["accuracy_per_fold"], twin["accuracy_per_fold"], strict=True))
+            gain = 100 * (cbam["accuracy_mean"] - twin["accuracy_mean"])
+            lines.append(
+                f"- CBAM against its no-CBAM twin on {DATASET_NAMES[dataset]}: {gain:+.1f} points, "
+                f"ahead on {ahead} of {cbam['folds']} folds"
+            )
+    return "\n".join(lines)
+
+
+def update_readme(rows: list[dict], readme: Path = README) -> None:
+    """Replace the README's generated results section (between its markers) with `rows` rendered anew."""
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{readme} has no generated section ({README_START} ... {README_END})")
+    body = text[: start + len(README_START)] + "\n" + readme_section(rows) + "\n" + text[end:]
+    atomic_write_bytes(readme, body.encode())
+
+
 def write_table(args: argparse.Namespace) -> None:
-    """paper_table.json and paper_table.md from the run folders under `args.runs`."""
+    """paper_table.json, paper_table.md and the README's results section from the run folders under `args.runs`."""
     rows = table_rows(args.runs, args.datasets, args.archs, args.folds, args.b0_pretrained)
     atomic_write_json(args.out / "paper_table.json", rows)
     atomic_write_bytes(args.out / "paper_table.md", markdown(rows).encode())
+    update_readme(rows)
 
 
 # ---- the scheduler ----
@@ -416,6 +491,9 @@ def main() -> None:
         "--pick", nargs="*", default=[], metavar="DATASET/ARCH=RECIPE", help="Train only this recipe for that pair."
     )
     parser.add_argument("--table-only", action="store_true", help="Rewrite the table from --runs; train nothing.")
+    parser.add_argument(
+        "--readme-only", action="store_true", help="Rewrite the README's results section from --out's paper_table.json."
+    )
     args = parser.parse_args()
     for item in args.pick:
         pair, _, recipe = item.partition("=")
@@ -427,7 +505,9 @@ def main() -> None:
         PICKS[dataset, arch] = recipe
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.table_only:
+    if args.readme_only:
+        update_readme(json.loads((args.out / "paper_table.json").read_text()))
+    elif args.table_only:
         write_table(args)
     else:
         Scheduler(args).run()

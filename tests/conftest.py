@@ -12,8 +12,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def write_tiny_folder(root: Path, classes: tuple[str, ...] = ("alpha", "beta", "gamma"), per_class: int = 12,
-                      size: int = 40, seed: int = 0) -> Path:
+def write_tiny_folder(
+    root: Path,
+    classes: tuple[str, ...] = ("alpha", "beta", "gamma"),
+    per_class: int = 12,
+    size: int = 40,
+    seed: int = 0,
+) -> Path:
     """A learnable class-folder set: class k draws a shape with k+3 corners on a noisy pink background."""
     rng = np.random.default_rng(seed)
     for k, name in enumerate(classes):

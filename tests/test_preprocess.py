@@ -42,8 +42,12 @@ def test_corrupt_and_missing_images_raise_with_the_path(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "frame",
-    [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 1), np.uint8), np.zeros((4, 4, 4), np.uint8),
-     np.zeros((4, 4, 3), np.uint16)],
+    [
+        np.zeros((4, 4), np.uint8),
+        np.zeros((4, 4, 1), np.uint8),
+        np.zeros((4, 4, 4), np.uint8),
+        np.zeros((4, 4, 3), np.uint16),
+    ],
 )
 def test_grey_alpha_and_16_bit_frames_become_rgb8(frame: np.ndarray) -> None:
     out = to_rgb8(frame)

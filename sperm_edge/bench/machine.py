@@ -19,7 +19,15 @@ log = logging.getLogger(__name__)
 
 # CPU flags that decide how fast INT8 and FP32 kernels can be (x86 /proc/cpuinfo names).
 INTERESTING_FLAGS = (
-    "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
 )
 PACKAGES = (
     "sperm-edge",

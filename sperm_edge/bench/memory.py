@@ -37,8 +37,9 @@ def _peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
-def measure_memory(bundle_path: Path, variant: Variant, threads: int, batch: int, calls: int = 3,
-                   timeout_s: float = 180.0) -> dict:
+def measure_memory(
+    bundle_path: Path, variant: Variant, threads: int, batch: int, calls: int = 3, timeout_s: float = 180.0
+) -> dict:
     """{peak_rss_mb, rss_delta_mb} of `variant` at `batch`, or {memory_error} when the child fails."""
     spec = {
         "bundle": str(bundle_path),

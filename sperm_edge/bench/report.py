@@ -156,8 +156,11 @@ def stream_markdown(stream: dict) -> list[str]:
         lines += ["", f"The stream measurement failed: {stream['error']}"]
     cam = stream.get("gradcam")
     if cam:
-        lines += ["", f"Grad-CAM++ of one crop ({cam['threads']} thread(s), {cam['crops']} crops): "
-                      f"p50 {cam['p50_ms']:.1f} ms, p95 {cam['p95_ms']:.1f} ms, mean {cam['mean_ms']:.1f} ms."]
+        lines += [
+            "",
+            f"Grad-CAM++ of one crop ({cam['threads']} thread(s), {cam['crops']} crops): "
+            f"p50 {cam['p50_ms']:.1f} ms, p95 {cam['p95_ms']:.1f} ms, mean {cam['mean_ms']:.1f} ms.",
+        ]
     return lines
 
 
@@ -165,15 +168,20 @@ def run_facts(machine: dict) -> list[str]:
     """How the run was made, from machine.json: timing settings, accuracy set, load average."""
     settings, facts = machine.get("settings", {}), []
     if settings:
-        facts.append(f"timing: {settings['iters']} timed calls per row over {settings['rounds']} alternating rounds "
-                     f"after {settings['warmup']} warm-up calls, batch sizes {settings['batches']}")
+        facts.append(
+            f"timing: {settings['iters']} timed calls per row over {settings['rounds']} alternating rounds "
+            f"after {settings['warmup']} warm-up calls, batch sizes {settings['batches']}"
+        )
         if settings.get("data"):
-            facts.append(f"accuracy set: {settings.get('n_images')} images of {settings['data']} "
-                         f"({settings.get('split')} split)")
+            facts.append(
+                f"accuracy set: {settings.get('n_images')} images of {settings['data']} ({settings.get('split')} split)"
+            )
     load = machine.get("load_average")
     if load:
-        facts.append(f"load average (1/5/15 min) before {load['before']}, after {load['after']}: "
-                     "above the core count means other work shared the cores")
+        facts.append(
+            f"load average (1/5/15 min) before {load['before']}, after {load['after']}: "
+            "above the core count means other work shared the cores"
+        )
     return facts
 
 
@@ -222,8 +230,9 @@ def write_chart(path: Path, rows: list[dict], title: str = "") -> None:
         p50 = np.asarray([by[(v, batch)]["p50_ms"] if (v, batch) in by else np.nan for v in variants])
         p95 = np.asarray([by[(v, batch)]["p95_ms"] if (v, batch) in by else np.nan for v in variants])
         err = np.clip(p95 - p50, 0, None)
-        ax_lat.bar(x + (i + 0.5) * width - 0.4, p50, width, yerr=[np.zeros_like(err), err], capsize=2,
-                   label=f"batch {batch}")
+        ax_lat.bar(
+            x + (i + 0.5) * width - 0.4, p50, width, yerr=[np.zeros_like(err), err], capsize=2, label=f"batch {batch}"
+        )
     ax_lat.set_xticks(x, variants, fontsize=8)
     ax_lat.set_yscale("log")
     ax_lat.set_ylabel("latency per call, ms (p50, whisker to p95)")
@@ -234,8 +243,13 @@ def write_chart(path: Path, rows: list[dict], title: str = "") -> None:
     if any(a is not None for a in accuracy):
         agreement = [first[v].get("agreement") for v in variants]
         ax_acc.bar(x - 0.2, [np.nan if a is None else a for a in accuracy], 0.4, label="accuracy", color="tab:green")
-        ax_acc.bar(x + 0.2, [np.nan if a is None else a for a in agreement], 0.4, label="agreement with FP32",
-                   color="tab:purple")
+        ax_acc.bar(
+            x + 0.2,
+            [np.nan if a is None else a for a in agreement],
+            0.4,
+            label="agreement with FP32",
+            color="tab:purple",
+        )
         ax_acc.set_ylim(0, 1.05)
         ax_acc.legend(fontsize=8, loc="lower right")
     else:

@@ -67,8 +67,9 @@ class BenchResult:
     stream: dict | None = None
 
 
-def _open_all(stack: ExitStack, bundle: Bundle, planned: list[PlannedVariant], threads: int,
-              devices: dict[str, str]) -> dict[str, Runner]:
+def _open_all(
+    stack: ExitStack, bundle: Bundle, planned: list[PlannedVariant], threads: int, devices: dict[str, str]
+) -> dict[str, Runner]:
     """Enter every runnable variant (noting its device); one that fails to load is marked failed with its error."""
     runners: dict[str, Runner] = {}
     for item in planned:
@@ -85,8 +86,13 @@ def _open_all(stack: ExitStack, bundle: Bundle, planned: list[PlannedVariant], t
     return runners
 
 
-def _score_all(runners: dict[str, Runner], planned: list[PlannedVariant], eval_set: EvalSet, batch: int,
-               on_step: StepCallback | None) -> dict[str, dict]:
+def _score_all(
+    runners: dict[str, Runner],
+    planned: list[PlannedVariant],
+    eval_set: EvalSet,
+    batch: int,
+    on_step: StepCallback | None,
+) -> dict[str, dict]:
     """Accuracy figures per variant key; the reference runs first so the others can be compared with it."""
     reference_key = f"{REFERENCE[0]}/{REFERENCE[1]}"
     order = sorted(runners, key=lambda k: k != reference_key)
@@ -133,8 +139,12 @@ def run_benchmark(cfg: BenchConfig, on_step: StepCallback | None = None) -> Benc
     threads = cfg.threads or default_threads()
     load_before = _load_average()
     if load_before and load_before[0] > threads:
-        log.warning("load average %.1f with %d threads per engine: other work shares the cores, so timings will be "
-                    "noisy and multi-threaded engines suffer most (compare with --threads 1)", load_before[0], threads)
+        log.warning(
+            "load average %.1f with %d threads per engine: other work shares the cores, so timings will be "
+            "noisy and multi-threaded engines suffer most (compare with --threads 1)",
+            load_before[0],
+            threads,
+        )
     backends = list(dict.fromkeys([REFERENCE[0], *cfg.backends]))
     planned = plan_variants(bundle, backends)
     eval_set = load_eval_set(cfg.data, bundle, cfg.split) if cfg.data else None
@@ -146,8 +156,14 @@ def run_benchmark(cfg: BenchConfig, on_step: StepCallback | None = None) -> Benc
         if eval_set is not None:
             scores = _score_all(runners, planned, eval_set, cfg.eval_batch, on_step)
             runners = {k: r for k, r in runners.items() if k in scores}
-        log.info("timing %d variants at batch %s: %d warm-up calls, %d timed calls over %d rounds",
-                 len(runners), ",".join(map(str, timing.batches)), timing.warmup, timing.iters, timing.effective_rounds)
+        log.info(
+            "timing %d variants at batch %s: %d warm-up calls, %d timed calls over %d rounds",
+            len(runners),
+            ",".join(map(str, timing.batches)),
+            timing.warmup,
+            timing.iters,
+            timing.effective_rounds,
+        )
         timings, timing_failed = time_runners(runners, (3, size, size), timing, on_step)
     memory: dict[str, dict] = {}
     measured = [p for p in planned if p.status == "ok" and p.variant.key not in timing_failed]
@@ -163,16 +179,29 @@ def run_benchmark(cfg: BenchConfig, on_step: StepCallback | None = None) -> Benc
     machine = machine_facts(threads)
     machine["load_average"] = {"before": load_before, "after": _load_average()}
     machine["bundle"] = {"path": str(bundle.path), "arch": bundle.arch, "img_size": size, "classes": bundle.classes}
-    machine["settings"] = {"batches": list(timing.batches), "iters": timing.iters, "warmup": timing.warmup,
-                           "rounds": timing.effective_rounds, "data": str(cfg.data) if cfg.data else None,
-                           "split": cfg.split if cfg.data else None,
-                           "n_images": len(eval_set.labels) if eval_set is not None else None}
+    machine["settings"] = {
+        "batches": list(timing.batches),
+        "iters": timing.iters,
+        "warmup": timing.warmup,
+        "rounds": timing.effective_rounds,
+        "data": str(cfg.data) if cfg.data else None,
+        "split": cfg.split if cfg.data else None,
+        "n_images": len(eval_set.labels) if eval_set is not None else None,
+    }
     return BenchResult(rows, machine, eval_set, stream)
 
 
-def _rows(bundle: Bundle, planned: list[PlannedVariant], batches: tuple[int, ...], threads: int,
-          devices: dict[str, str], timings: dict, timing_failed: dict[str, str], scores: dict[str, dict],
-          memory: dict[str, dict]) -> list[dict]:
+def _rows(
+    bundle: Bundle,
+    planned: list[PlannedVariant],
+    batches: tuple[int, ...],
+    threads: int,
+    devices: dict[str, str],
+    timings: dict,
+    timing_failed: dict[str, str],
+    scores: dict[str, dict],
+    memory: dict[str, dict],
+) -> list[dict]:
     """One row per variant and batch size, every column present (None where not measured)."""
     rows = []
     for item in planned:
@@ -182,9 +211,19 @@ def _rows(bundle: Bundle, planned: list[PlannedVariant], batches: tuple[int, ...
             status, reason = "failed", timing_failed[variant.key]
         for batch in batches:
             row = dict.fromkeys(COLUMNS)
-            row.update({"backend": variant.backend, "precision": variant.precision, "batch": batch, "status": status,
-                        "reason": reason, "device": devices.get(variant.key), "model_file": variant.file,
-                        "model_mb": model_size_mb(bundle, variant), "threads": threads})
+            row.update(
+                {
+                    "backend": variant.backend,
+                    "precision": variant.precision,
+                    "batch": batch,
+                    "status": status,
+                    "reason": reason,
+                    "device": devices.get(variant.key),
+                    "model_file": variant.file,
+                    "model_mb": model_size_mb(bundle, variant),
+                    "threads": threads,
+                }
+            )
             if status == "ok":
                 row.update(timings[(variant.key, batch)].summary())
                 row.update(scores.get(variant.key, {}))
@@ -195,8 +234,11 @@ def _rows(bundle: Bundle, planned: list[PlannedVariant], batches: tuple[int, ...
 
 def _stream(bundle: Bundle, cfg: BenchConfig, threads: int, on_step: StepCallback | None) -> dict:
     """The end-to-end figures; a failure there is reported in them and does not lose the rows measured."""
-    log.info("end-to-end stream: modes %s, %d frames each, with and without Grad-CAM++",
-             ",".join(cfg.stream.modes), cfg.stream.frames)
+    log.info(
+        "end-to-end stream: modes %s, %d frames each, with and without Grad-CAM++",
+        ",".join(cfg.stream.modes),
+        cfg.stream.frames,
+    )
     try:
         with tempfile.TemporaryDirectory(prefix="sperm-edge-bench-") as work:
             return measure_stream(bundle, cfg.data, Path(work), cfg.stream, threads, on_step)

@@ -28,6 +28,7 @@ from sperm_edge.runtime.sources.uri import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class StreamConfig:
     """What to stream: modes, frames per measurement, the engine (runtime names), field size, Grad-CAM++ crops."""
@@ -93,8 +94,9 @@ def write_crop_frames(folder: Path, bundle: Bundle, cfg: StreamConfig, data: Pat
     return folder
 
 
-def _run_stream(bundle: Bundle, frames: Path, out: Path, mode: str, explain: bool, cfg: StreamConfig,
-                threads: int) -> dict:
+def _run_stream(
+    bundle: Bundle, frames: Path, out: Path, mode: str, explain: bool, cfg: StreamConfig, threads: int
+) -> dict:
     """One pass of the runtime over `frames`; its FPS, cells and stage times."""
     from sperm_edge.explain.worker import ExplainWorker
     from sperm_edge.runtime.backends import open_backend
@@ -104,14 +106,20 @@ def _run_stream(bundle: Bundle, frames: Path, out: Path, mode: str, explain: boo
     from sperm_edge.runtime.sources import SourceOptions, open_source
 
     shutil.rmtree(out, ignore_errors=True)
-    worker = ExplainWorker(bundle.checkpoint_stem(), out / EXPLANATIONS_DIR, queue_size=cfg.explain_queue) \
-        if explain else None
+    worker = (
+        ExplainWorker(bundle.checkpoint_stem(), out / EXPLANATIONS_DIR, queue_size=cfg.explain_queue)
+        if explain
+        else None
+    )
     policy = FlagPolicy.for_classes(bundle.abnormal_classes)
     config = PipelineConfig(mode=mode, track=False, keep_frames=False)
-    with open_source(str(frames), SourceOptions()) as source, \
-            open_backend(bundle, cfg.backend, cfg.precision, threads) as engine, (worker or nullcontext()), \
-            RunOutputs(out, worker) as outputs, \
-            Pipeline(source, engine, bundle.classes, bundle.preprocess, config, policy) as pipeline:
+    with (
+        open_source(str(frames), SourceOptions()) as source,
+        open_backend(bundle, cfg.backend, cfg.precision, threads) as engine,
+        worker or nullcontext(),
+        RunOutputs(out, worker) as outputs,
+        Pipeline(source, engine, bundle.classes, bundle.preprocess, config, policy) as pipeline,
+    ):
         stream(pipeline, outputs)
         stats = pipeline.stats()
         described = engine.describe()
@@ -130,14 +138,17 @@ def _run_stream(bundle: Bundle, frames: Path, out: Path, mode: str, explain: boo
         "stages_ms_mean": {k: v["mean"] for k, v in stats["stages_ms"].items() if v["n"]},
     }
     if worker is not None:
-        row.update({"explained": len(worker.done), "explain_dropped": worker.dropped,
-                    "explain_drain_s": round(time.perf_counter() - finishing, 2)})
+        row.update(
+            {
+                "explained": len(worker.done),
+                "explain_dropped": worker.dropped,
+                "explain_drain_s": round(time.perf_counter() - finishing, 2),
+            }
+        )
     return row
 
 
-def gradcam_latency(
-    checkpoint_stem: Path, crops: list[np.ndarray], threads: int | None, device: str = "cpu"
-) -> dict:
+def gradcam_latency(checkpoint_stem: Path, crops: list[np.ndarray], threads: int | None, device: str = "cpu") -> dict:
     """Grad-CAM++ of single crops with the runtime's explainer: p50/p95/mean ms after two warm-up calls."""
     from sperm_edge.explain.gradcam import GradCamExplainer
 
@@ -150,12 +161,18 @@ def gradcam_latency(
             explainer.explain(crop)
             times.append((time.perf_counter() - start) * 1000.0)
     data = np.asarray(times)
-    return {"crops": len(times), "threads": threads, "p50_ms": round(float(np.percentile(data, 50)), 2),
-            "p95_ms": round(float(np.percentile(data, 95)), 2), "mean_ms": round(float(data.mean()), 2)}
+    return {
+        "crops": len(times),
+        "threads": threads,
+        "p50_ms": round(float(np.percentile(data, 50)), 2),
+        "p95_ms": round(float(np.percentile(data, 95)), 2),
+        "mean_ms": round(float(data.mean()), 2),
+    }
 
 
-def measure_stream(bundle: Bundle, data: Path | None, work: Path, cfg: StreamConfig, threads: int,
-                   on_step: StepCallback | None = None) -> dict:
+def measure_stream(
+    bundle: Bundle, data: Path | None, work: Path, cfg: StreamConfig, threads: int, on_step: StepCallback | None = None
+) -> dict:
     """{"runs": [one row per mode x explanation], "gradcam": latency}; scratch files go under `work`."""
     from sperm_edge.preprocess import decode_image
 

@@ -37,8 +37,11 @@ def parse_batches(text: str) -> tuple[int, ...]:
 def _table(title: str, display: tuple, cells: list[list[str]], bold: list[bool] | None = None) -> Table:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for header, _, _ in display:
-        table.add_column(header, justify="left" if header in ("variant", "mode", "explain", "engine") else "right",
-                         no_wrap=header == "variant")
+        table.add_column(
+            header,
+            justify="left" if header in ("variant", "mode", "explain", "engine") else "right",
+            no_wrap=header == "variant",
+        )
     for i, row in enumerate(cells):
         table.add_row(*row, style="bold" if bold and bold[i] else None)
     return table
@@ -71,13 +74,28 @@ def _print_stream(stream: dict) -> None:
         console.print(f"[red]stream measurement failed:[/] {stream['error']}")
     cam = stream.get("gradcam")
     if cam:
-        console.print(f"Grad-CAM++ of one crop: p50 [bold]{cam['p50_ms']:.1f} ms[/], p95 {cam['p95_ms']:.1f} ms "
-                      f"({cam['threads']} thread(s), {cam['crops']} crops)")
+        console.print(
+            f"Grad-CAM++ of one crop: p50 [bold]{cam['p50_ms']:.1f} ms[/], p95 {cam['p95_ms']:.1f} ms "
+            f"({cam['threads']} thread(s), {cam['crops']} crops)"
+        )
 
 
-def _command_line(bundle: Path, backends: str, batch: str, data: Path | None, split: str, iters: int, warmup: int,
-                  rounds: int, threads: int | None, memory: bool, stream: bool, stream_frames: int,
-                  stream_backend: str, out: Path) -> str:
+def _command_line(
+    bundle: Path,
+    backends: str,
+    batch: str,
+    data: Path | None,
+    split: str,
+    iters: int,
+    warmup: int,
+    rounds: int,
+    threads: int | None,
+    memory: bool,
+    stream: bool,
+    stream_frames: int,
+    stream_backend: str,
+    out: Path,
+) -> str:
     """The command that reproduces this run, every setting spelled out (recorded in machine.json and bench.md)."""
     args = ["sperm-edge", "bench", str(bundle), "--backends", backends, "--batch", batch]
     if data is not None:
@@ -93,8 +111,11 @@ def _command_line(bundle: Path, backends: str, batch: str, data: Path | None, sp
 @app.command()
 def bench(
     bundle: Path = typer.Argument(..., help="Bundle folder written by `sperm-edge export`."),
-    backends: str = typer.Option("all", help="Comma-separated: torch-eager, torch-channels-last, ort-cpu, ort-cuda, "
-                                 "ort-trt, trt, or all. The reference (torch-eager) is always measured."),
+    backends: str = typer.Option(
+        "all",
+        help="Comma-separated: torch-eager, torch-channels-last, ort-cpu, ort-cuda, "
+        "ort-trt, trt, or all. The reference (torch-eager) is always measured.",
+    ),
     batch: str = typer.Option("1,8,32", help="Batch sizes, comma-separated."),
     data: Path = typer.Option(None, help="Labelled class-folder set: accuracy, macro-F1 and agreement per row."),
     split: str = typer.Option("all", help="With --data: all images, or the checkpoint's recorded train/val/test."),
@@ -103,12 +124,17 @@ def bench(
     rounds: int = typer.Option(5, min=1, help="Rounds that alternate the variants, so drift hits all alike."),
     threads: int = typer.Option(None, min=1, help="Intra-op threads of every engine (default: the usable cores)."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Peak RSS per variant (a child process each)."),
-    stream: bool = typer.Option(True, "--stream/--no-stream",
-                                help="End-to-end runtime FPS per mode, with and without Grad-CAM++, and its latency."),
+    stream: bool = typer.Option(
+        True,
+        "--stream/--no-stream",
+        help="End-to-end runtime FPS per mode, with and without Grad-CAM++, and its latency.",
+    ),
     stream_frames: int = typer.Option(30, min=1, help="Frames per stream measurement."),
     stream_backend: str = typer.Option("auto", help="Engine of the stream runs (the runtime's: auto, ort-cpu, ...)."),
-    out: Path = typer.Option(Path("runs/bench"), help="Folder for bench.json, machine.json, bench.csv, bench.md, "
-                             "bench.png (and stream.json)."),
+    out: Path = typer.Option(
+        Path("runs/bench"),
+        help="Folder for bench.json, machine.json, bench.csv, bench.md, bench.png (and stream.json).",
+    ),
 ) -> None:
     """Latency, throughput, memory and accuracy of every backend and precision this machine can run."""
     from sperm_edge.bench import BenchConfig, StreamConfig, run_benchmark, write_all
@@ -116,18 +142,47 @@ def bench(
     from sperm_edge.bench.variants import parse_backends
 
     cfg = BenchConfig(
-        bundle=bundle, backends=parse_backends(backends), batches=parse_batches(batch), iters=iters, warmup=warmup,
-        rounds=rounds, data=data, split=split, threads=threads, memory=memory,
+        bundle=bundle,
+        backends=parse_backends(backends),
+        batches=parse_batches(batch),
+        iters=iters,
+        warmup=warmup,
+        rounds=rounds,
+        data=data,
+        split=split,
+        threads=threads,
+        memory=memory,
         stream=StreamConfig(frames=stream_frames, backend=stream_backend) if stream else None,
     )
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, transient=True)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
     with progress:
         task = progress.add_task("loading", total=None)
-        result = run_benchmark(cfg, lambda what, done, total: progress.update(task, description=what,
-                                                                               completed=done, total=total))
-    result.machine["command"] = _command_line(bundle, backends, batch, data, split, iters, warmup, rounds, threads,
-                                              memory, stream, stream_frames, stream_backend, out)
+        result = run_benchmark(
+            cfg, lambda what, done, total: progress.update(task, description=what, completed=done, total=total)
+        )
+    result.machine["command"] = _command_line(
+        bundle,
+        backends,
+        batch,
+        data,
+        split,
+        iters,
+        warmup,
+        rounds,
+        threads,
+        memory,
+        stream,
+        stream_frames,
+        stream_backend,
+        out,
+    )
     paths = write_all(out, result.rows, result.machine, result.stream)
     _print_rows(result.rows, describe_machine(result.machine))
     if result.stream is not None:

@@ -94,7 +94,12 @@ def export(
         None, help="Calibration images (class folders or loose files); default: training split."
     ),
     calib_count: int = typer.Option(300, min=1, help="Calibrate on at most this many images (random, seeded)."),
-    eval_dir: Path = typer.Option(None, "--eval", help="Labelled held-out set; default: the checkpoint's test split."),
+    eval_dir: Path = typer.Option(
+        None, "--eval", help="Labelled test set the accuracy is reported on; default: the checkpoint's test split."
+    ),
+    val_dir: Path = typer.Option(
+        None, "--val", help="Labelled validation set the INT8 gate decides on; default: the checkpoint's val split."
+    ),
     method: str = typer.Option("minmax", help="Calibration method: minmax, entropy or percentile."),
     percentile: float = typer.Option(99.999, help="Percentile for --method percentile."),
     keep_float: str = typer.Option(
@@ -132,6 +137,7 @@ def export(
         calib=calib,
         calib_count=calib_count,
         eval=eval_dir,
+        val=val_dir,
         method=method,
         percentile=percentile,
         keep_float=_keep_float(keep_float),
@@ -148,7 +154,7 @@ def export(
         force=force,
     )
     from_bundle = (checkpoint / "manifest.json").is_file()
-    if from_bundle and (int8 or calib or eval_dir or options.keep_float or not trt):
+    if from_bundle and (int8 or calib or eval_dir or val_dir or options.keep_float or not trt):
         raise SpermEdgeError(
             f"{checkpoint} is a bundle: from a bundle, export only adds TensorRT engines (--trt, --fp16, "
             "--max-batch, --workspace-mb, --timing-cache, --force); export INT8 from the checkpoint"
@@ -166,8 +172,9 @@ def export(
     if result.int8_refused:
         gate = next(g for g in result.gates if g.precision == "int8")
         console.print(
-            f"[bold red]INT8 refused:[/] {gate.message}. The bundle holds FP32 only. Keeping more early layers "
-            "in float may recover it (e.g. --keep-float '*conv_stem*,*blocks.0/*,*blocks.1/*,*blocks.2/*'), "
-            "as may --method entropy; or accept the drop with --allow-drop."
+            f"[bold red]INT8 refused:[/] {gate.message} on the validation split. The bundle holds FP32 only. "
+            "Keeping more early layers in float may recover it "
+            "(e.g. --keep-float '*conv_stem*,*blocks.0/*,*blocks.1/*,*blocks.2/*'), as may --method entropy; "
+            "or accept the drop with --allow-drop."
         )
         raise typer.Exit(EXIT_INT8_REFUSED)

@@ -135,15 +135,27 @@ def train(
 @app.command()
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="Run folder or its best.safetensors."),
-    data: Path = typer.Option(..., help="Labelled class-folder data set."),
+    data: Path = typer.Option(None, help="Labelled class-folder data set (default: the run's own data)."),
+    split: str = typer.Option(
+        "test", help="test, val or train: that split of the run's own data; all: every image of --data."
+    ),
     json_out: Path = typer.Option(None, "--json", help="Write the metrics here (and a confusion PNG beside it)."),
     device: str = typer.Option("auto"),
 ) -> None:
-    """Accuracy, macro-F1, per-class scores, confusion matrix and calibration of a checkpoint."""
+    """Accuracy, macro-F1, per-class scores, confusion matrix and calibration of a checkpoint.
+
+    Scores the run's own test split unless told otherwise, and warns when the images scored include
+    ones the run trained on."""
     from sperm_edge.train.run import evaluate as run_evaluate
 
-    report = run_evaluate(checkpoint, data, json_out, device)
-    print_metrics(f"{checkpoint} on {data}", report)
+    report = run_evaluate(checkpoint, data, json_out, device, split)
+    scored = report["scored"]
+    print_metrics(f"{checkpoint} on {scored['n']} images ({scored['split']} of {scored['data']})", report)
+    if scored["seen_in_training"]:
+        console.print(
+            f"[yellow]warning:[/] {scored['seen_in_training']} of these {scored['n']} images were in the run's "
+            "train or val split: the figures are inflated"
+        )
     if json_out:
         console.print(f"written: {json_out}, {json_out.with_suffix('.png')}")
 

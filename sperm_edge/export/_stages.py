@@ -49,6 +49,7 @@ class Stages:
         self.options, self.reporter = options, reporter
         self.fp32_score: Score | None = None
         self.fp32_logits = None
+        self.fp32_val_logits = None
         self.latency: dict[str, Latency] = {}
         self.gates: list = []
         self.rejected: list[dict] = []
@@ -74,9 +75,11 @@ class Stages:
             self.writer.manifest["evaluation"] = _set_summary(held_out)
         self.writer.set_model("fp32", FP32_FILE, **entry)
 
-    def int8(self, calib: ImageSet, held_out: ImageSet) -> None:
+    def int8(self, calib: ImageSet, gate_set: ImageSet, held_out: ImageSet) -> None:
+        """INT8 models from the FP32 one; each is gated on `gate_set` (validation) and scored on `held_out` (test)."""
         options = self.options
         self.writer.manifest["calibration"] = {**_set_summary(calib), "method": options.method}
+        self.writer.manifest["gate_images"] = _set_summary(gate_set)
         config = Int8Config(method=options.method, keep_float=tuple(options.keep_float), percentile=options.percentile)
         self.reporter.step("pre-processing for quantization")
         prepared = prepare_for_quantization(self.writer.path(FP32_FILE), self.work / "model.pre.onnx")
@@ -90,20 +93,28 @@ class Stages:
         qdq = check_tensorrt_qdq(results["int8"].path)
         if not qdq.ok:
             raise SpermEdgeError(f"the INT8 model breaks TensorRT's Q/DQ rules: {'; '.join(qdq.problems[:3])}")
-        self.reporter.step(f"scoring INT8 on {len(held_out)} held-out images and timing the CPU")
+        self.reporter.step(
+            f"gating INT8 on {len(gate_set)} validation images, scoring it on {len(held_out)} test images"
+        )
+        self.fp32_val_logits = ort_logits(cpu_session(self.writer.path(FP32_FILE)), gate_set.images, self.spec)
+        fp32_val = score("fp32", self.fp32_val_logits, gate_set.labels, self.classes)
         for variant, result in results.items():
-            self._register(variant, result, held_out, {"qdq_check": qdq.describe()} if variant == "int8" else {})
+            extra = {"qdq_check": qdq.describe()} if variant == "int8" else {}
+            self._register(variant, result, gate_set, fp32_val, held_out, extra)
         for precision in self.writer.manifest["models"]:
             self._time(precision)
         for variant in variants:
             self._decide(variant)
 
-    def _register(self, variant: str, result: Int8Result, held_out: ImageSet, extra: dict) -> None:
-        logits = ort_logits(cpu_session(result.path), held_out.images, self.spec)
-        figures = score(variant, logits, held_out.labels, self.classes, self.fp32_logits)
-        gate = check_drop(
-            variant, self.fp32_score.accuracy, figures.accuracy, self.options.max_drop, self.options.allow_drop
-        )
+    def _register(
+        self, variant: str, result: Int8Result, gate_set: ImageSet, fp32_val: Score, held_out: ImageSet, extra: dict
+    ) -> None:
+        session = cpu_session(result.path)
+        val = score(variant, ort_logits(session, gate_set.images, self.spec), gate_set.labels, self.classes,
+                    self.fp32_val_logits)  # fmt: skip
+        test = score(variant, ort_logits(session, held_out.images, self.spec), held_out.labels, self.classes,
+                     self.fp32_logits)  # fmt: skip
+        gate = check_drop(variant, fp32_val.accuracy, val.accuracy, self.options.max_drop, self.options.allow_drop)
         self.gates.append(gate)
         if variant == "int8_cpu":
             extra = {**extra, "cpu_only": True, "backends": ["ort-cpu"]}
@@ -111,11 +122,12 @@ class Stages:
             variant,
             INT8_FILES[variant],
             quantization=result.describe(),
-            accuracy={**figures.describe(), "images": held_out.source, "backend": "ort-cpu"},
-            gate=gate.describe(),
+            accuracy={**test.describe(), "images": held_out.source, "backend": "ort-cpu"},
+            gate={**gate.describe(), "decided_on": gate_set.source, "n": val.n},
             **extra,
         )
-        log.info("%s", gate.message)
+        log.info("%s (validation); on the test split %.4f vs fp32 %.4f", gate.message, test.accuracy,
+                 self.fp32_score.accuracy)  # fmt: skip
 
     def _decide(self, variant: str) -> None:
         """Drop a variant that failed its gate (unless allowed), and the CPU variant when it is not faster."""

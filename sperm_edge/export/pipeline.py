@@ -5,6 +5,9 @@ folders) before any work; then, inside a temporary folder renamed into place onl
 FP32 ONNX (+ checker, smoke run, parity with PyTorch), INT8 Q/DQ (+ TensorRT rules, accuracy
 gate), the CPU-only U8S8 variant if it is faster, CPU latencies, TensorRT engines, the retained
 checkpoint, and the manifest last.
+
+The INT8 gate decides on the validation split (choices are made on validation data); accuracy on
+the test split is measured and reported beside it, never used to decide.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ class ExportOptions:
     int8: bool = False
     calib: Path | None = None
     calib_count: int = 300
-    eval: Path | None = None
+    eval: Path | None = None  # labelled test images for the reported accuracy (default: the checkpoint's test split)
+    val: Path | None = None  # labelled validation images the INT8 gate decides on (default: the val split)
     method: str = "minmax"
     percentile: float = 99.999
     keep_float: tuple[str, ...] | None = None  # None: the architecture's default (ModelEntry.int8_keep_float)
@@ -102,16 +106,35 @@ def _check_output(out: Path, stem: Path, force: bool) -> None:
         raise SpermEdgeError(f"output {out} would replace the folder holding the checkpoint {stem}")
 
 
-def _held_out(meta: dict, classes: list[str], options: ExportOptions) -> ImageSet | None:
-    if options.eval is not None:
-        return folder_images(options.eval, classes, need_labels=True)
+def _labelled(meta: dict, classes: list[str], folder: Path | None, part: str, flag: str) -> ImageSet:
+    """Labelled images from `folder` when given, else the `part` of the checkpoint's own split."""
+    if folder is not None:
+        return folder_images(folder, classes, need_labels=True)
     try:
-        return split_images(meta, "test", classes)
+        return split_images(meta, part, classes)
+    except SpermEdgeError as err:
+        raise SpermEdgeError(f"{err}; pass {flag} DIR") from err
+
+
+def _held_out(meta: dict, classes: list[str], options: ExportOptions) -> ImageSet | None:
+    """The test images whose accuracy the bundle reports (never used to decide anything)."""
+    try:
+        return _labelled(meta, classes, options.eval, "test", "--eval")
     except SpermEdgeError as err:
         if options.int8:
-            raise SpermEdgeError(f"{err}; the INT8 accuracy gate needs a labelled set: pass --eval DIR") from err
+            raise SpermEdgeError(f"{err} (INT8 accuracy is reported on a labelled test set)") from err
         log.warning("no held-out set for accuracy figures: %s", err)
         return None
+
+
+def _gate_images(meta: dict, classes: list[str], options: ExportOptions) -> ImageSet | None:
+    """The validation images the INT8 ship-or-refuse gate decides on: choices are made on validation data."""
+    if not options.int8:
+        return None
+    try:
+        return _labelled(meta, classes, options.val, "val", "--val")
+    except SpermEdgeError as err:
+        raise SpermEdgeError(f"{err} (the INT8 accuracy gate decides on labelled validation images)") from err
 
 
 def _calibration(meta: dict, classes: list[str], options: ExportOptions) -> ImageSet | None:
@@ -158,6 +181,7 @@ def export_bundle(
     if options.keep_float is None:
         options = replace(options, keep_float=get_entry(ckpt.arch).int8_keep_float if options.int8 else ())
     held_out = _held_out(ckpt.meta, ckpt.classes, options)
+    gate_set = _gate_images(ckpt.meta, ckpt.classes, options)
     calib = _calibration(ckpt.meta, ckpt.classes, options)
     real = held_out if held_out is not None else calib
     parity_set = real.sample(options.parity_count, options.seed) if real else _noise_images(ckpt.preprocess.img_size)
@@ -177,7 +201,7 @@ def export_bundle(
         stages = _stages.Stages(writer, Path(work), ckpt.preprocess, ckpt.classes, options, reporter)
         stages.fp32(model, parity_set, held_out)
         if options.int8:
-            stages.int8(calib, held_out)
+            stages.int8(calib, gate_set, held_out)
         stages.latencies()
         if target is not None:
             stages.engines(target)

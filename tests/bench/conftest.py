@@ -27,8 +27,9 @@ def _calibration_reader(size: int):
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             rng = np.random.default_rng(0)
-            self.batches = iter([{"input": rng.standard_normal((1, 3, size, size), dtype=np.float32)}
-                                 for _ in range(4)])
+            self.batches = iter(
+                [{"input": rng.standard_normal((1, 3, size, size), dtype=np.float32)} for _ in range(4)]
+            )
 
         def get_next(self):
             return next(self.batches, None)
@@ -52,25 +53,53 @@ def build_tiny_bundle(root: Path, data: Path, int8: bool = True) -> Path:
     model = create_model(arch, num_classes=len(CLASSES)).eval()
     spec = get_entry(arch).preprocess(IMG_SIZE)
     rel = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.png"))
-    meta = {"arch": arch, "classes": list(CLASSES), "normal_class": CLASSES[0], "abnormal_classes": list(CLASSES[1:]),
-            "preprocess": spec.to_dict(), "split": {"train": [], "val": [], "test": rel[::2]}}
+    meta = {
+        "arch": arch,
+        "classes": list(CLASSES),
+        "normal_class": CLASSES[0],
+        "abnormal_classes": list(CLASSES[1:]),
+        "preprocess": spec.to_dict(),
+        "split": {"train": [], "val": [], "test": rel[::2]},
+    }
     save_checkpoint(root / "checkpoint", model, meta)
-    torch.onnx.export(model, torch.zeros(1, 3, IMG_SIZE, IMG_SIZE), str(root / "model.onnx"), dynamo=False,
-                      opset_version=17, input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    torch.onnx.export(
+        model,
+        torch.zeros(1, 3, IMG_SIZE, IMG_SIZE),
+        str(root / "model.onnx"),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
     models = {"fp32": {"file": "model.onnx"}}
     if int8:
-        quantize_static(str(root / "model.onnx"), str(root / "model.int8.onnx"), _calibration_reader(IMG_SIZE),
-                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        per_channel=True)
+        quantize_static(
+            str(root / "model.onnx"),
+            str(root / "model.int8.onnx"),
+            _calibration_reader(IMG_SIZE),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
         models["int8"] = {"file": "model.int8.onnx"}
     files = {p.name: describe_file(p) for p in sorted(root.iterdir()) if p.is_file()}
     manifest = {
-        "format": FORMAT, "schema_version": SCHEMA_VERSION, "arch": arch, "classes": list(CLASSES),
-        "normal_class": CLASSES[0], "abnormal_classes": list(CLASSES[1:]), "preprocess": spec.to_dict(),
-        "files": files, "models": models, "engines": [],
-        "checkpoint": {"weights": "checkpoint.safetensors", "meta": "checkpoint.json"}, "benchmarks": [],
-        "versions": package_versions(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "arch": arch,
+        "classes": list(CLASSES),
+        "normal_class": CLASSES[0],
+        "abnormal_classes": list(CLASSES[1:]),
+        "preprocess": spec.to_dict(),
+        "files": files,
+        "models": models,
+        "engines": [],
+        "checkpoint": {"weights": "checkpoint.safetensors", "meta": "checkpoint.json"},
+        "benchmarks": [],
+        "versions": package_versions(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
     atomic_write_json(root / MANIFEST, manifest)
     return root

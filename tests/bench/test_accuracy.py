@@ -41,7 +41,12 @@ def test_score_reports_accuracy_and_agreement_with_the_reference() -> None:
     worse = reference.copy()
     worse[3] = [0, 5, 0]
     assert score(reference, eval_set, reference) == {
-        "accuracy": 1.0, "macro_f1": 1.0, "n_images": 4, "agreement": 1.0, "max_abs_diff": 0.0}
+        "accuracy": 1.0,
+        "macro_f1": 1.0,
+        "n_images": 4,
+        "agreement": 1.0,
+        "max_abs_diff": 0.0,
+    }
     row = score(worse, eval_set, reference)
     assert row["accuracy"] == 0.75 and row["agreement"] == 0.75 and row["max_abs_diff"] == 5.0
     assert "agreement" not in score(worse, eval_set, None)

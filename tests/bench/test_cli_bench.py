@@ -18,8 +18,26 @@ REQUIRED = ("backend", "precision", "batch", "status", "p50_ms", "p95_ms", "imag
 @pytest.fixture(scope="module")
 def bench_out(_bundle_master, bench_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-out") / "results"
-    code = run_cli(["bench", str(_bundle_master), "--data", str(bench_data), "--batch", "1,2", "--iters", "3",
-                    "--warmup", "1", "--rounds", "2", "--no-memory", "--no-stream", "--out", str(out)])
+    code = run_cli(
+        [
+            "bench",
+            str(_bundle_master),
+            "--data",
+            str(bench_data),
+            "--batch",
+            "1,2",
+            "--iters",
+            "3",
+            "--warmup",
+            "1",
+            "--rounds",
+            "2",
+            "--no-memory",
+            "--no-stream",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return out
 
@@ -31,8 +49,12 @@ def test_bench_json_is_a_list_of_rows_with_the_required_columns(bench_out) -> No
         assert set(REQUIRED) <= set(row), row
         assert row["status"] in ("ok", "unavailable", "failed")
     ok = [r for r in rows if r["status"] == "ok"]
-    assert {(r["backend"], r["precision"]) for r in ok} >= {("torch-eager", "fp32"), ("torch-channels-last", "fp32"),
-                                                            ("ort-cpu", "fp32"), ("ort-cpu", "int8")}
+    assert {(r["backend"], r["precision"]) for r in ok} >= {
+        ("torch-eager", "fp32"),
+        ("torch-channels-last", "fp32"),
+        ("ort-cpu", "fp32"),
+        ("ort-cpu", "int8"),
+    }
     assert {r["batch"] for r in ok} == {1, 2}
     for row in ok:
         assert row["p50_ms"] > 0 and row["p95_ms"] >= row["p50_ms"] and row["images_per_s"] > 0

@@ -9,11 +9,21 @@ from sperm_edge.bundle import load_bundle
 def test_stream_runs_each_mode_with_and_without_explanations(tiny_bundle, bench_data, tmp_path) -> None:
     cfg = StreamConfig(frames=2, backend="ort-cpu", field_size=(256, 192), distinct_fields=1, gradcam_crops=2)
     steps = []
-    result = measure_stream(load_bundle(tiny_bundle), bench_data, tmp_path / "work", cfg, threads=1,
-                            on_step=lambda what, done, total: steps.append(what))
+    result = measure_stream(
+        load_bundle(tiny_bundle),
+        bench_data,
+        tmp_path / "work",
+        cfg,
+        threads=1,
+        on_step=lambda what, done, total: steps.append(what),
+    )
     runs = result["runs"]
-    assert [(r["mode"], r["explain"]) for r in runs] == [("field", "none"), ("field", "flagged"),
-                                                         ("crop", "none"), ("crop", "flagged")]
+    assert [(r["mode"], r["explain"]) for r in runs] == [
+        ("field", "none"),
+        ("field", "flagged"),
+        ("crop", "none"),
+        ("crop", "flagged"),
+    ]
     for run in runs:
         assert run["frames"] == 2 and run["fps"] > 0 and run["backend"] == "ort-cpu"
     crop = runs[2]

@@ -103,3 +103,13 @@ def test_scripts_refuse_bad_input_in_one_line(script, args, message, tmp_path) -
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True)
     assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_readme_results_are_the_committed_table_rendered(paper_table) -> None:
+    """No figure of the README's results section is typed by hand: it is paper_table.json rendered."""
+    rows = json.loads((BENCHMARKS / "results" / "paper_table.json").read_text())
+    readme = (BENCHMARKS.parent / "README.md").read_text()
+    section = readme.split(paper_table.README_START, 1)[1].split(paper_table.README_END, 1)[0]
+    assert section.strip() == paper_table.readme_section(rows).strip()
+    for row in rows:  # the interface the acceptance checks read
+        assert len(row["accuracy_per_fold"]) == row["folds"] and isinstance(row["tta"], bool)

@@ -51,6 +51,9 @@ def test_manifest_records_how_everything_was_measured(tiny_bundle) -> None:
     assert int8["quantization"]["excluded_nodes"] > 0
     assert {"accuracy", "macro_f1", "top1_agreement_fp32"} <= set(int8["accuracy"])
     assert int8["gate"]["max_drop_points"] == 1.0
+    # the ship-or-refuse gate decides on validation images; test accuracy is only reported
+    assert int8["gate"]["decided_on"].startswith("val split") and int8["accuracy"]["images"].startswith("test split")
+    assert manifest["gate_images"]["n"] == int8["gate"]["n"] > 0
     assert int8["qdq_check"]["tensorrt_ready"] is True
     benchmarks = {b["precision"]: b for b in manifest["benchmarks"]}
     assert set(benchmarks) == set(manifest["models"])

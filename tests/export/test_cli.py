@@ -125,3 +125,18 @@ def test_keep_float_auto_takes_the_architecture_default_and_none_quantizes_all(v
 
     assert _keep_float(value) == parsed
     assert get_entry("cbam_efficientnet_lite0").int8_keep_float and get_entry("simple_cnn").int8_keep_float == ()
+
+
+def test_int8_gate_needs_validation_images(tiny_run, tmp_path, capsys) -> None:
+    """A checkpoint whose split lost its val part (and no --val): refused before any work, nothing written."""
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    meta = json.loads((run / "best.json").read_text())
+    meta["split"].pop("val")
+    (run / "best.json").write_text(json.dumps(meta))
+    out = tmp_path / "bundle"
+    code, text = _export([str(run), "--out", str(out), "--int8"], capsys)
+    assert code == 2 and "records no val split" in text and "--val DIR" in text and "Traceback" not in text
+    assert leftovers(out) == []

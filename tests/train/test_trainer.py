@@ -1,22 +1,33 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 import torch
 
 from sperm_edge.data.folder import load_image_folder
 from sperm_edge.data.splits import train_val_test_split
+from sperm_edge.errors import SpermEdgeError
 from sperm_edge.model.checkpoint import load_checkpoint
 from sperm_edge.train.config import TrainConfig
-from sperm_edge.train.run import train
+from sperm_edge.train.run import evaluate, train
 from sperm_edge.train.trainer import SilentReporter, Trainer
 from tests.conftest import run_cli
 
 
 def _cfg(data, out, **kw) -> TrainConfig:
-    base = dict(data=str(data), out=str(out), arch="simple_cnn", phase1_epochs=1, phase2_epochs=2, img_size=32,
-                batch_size=8, patience=10)
+    base = dict(
+        data=str(data),
+        out=str(out),
+        arch="simple_cnn",
+        phase1_epochs=1,
+        phase2_epochs=2,
+        img_size=32,
+        batch_size=8,
+        patience=10,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -68,8 +79,25 @@ def test_resume_after_interruption_reaches_the_same_epoch_count(tiny_folder, tmp
 
 def test_train_cli_writes_checkpoint_metrics_and_plots_and_evaluate_reads_them(tiny_folder, tmp_path) -> None:
     out = tmp_path / "run"
-    code = run_cli(["train", "--data", str(tiny_folder), "--arch", "simple_cnn", "--out", str(out),
-                    "--phase1-epochs", "1", "--phase2-epochs", "3", "--img-size", "32", "--batch-size", "8"])
+    code = run_cli(
+        [
+            "train",
+            "--data",
+            str(tiny_folder),
+            "--arch",
+            "simple_cnn",
+            "--out",
+            str(out),
+            "--phase1-epochs",
+            "1",
+            "--phase2-epochs",
+            "3",
+            "--img-size",
+            "32",
+            "--batch-size",
+            "8",
+        ]
+    )
     assert code == 0
     for name in ("best.safetensors", "best.json", "metrics.json", "curves.png", "confusion.png", "split.json"):
         assert (out / name).is_file(), name
@@ -79,8 +107,31 @@ def test_train_cli_writes_checkpoint_metrics_and_plots_and_evaluate_reads_them(t
     assert ckpt.classes == ["alpha", "beta", "gamma"] and ckpt.preprocess.img_size == 32
     assert set(ckpt.meta["split"]) >= {"train", "val", "test", "seed"}
     report = tmp_path / "eval.json"
-    assert run_cli(["evaluate", str(out / "best.safetensors"), "--data", str(tiny_folder), "--json", str(report)]) == 0
-    assert json.loads(report.read_text())["n"] == 36 and report.with_suffix(".png").is_file()
+    assert run_cli(["evaluate", str(out / "best.safetensors"), "--json", str(report)]) == 0
+    scored = json.loads(report.read_text())
+    # by default the run's own test split, nothing it trained on
+    assert scored["n"] == len(ckpt.meta["split"]["test"]) < 36 and report.with_suffix(".png").is_file()
+    assert scored["scored"] == {"data": str(tiny_folder), "split": "test", "n": scored["n"], "seen_in_training": 0}
+    assert metrics["accuracy"] == pytest.approx(scored["accuracy"])
+
+
+def test_evaluate_warns_when_asked_to_score_training_images(tiny_folder, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    train(_cfg(tiny_folder, out, phase2_epochs=1))
+    split = load_checkpoint(out).meta["split"]
+    capsys.readouterr()
+    assert run_cli(["evaluate", str(out), "--data", str(tiny_folder), "--split", "all"]) == 0
+    fitted = len(split["train"]) + len(split["val"])
+    assert f"{fitted} of these 36 images were in the run's train or val split" in " ".join(
+        capsys.readouterr().out.split()
+    )
+    # a copy of the data elsewhere is matched by pixel content, not by path
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_folder, copy)
+    report = evaluate(out, copy, split="all")
+    assert report["scored"]["seen_in_training"] == fitted and report["n"] == 36
+    with pytest.raises(SpermEdgeError, match="pass --split all"):
+        evaluate(out, copy)
 
 
 def test_kfold_writes_one_folder_per_fold_and_a_summary(tiny_folder, tmp_path) -> None:
@@ -88,7 +139,12 @@ def test_kfold_writes_one_folder_per_fold_and_a_summary(tiny_folder, tmp_path) -
     assert summary["folds"] == 3 and len(summary["accuracy"]["per_fold"]) == 3
     for fold in (1, 2, 3):
         assert (tmp_path / "cv" / f"fold-{fold}" / "metrics.json").is_file()
-    assert json.loads((tmp_path / "cv" / "cv.json").read_text())["macro_f1"]["std"] >= 0
+    spread = json.loads((tmp_path / "cv" / "cv.json").read_text())["macro_f1"]
+    per_fold = [json.loads((tmp_path / "cv" / f"fold-{f}" / "metrics.json").read_text())["macro_f1"] for f in (1, 2, 3)]
+    assert spread["per_fold"] == pytest.approx(per_fold)
+    assert spread["mean"] == pytest.approx(np.mean(per_fold)) and spread["std"] == pytest.approx(
+        np.std(per_fold, ddof=1)
+    )
 
 
 def test_loader_workers_give_the_same_training_and_metrics_name_the_device(tiny_folder, tmp_path) -> None:
@@ -114,8 +170,12 @@ def test_loader_workers_give_the_same_training_and_metrics_name_the_device(tiny_
 def test_bad_input_gives_one_line_and_exit_code_2(tiny_folder, tmp_path, capsys, args, message) -> None:
     (tmp_path / "junk.json").write_text("{}")
     (tmp_path / "junk.safetensors").write_bytes(b"x")
-    subs = {"{missing}": str(tmp_path / "nope"), "{out}": str(tmp_path / "o"), "{tiny}": str(tiny_folder),
-            "{junk}": str(tmp_path / "junk.safetensors")}
+    subs = {
+        "{missing}": str(tmp_path / "nope"),
+        "{out}": str(tmp_path / "o"),
+        "{tiny}": str(tiny_folder),
+        "{junk}": str(tmp_path / "junk.safetensors"),
+    }
     assert run_cli([subs.get(a, a) for a in args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
