@@ -1,4 +1,4 @@
-"""Atomic file output: write beside the target under a temporary name, then rename over it."""
+"""File output that is atomic (write beside the target under a temporary name, then rename), and cache folders."""
 
 from __future__ import annotations
 
@@ -87,3 +87,16 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+CACHE_ENV = "SPERM_EDGE_CACHE"
+
+
+def cache_dir(kind: str) -> Path:
+    """A persisted cache folder for `kind` (TensorRT timing caches, ONNX Runtime's TensorRT engines):
+    `$SPERM_EDGE_CACHE/kind` when set (a container's volume, a service's state folder), else
+    `~/.cache/sperm-edge/kind`. Created if missing."""
+    base = Path(os.environ[CACHE_ENV]) if os.environ.get(CACHE_ENV) else Path.home() / ".cache" / "sperm-edge"
+    path = base / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path
