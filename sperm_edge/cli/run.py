@@ -147,7 +147,7 @@ def run(
                 if pipeline.frames % 10 == 0:
                     ms = {k: v["p50"] or 0.0 for k, v in pipeline.times.summary().items()}
                     live.update(
-                        f"frames {pipeline.frames}  cells counted {len(outs.events)}  flagged {outs.flags.count}  "
+                        f"frames {pipeline.frames}  cells counted {outs.count}  flagged {outs.flags.count}  "
                         f"[bold]{pipeline.recent_fps:.1f} FPS[/]  (ms: find {ms['localisation']:.1f}, "
                         f"prep {ms['preprocessing']:.1f}, network {ms['network']:.1f})"
                     )

@@ -205,7 +205,7 @@ class CaptureSource(VideoSource):
         started = self._last_frame if gap and self.threaded else time.monotonic()
         delay = self.options.backoff
         tries = 0
-        log.warning("%s: %s; reopening", self.uri, reason)
+        log.log(logging.WARNING if gap else logging.DEBUG, "%s: %s; reopening", self.uri, reason)
         while not self._stop.is_set() and (attempts < 0 or tries < attempts) and self._current(generation):
             tries += 1
             if gap and self._stop.wait(delay):
