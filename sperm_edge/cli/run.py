@@ -100,7 +100,7 @@ def run(
     from sperm_edge.explain.worker import ExplainWorker
     from sperm_edge.io import prepare_output_dir
     from sperm_edge.runtime.annotate import gui_available
-    from sperm_edge.runtime.backends import open_backend
+    from sperm_edge.runtime.backends import choose_auto, open_backend
     from sperm_edge.runtime.flagging import FlagPolicy
     from sperm_edge.runtime.localize import LocalizerConfig
     from sperm_edge.runtime.outputs import EXPLANATIONS_DIR, RunOutputs, stream
@@ -127,8 +127,10 @@ def run(
     policy = FlagPolicy.for_classes(loaded.abnormal_classes, min_confidence, min_stability)
     worker = None
     if explain == "flagged":
+        # a torch backend (named, or what auto resolves to) keeps PyTorch's own thread count for both
+        runs_torch = (choose_auto(loaded)[0] if backend == "auto" else backend) == "torch"
         worker = ExplainWorker(
-            loaded.checkpoint_stem(), out / EXPLANATIONS_DIR, threads=explain_threads if backend != "torch" else None
+            loaded.checkpoint_stem(), out / EXPLANATIONS_DIR, threads=None if runs_torch else explain_threads
         )
     with (
         open_backend(loaded, backend, precision, threads) as engine,
