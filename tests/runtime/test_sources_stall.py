@@ -172,3 +172,15 @@ def test_a_killed_stream_server_is_reconnected_when_it_comes_back() -> None:
             took = _first_frame_after_reopen(source, frames, moment, limit=15)
         assert took is not None and took < 8.0, took
         assert source.stats.reopens >= 1 and source.stats.error is None
+
+
+def test_a_file_read_newest_only_ends_at_its_end_or_loops(numbered_video: Path) -> None:
+    with CaptureSource(parse_uri(numbered_video), SourceOptions(latest_only=True)) as source:
+        assert source.threaded and len(list(source)) <= 20
+    assert source.stats.reopens == 0
+    with CaptureSource(parse_uri(numbered_video), SourceOptions(latest_only=True, loop=True)) as source:
+        frames = 0
+        for frames, _frame in enumerate(source, start=1):  # noqa: B007
+            if frames == 45:
+                break
+    assert frames == 45 and source.stats.reopens == 0

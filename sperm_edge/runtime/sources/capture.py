@@ -260,6 +260,12 @@ class CaptureSource(VideoSource):
             if image is None:
                 handle.retire()
                 handle, reason = None, "no frame"
+                if not self.live:  # a file asked for the newest frame only: its end is the end, unless looping
+                    if not self.options.loop:
+                        break
+                    handle = self._reopen("end of file (looping)", seek=0, gap=False, generation=generation)
+                    if handle is None:
+                        break
                 continue
             self._pos += 1
             self._offer(image)
