@@ -12,8 +12,9 @@ which holds it, where the pipeline has no such stage).
 
 Checks, after a warm-up of the first `--warmup` fraction of each run: RSS grows by at most 5%
 (median of the last tenth of samples against the median of the tenth after warm-up), and
-descriptors and threads do not grow (the most in the last quarter is no more than the most
-between warm-up and the first quarter). FPS and tracking time are reported as the ratio of the
+descriptors and threads do not grow (the median of the last quarter is no more than the median of
+the first quarter after warm-up; the maxima, which catch a capture's reopening mid-sample, are
+reported too). FPS and tracking time are reported as the ratio of the
 last quarter's median to the second quarter's. Writes `soak.json` (every sample, the checks, the
 machine, the command) and `soak.png`; exits 1 when a check fails.
 
@@ -92,9 +93,9 @@ class Sampler(threading.Thread):
             self.sample()
 
     def stop(self) -> None:
+        """Stop sampling (before the pipeline shuts down: a sample then would show its threads ending)."""
         self._halt.set()
         self.join()
-        self.sample()
 
 
 def make_crop_clip(path: Path, size: int, n: int = 96, seed: int = 0) -> Path:
@@ -169,10 +170,11 @@ def flatness(samples: list[dict], warmup: float) -> dict:
     rss_base, rss_end = median(_window(after, 0.0, 0.1), "rss_mb"), median(_window(after, 0.9, 1.0), "rss_mb")
     checks = {"rss": {"baseline_mb": rss_base, "final_mb": rss_end, "growth": round(rss_end / rss_base - 1, 4)}}
     checks["rss"]["ok"] = checks["rss"]["growth"] <= RSS_GROWTH_MAX
-    for key in ("fds", "threads"):
-        early = max(r[key] for r in _window(after, 0.0, 0.25))
-        late = max(r[key] for r in _window(after, 0.75, 1.0))
-        checks[key] = {"early_max": early, "late_max": late, "ok": late <= early}
+    for key in ("fds", "threads"):  # medians: a source reopening at each loop shows a descriptor for a moment
+        early, late = _window(after, 0.0, 0.25), _window(after, 0.75, 1.0)
+        checks[key] = {"early_median": median(early, key), "late_median": median(late, key),
+                       "early_max": max(r[key] for r in early), "late_max": max(r[key] for r in late)}  # fmt: skip
+        checks[key]["ok"] = checks[key]["late_median"] <= checks[key]["early_median"]
     for key in ("fps", "tracking_ms"):
         early, late = median(_window(after, 0.25, 0.5), key), median(_window(after, 0.75, 1.0), key)
         checks[key] = {"q2_median": early, "q4_median": late,
