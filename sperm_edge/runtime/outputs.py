@@ -13,12 +13,13 @@ OUT/report.json, report.md  at the end (see `report`)
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from pathlib import Path
 
 from sperm_edge.explain.worker import ExplainJob, ExplainWorker
 from sperm_edge.preprocess import decode_image
 from sperm_edge.runtime.annotate import VideoFileOutput, Window, draw
-from sperm_edge.runtime.events import EVENTS_FILE, EventLog
+from sperm_edge.runtime.events import EVENTS_FILE, EventLog, read_events
 from sperm_edge.runtime.explanations import EngineExplanations
 from sperm_edge.runtime.flagging import FlagStore, event_name
 from sperm_edge.runtime.pipeline import CellEvent, FrameResult
@@ -36,7 +37,8 @@ class RunOutputs:
     keeps every cell's in `explanations.heatmaps`); `explainer`, the PyTorch worker, is the
     fallback for a model without a `cam` output. With `explain_flagged` False they explain only
     the cells `explain_event` asks for. While `paused` (set from another thread, e.g. the live
-    view), the cells whose tracks end are not counted, only tallied in `uncounted`.
+    view), the cells whose tracks end are not counted, only tallied in `uncounted`; `written`
+    holds the events the last `write` logged.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class RunOutputs:
         flag_capacity: int = 128,
         explanations: EngineExplanations | None = None,
         explain_flagged: bool = True,
+        keep_flagged: int = 4096,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.explainer = explainer
@@ -56,10 +59,13 @@ class RunOutputs:
         self.explain_flagged = explain_flagged
         self.paused = False
         self.uncounted = 0
-        self._flagged: dict[int, CellEvent] = {}  # the engine's outputs of each flagged cell, for `explain_event`
+        self.written: list[dict] = []
+        # the newest flagged cells' network outputs, for `explain_event` (crops are on disk)
+        self._flagged: OrderedDict[int, CellEvent] = OrderedDict()
+        self._keep_flagged = keep_flagged
         self._requested: set[int] = set()
+        self._open = False
         self.flags = FlagStore(self.out_dir, flag_capacity)
-        self.events: list[dict] = []
         self.submitted = 0
         self.quit_requested = False
         self._log = EventLog(self.out_dir / EVENTS_FILE)
@@ -67,13 +73,19 @@ class RunOutputs:
         self._window = Window() if window else None
 
     def __enter__(self) -> RunOutputs:
+        self._open = True
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._log.__enter__()
+        if self.explanations is not None:
+            self.explanations.__enter__()
         if self._window is not None:
             self._window.__enter__()
         return self
 
     def __exit__(self, exc_type, *exc: object) -> None:
+        self._open = False
+        if self.explanations is not None:
+            self.explanations.__exit__()  # writes the explanations still queued
         self._log.close()
         if self._video is not None:
             self._video.close(keep=exc_type is None or exc_type is KeyboardInterrupt)
@@ -82,17 +94,19 @@ class RunOutputs:
 
     def write(self, result: FrameResult) -> None:
         """Log the result's events, keep and explain its flagged cells, draw its frame."""
-        if self.paused:
+        paused = self.paused
+        if paused:
             self.uncounted += len(result.events)
-        for cell in [] if self.paused else result.events:
+        self.written = []
+        for cell in [] if paused else result.events:
             event = cell.event
             if event["flagged"] and cell.crop is not None:
                 event.update(self.flags.add(event, cell.crop, cell.frame))
-                self._flagged[int(event["id"])] = CellEvent(event, None, None, cell.cam, cell.crop_probs)
+                self._keep(CellEvent(event, None, None, cell.cam, cell.crop_probs))
                 if self.explain_flagged:
                     event.update(self._explain(event, cell.crop, cell.cam, cell.crop_probs))
             self._log.write(event)
-            self.events.append(event)
+            self.written.append(event)
         if self.explanations is not None and self.explanations.heatmaps is not None:
             self.explanations.heatmaps.update(result.cells)
         if result.frame is not None and (self._video is not None or self._window is not None):
@@ -102,33 +116,51 @@ class RunOutputs:
             if self._window is not None and not self._window.show(image):
                 self.quit_requested = True
 
+    @property
+    def count(self) -> int:
+        """Events logged so far."""
+        return self._log.count
+
+    @property
+    def events(self) -> list[dict]:
+        """Every event logged so far, read back from events.jsonl: a run of hours is not held in memory."""
+        return read_events(self._log.path) if self._log.path.is_file() else []
+
+    def _keep(self, cell: CellEvent) -> None:
+        self._flagged[int(cell.event["id"])] = cell
+        while len(self._flagged) > self._keep_flagged:
+            self._flagged.popitem(last=False)
+
     def _explain(self, event: dict, crop, cam, probs) -> dict:
-        """Explain a flagged cell: the engine's map at once, else a job for the worker; the paths written."""
+        """Queue a flagged cell's explanation: the engine's map, else a job for the worker; the paths to record."""
+        paths: dict = {}
         if self.explanations is not None and cam is not None:
-            return self.explanations.write(event, crop, cam, probs)
-        if self.explainer is not None:
+            paths, queued = self.explanations.write(event, crop, cam, probs), True
+        elif self.explainer is not None:
             extra = {"event": event["id"], "frame": event["frame"], "box": event["box"]}
-            if self.explainer.submit(ExplainJob(event_name(event["id"]), crop, extra)):
-                self._requested.add(int(event["id"]))
-                self.submitted += 1
-        return {}
+            queued = self.explainer.submit(ExplainJob(event_name(event["id"]), crop, extra))
+        else:
+            queued = False
+        if queued:
+            self._requested.add(int(event["id"]))
+            self.submitted += 1
+        return paths
 
     def explain_event(self, event_id: int) -> str:
-        """Ask for the explanation of a counted flagged cell (from any thread): `ready`, `queued` or `unavailable`.
+        """Ask for the explanation of a flagged cell (from any thread): `ready`, `queued` or `unavailable`.
 
-        KeyError for any other id (only flagged cells keep their crop).
+        KeyError for an id that is not one of the newest `keep_flagged` counted flagged cells.
         """
         cell = self._flagged[int(event_id)]
-        png = self.out_dir / EXPLANATIONS_DIR / f"{event_name(event_id)}.png"
-        if not png.is_file() and int(event_id) not in self._requested:
-            self._explain(cell.event, decode_image(self.out_dir / cell.event["crop"]), cell.cam, cell.crop_probs)
-        if png.is_file():
+        if (self.out_dir / EXPLANATIONS_DIR / f"{event_name(event_id)}.png").is_file():
             return "ready"
+        if int(event_id) not in self._requested and self._open:
+            self._explain(cell.event, decode_image(self.out_dir / cell.event["crop"]), cell.cam, cell.crop_probs)
         return "queued" if int(event_id) in self._requested else "unavailable"
 
     def finish(self, classes: list[str], normal_class: str | None, run: dict) -> dict:
         """Write report.json and report.md (call after the explainer has finished its queue)."""
-        asked = self.explain_flagged or self.submitted or (self.explanations and self.explanations.explained)
+        asked = self.explain_flagged or self.submitted
         if self.explanations is not None and asked:
             run = {**run, "explanations": self.explanations.summary()}
         elif self.explainer is not None and asked:

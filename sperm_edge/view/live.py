@@ -7,7 +7,7 @@
         report = outputs.finish(...)
         view.done(report)
 
-`update` costs the stream a reference store and a list slice: drawing, encoding and serving happen
+`update` costs the stream a reference store and a list append: drawing, encoding and serving happen
 on the server's threads (see `frames`).
 """
 
@@ -46,7 +46,6 @@ class LiveView:
         self._controls: RunControls | None = None
         self._pipeline: Any = None
         self._outputs: Any = None
-        self._cursor = 0
 
     @property
     def port(self) -> int:
@@ -76,10 +75,8 @@ class LiveView:
         """On the output thread, after `outputs.write(result)`: hand over the frame and the new events."""
         if result.frame is not None:
             self.slot.put(result.frame.image, result.cells, result.fps)
-        events = self._outputs.events
-        if len(events) > self._cursor:
-            self.state.add_events(events[self._cursor :])
-            self._cursor = len(events)
+        if self._outputs.written:
+            self.state.add_events(self._outputs.written)
 
     def done(self, report: dict) -> None:
         """The report is written: the page shows it; the stream ends."""
