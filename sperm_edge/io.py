@@ -1,10 +1,12 @@
-"""File output that is atomic (write beside the target under a temporary name, then rename), and cache folders."""
+"""Files: atomic output (write beside the target under a temporary name, then rename over it), image suffixes,
+the natural sort order that every stage lists image folders in, and persisted cache folders."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -12,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sperm_edge.errors import SpermEdgeError
+
+IMAGE_SUFFIXES = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -87,6 +91,11 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def natural_key(path: str | Path) -> list:
+    """Sort `img 2.png` before `img 10.png`."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(path))]
 
 
 CACHE_ENV = "SPERM_EDGE_CACHE"

@@ -71,7 +71,7 @@ def predict(runner: object, inputs: np.ndarray, batch: int = 32) -> np.ndarray:
     """Logits of `runner.infer` over `inputs` in batches of at most `batch` (last batch may be smaller)."""
     max_batch = getattr(getattr(runner, "input_spec", None), "max_batch", None)
     step = min(batch, max_batch) if max_batch else batch
-    return np.concatenate([runner.infer(inputs[i : i + step]) for i in range(0, len(inputs), step)])
+    return np.concatenate([runner.infer(inputs[i : i + step]).logits for i in range(0, len(inputs), step)])
 
 
 def score(logits: np.ndarray, eval_set: EvalSet, reference_logits: np.ndarray | None) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sperm_edge.runtime.backends.base import InputSpec
+from sperm_edge.runtime.backends.base import InputSpec, Outputs
 from sperm_edge.runtime.backends.torch_backend import TorchBackend
 
 
@@ -23,11 +23,13 @@ class EagerTorchBackend(TorchBackend):
         import torch
 
         spec = super()._activate_impl()
-        self._model = self._model.to(memory_format=torch.contiguous_format)
+        classifier = getattr(self._model, "model", self._model)  # the plain model, without the cam outputs
+        self._model = classifier.to(memory_format=torch.contiguous_format)
+        self.output_names = ("logits",)
         return spec
 
-    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+    def _infer_impl(self, batch: np.ndarray) -> Outputs:
         import torch
 
         with torch.inference_mode():
-            return self._model(torch.from_numpy(batch).to(self._device)).float().cpu().numpy()
+            return Outputs(self._model(torch.from_numpy(batch).to(self._device)).float().cpu().numpy())

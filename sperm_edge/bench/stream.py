@@ -23,8 +23,7 @@ import numpy as np
 
 from sperm_edge.bench.harness import StepCallback
 from sperm_edge.bundle import Bundle
-from sperm_edge.io import atomic_write_bytes
-from sperm_edge.runtime.sources.uri import IMAGE_SUFFIXES
+from sperm_edge.io import IMAGE_SUFFIXES, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ def _run_stream(
         else None
     )
     policy = FlagPolicy.for_classes(bundle.abnormal_classes)
-    config = PipelineConfig(mode=mode, track=False, keep_frames=False)
+    config = PipelineConfig(mode=mode, track=False, keep_frames=False, temperature=bundle.temperature)
     with (
         open_source(str(frames), SourceOptions()) as source,
         open_backend(bundle, cfg.backend, cfg.precision, threads) as engine,

@@ -18,6 +18,7 @@ import numpy as np
 
 from sperm_edge.bundle import Bundle
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.runtime.backends.base import Outputs
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,13 @@ RUNTIME_NAMES = {"torch-eager": "torch", "torch-channels-last": "torch"}
 
 
 class Runner(Protocol):
-    """What the harness needs of a backend: a context manager with `infer(N x C x H x W) -> N x classes`."""
+    """What the harness needs of a backend: a context manager with `infer(N x C x H x W) -> Outputs`."""
 
     def __enter__(self) -> Runner: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
-    def infer(self, batch: np.ndarray) -> np.ndarray: ...
+    def infer(self, batch: np.ndarray) -> Outputs: ...
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,11 @@ def run(
     out: Path = typer.Option(Path("runs/stream"), help="Output folder (events, flagged cells, report)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
     headless: bool = typer.Option(False, "--headless", help="No window, even where a GUI is available."),
-    explain: str = typer.Option("none", help="flagged: Grad-CAM++ of flagged cells in the background; none."),
+    explain: str = typer.Option(
+        "none",
+        help="flagged: Grad-CAM++ of each flagged cell from the engine's own output; "
+        "every: also keep every cell's heatmap for live views; none.",
+    ),
     save_video: bool = typer.Option(False, "--save-video", help="Write OUT/annotated.mp4."),
     width: int = typer.Option(None, help="Requested frame width."),
     height: int = typer.Option(None, help="Requested frame height."),
@@ -78,7 +82,9 @@ def run(
     ),
     threads: int = typer.Option(None, min=1, help="Inference threads (ONNX Runtime intra-op; default: all cores)."),
     batch: int = typer.Option(32, min=1, help="Largest batch of crops per network call."),
-    crop_scale: float = typer.Option(4.6, help="Crop side / head width, as in the training crops."),
+    crop_scale: float = typer.Option(
+        None, help="Crop side / head width (default: as measured on the training crops at export, else 4.6)."
+    ),
     crop_size: int = typer.Option(None, help="Fixed crop side in pixels (overrides --crop-scale)."),
     min_confidence: float = typer.Option(0.6, help="Flag cells whose top probability is below this."),
     min_stability: float = typer.Option(
@@ -89,7 +95,9 @@ def run(
     stall_timeout: float = typer.Option(
         5.0, min=0.1, help="Reopen a live source that delivers no frame for this many seconds."
     ),
-    explain_threads: int = typer.Option(1, min=1, help="Threads of the explanation worker."),
+    explain_threads: int = typer.Option(
+        1, min=1, help="PyTorch threads of the explanation worker (only for models without a cam output)."
+    ),
     truth: Path = typer.Option(
         None, help="Ground truth of a synthetic clip (its .json): score recall and double counts."
     ),
@@ -97,19 +105,19 @@ def run(
     """Classify the cells of a microscope stream; write events, flagged cells, explanations and a report."""
     from sperm_edge.bundle import load_bundle
     from sperm_edge.errors import SpermEdgeError
-    from sperm_edge.explain.worker import ExplainWorker
     from sperm_edge.io import prepare_output_dir
     from sperm_edge.runtime.annotate import gui_available
-    from sperm_edge.runtime.backends import choose_auto, open_backend
+    from sperm_edge.runtime.backends import open_backend
+    from sperm_edge.runtime.explanations import EXPLAIN_MODES
     from sperm_edge.runtime.flagging import FlagPolicy
     from sperm_edge.runtime.localize import LocalizerConfig
-    from sperm_edge.runtime.outputs import EXPLANATIONS_DIR, RunOutputs, stream
+    from sperm_edge.runtime.outputs import RunOutputs, stream
     from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
     from sperm_edge.runtime.scoring import score_events
     from sperm_edge.runtime.sources import SourceOptions, open_source
 
-    if explain not in ("flagged", "none"):
-        raise SpermEdgeError(f"--explain must be flagged or none, not {explain!r}")
+    if explain not in EXPLAIN_MODES:
+        raise SpermEdgeError(f"--explain must be one of {', '.join(EXPLAIN_MODES)}, not {explain!r}")
     loaded = load_bundle(bundle)
     truth_data = json.loads(truth.read_text()) if truth else None
     prepare_output_dir(out, force)
@@ -122,21 +130,19 @@ def run(
         track=track,
         max_batch=batch,
         max_frames=max_frames,
-        localizer=LocalizerConfig(crop_scale=crop_scale, crop_size=crop_size),
+        temperature=loaded.temperature,
+        localizer=LocalizerConfig.framed(loaded.framing, crop_scale, crop_size),
     )
     policy = FlagPolicy.for_classes(loaded.abnormal_classes, min_confidence, min_stability)
-    worker = None
-    if explain == "flagged":
-        # a torch backend (named, or what auto resolves to) keeps PyTorch's own thread count for both
-        runs_torch = (choose_auto(loaded)[0] if backend == "auto" else backend) == "torch"
-        worker = ExplainWorker(
-            loaded.checkpoint_stem(), out / EXPLANATIONS_DIR, threads=None if runs_torch else explain_threads
-        )
+    engine = open_backend(loaded, backend, precision, threads)  # `auto` resolved here, activated below
+    maps, worker = _explainers(loaded, explain, engine.name, out, explain_threads)
     with (
-        open_backend(loaded, backend, precision, threads) as engine,
+        engine,
         open_source(source, options) as src,
         worker or nullcontext(),
-        RunOutputs(out, worker, out / "annotated.mp4" if save_video else None, src.fps or 15.0, window) as outs,
+        RunOutputs(
+            out, worker, out / "annotated.mp4" if save_video else None, src.fps or 15.0, window, explanations=maps
+        ) as outs,
         Pipeline(src, engine, loaded.classes, loaded.preprocess, config, policy) as pipeline,
     ):
         console.print(
@@ -163,6 +169,30 @@ def run(
         info["truth"] = score_events(outs.events, truth_data)
     report = outs.finish(loaded.classes, loaded.normal_class, info)
     _print_summary(report, stats, out)
+
+
+def _explainers(loaded, explain: str, engine_name: str, out: Path, threads: int):
+    """(engine explanations, None) when the bundle's models have a `cam` output; else (None, the PyTorch worker).
+
+    The worker's thread setting is PyTorch's for the whole process, so it is left alone when the
+    engine itself is PyTorch (whether asked for by name or chosen by `auto`).
+    """
+    from sperm_edge.explain.worker import ExplainWorker
+    from sperm_edge.runtime.explanations import EngineExplanations
+    from sperm_edge.runtime.outputs import EXPLANATIONS_DIR
+
+    if explain == "none":
+        return None, None
+    section = loaded.manifest.get("explain") or {}
+    if section.get("engine"):
+        layer = section.get("layer", "attention")
+        return EngineExplanations(
+            out / EXPLANATIONS_DIR, loaded.classes, loaded.preprocess.img_size, layer, explain
+        ), None
+    reason = section.get("reason", "the bundle's models have no cam output (exported before it existed)")
+    console.print(f"[yellow]explanations from the retained checkpoint in the background:[/] {reason}")
+    worker_threads = None if engine_name == "torch" else threads
+    return None, ExplainWorker(loaded.checkpoint_stem(), out / EXPLANATIONS_DIR, threads=worker_threads)
 
 
 def _print_summary(report: dict, stats: dict, out: Path) -> None:
@@ -192,20 +222,25 @@ def _print_summary(report: dict, stats: dict, out: Path) -> None:
 
 @app.command("explain")
 def explain_cmd(
-    bundle: Path = typer.Argument(..., help="Bundle folder (its retained checkpoint is explained)."),
+    bundle: Path = typer.Argument(..., help="Bundle folder."),
     image: Path = typer.Option(None, help="Explain this crop."),
     event: int = typer.Option(None, help="Explain this event of a run (its saved crop)."),
     run_dir: Path = typer.Option(Path("runs/stream"), "--run", help="The run folder of --event."),
     score: Path = typer.Option(None, help="Score the heatmaps on a class-folder set (masks from _masks/ if any)."),
     out: Path = typer.Option(None, help="Output folder (default: ./explanations, or RUN/explanations for --event)."),
     target: str = typer.Option(None, help="Explain this class instead of the predicted one."),
+    torch_path: bool = typer.Option(
+        False,
+        "--torch/--engine",
+        help="--engine (default): from the ONNX model's cam output; --torch: pytorch-grad-cam on the retained "
+        "checkpoint (the reference).",
+    ),
     limit: int = typer.Option(25, min=1, help="--score: crops per class."),
-    threads: int = typer.Option(None, min=1, help="PyTorch threads (default: PyTorch's)."),
+    threads: int = typer.Option(None, min=1, help="Threads (ONNX Runtime, or PyTorch for --torch)."),
 ) -> None:
     """Grad-CAM++ of one crop (--image), of a run's flagged cell (--event), or quality scores (--score)."""
     from sperm_edge.bundle import load_bundle
     from sperm_edge.errors import SpermEdgeError
-    from sperm_edge.explain.gradcam import GradCamExplainer, require_torch
     from sperm_edge.explain.overlay import write_explanation
     from sperm_edge.preprocess import decode_image
     from sperm_edge.runtime.events import EVENTS_FILE, find_event
@@ -214,8 +249,10 @@ def explain_cmd(
     if sum(x is not None for x in (image, event, score)) != 1:
         raise SpermEdgeError("give exactly one of --image PATH, --event ID or --score DATA")
     loaded = load_bundle(bundle)
-    require_torch()
     if score is not None:
+        from sperm_edge.explain.gradcam import require_torch
+
+        require_torch()
         _score(loaded, score, limit, threads, out)
         return
     extra: dict = {}
@@ -229,15 +266,62 @@ def explain_cmd(
     else:
         crop_path, name, out = image, image.stem, out or Path("explanations")
     rgb = decode_image(crop_path)
-    with GradCamExplainer(loaded.checkpoint_stem(), threads=threads) as explainer:
-        explanation = explainer.explain(rgb, target)
-    png = write_explanation(out, name, rgb, explanation, {"source": str(crop_path), **extra})
+    explanation = (
+        _torch_explanation(loaded, rgb, target, threads)
+        if torch_path
+        else _engine_explanation(loaded, rgb, target, threads)
+    )
+    png = write_explanation(out, name, rgb, explanation, {"crop": str(crop_path), **extra})
     info = explanation.to_dict()
     console.print(
         f"{info['class']} ({info['score']:.3f}); heat peak at {info['heat']['peak']}, "
-        f"{100 * info['heat']['central_share']:.0f}% in the central region; {explanation.latency_ms:.0f} ms"
+        f"{100 * info['heat']['central_share']:.0f}% in the central region; {info['source']}, "
+        f"{explanation.latency_ms:.0f} ms"
     )
     console.print(f"written: {png}, {png.with_suffix('.json')}")
+
+
+def _class_index(classes: list[str], target: str | None) -> int | None:
+    from sperm_edge.errors import SpermEdgeError
+
+    if target is not None and target not in classes:
+        raise SpermEdgeError(f"unknown class {target!r}; the model's classes: {', '.join(classes)}")
+    return None if target is None else classes.index(target)
+
+
+def _engine_explanation(loaded, rgb, target: str | None, threads: int | None):
+    """Grad-CAM++ from the FP32 ONNX model's `cam` output on ONNX Runtime (CPU): no torch."""
+    import time
+
+    from sperm_edge.errors import SpermEdgeError
+    from sperm_edge.explain.engine import engine_explanation
+    from sperm_edge.metrics import softmax
+    from sperm_edge.preprocess import preprocess_batch
+    from sperm_edge.runtime.backends import open_backend
+
+    section = loaded.manifest.get("explain") or {}
+    if not section.get("engine"):
+        why = section.get("reason", "its models have no cam output (exported before it existed)")
+        raise SpermEdgeError(f"bundle {loaded.path} cannot explain in the engine: {why}; use --torch")
+    index = _class_index(loaded.classes, target)
+    with open_backend(loaded, "ort-cpu", "fp32", threads) as engine:
+        start = time.perf_counter()
+        outputs = engine.infer(preprocess_batch([rgb], loaded.preprocess))
+    probs = softmax(outputs.logits)[0]
+    explanation = engine_explanation(
+        rgb, outputs.cam[0], probs, loaded.classes, loaded.preprocess.img_size, section.get("layer", ""), index
+    )
+    explanation.latency_ms = (time.perf_counter() - start) * 1000.0  # preprocessing, network and maps
+    return explanation
+
+
+def _torch_explanation(loaded, rgb, target: str | None, threads: int | None):
+    """Grad-CAM++ through pytorch-grad-cam on the retained checkpoint (the reference)."""
+    from sperm_edge.explain.gradcam import GradCamExplainer, require_torch
+
+    require_torch()
+    with GradCamExplainer(loaded.checkpoint_stem(), threads=threads) as explainer:
+        return explainer.explain(rgb, target)
 
 
 def _score(loaded, data: Path, limit: int, threads: int | None, out: Path | None) -> None:

@@ -4,7 +4,8 @@ Importing this package does not import torch; the explainer does, when it is ope
 the runtime (`--explain flagged`, `sperm-edge explain`) and the benchmarks.
 """
 
-from sperm_edge.explain.gradcam import Explanation, GradCamExplainer, heat_statistics, require_torch
+from sperm_edge.explain.gradcam import GradCamExplainer, require_torch
+from sperm_edge.explain.maps import Explanation, heat_statistics
 from sperm_edge.explain.overlay import overlay, panel, write_explanation
 from sperm_edge.explain.worker import ExplainJob, ExplainWorker
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.explain.maps import Explanation, cam_to_image, heat_statistics
 from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
 
 log = logging.getLogger(__name__)
@@ -41,79 +41,15 @@ def require_torch() -> None:
         raise SpermEdgeError(TORCH_MISSING) from err
 
 
-@dataclass
-class Explanation:
-    """A heatmap over a crop (float32 in [0, 1], the crop's height x width) and what it explains."""
-
-    cam: np.ndarray
-    target: int
-    target_class: str
-    probs: np.ndarray
-    classes: list[str]
-    layer: str
-    latency_ms: float
-    stats: dict = field(default_factory=dict)
-    input_cam: np.ndarray | None = None  # the heatmap at the network's input size (for faithfulness metrics)
-
-    @property
-    def predicted(self) -> int:
-        return int(np.argmax(self.probs))
-
-    @property
-    def score(self) -> float:
-        """Probability of the explained class."""
-        return float(self.probs[self.target])
-
-    def to_dict(self) -> dict:
-        return {
-            "class": self.classes[self.predicted],
-            "score": round(float(self.probs[self.predicted]), 6),
-            "explained_class": self.target_class,
-            "explained_score": round(self.score, 6),
-            "probs": {c: round(float(p), 6) for c, p in zip(self.classes, self.probs, strict=True)},
-            "method": "Grad-CAM++",
-            "layer": self.layer,
-            "latency_ms": round(self.latency_ms, 2),
-            "heat": self.stats,
-        }
-
-
-def heat_statistics(cam: np.ndarray) -> dict:
-    """Where the heat is: peak and centroid (fractions of width/height), spread and central share."""
-    h, w = cam.shape
-    total = float(cam.sum())
-    py, px = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    ys, xs = np.mgrid[0:h, 0:w]
-    cy, cx = (float((ys * cam).sum() / total), float((xs * cam).sum() / total)) if total > 0 else (h / 2, w / 2)
-    centre = cam[h // 4 : h - h // 4, w // 4 : w - w // 4]
-    return {
-        "peak": [round(float(px + 0.5) / w, 4), round(float(py + 0.5) / h, 4)],
-        "centroid": [round((cx + 0.5) / w, 4), round((cy + 0.5) / h, 4)],
-        "mean": round(float(cam.mean()), 4),
-        "area_above_half": round(float((cam >= 0.5).mean()), 4),
-        "central_share": round(float(centre.sum()) / total, 4) if total > 0 else 0.0,
-    }
-
-
-def cam_to_image(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Undo the preprocessing's pad-to-square and resize: map a network-sized heatmap onto the crop."""
-    import cv2
-
-    h, w = shape
-    side = max(h, w)
-    square = cv2.resize(cam.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
-    top, left = (side - h) // 2, (side - w) // 2
-    return np.clip(square[top : top + h, left : left + w], 0.0, 1.0)
-
-
 class GradCamExplainer:
     """Grad-CAM++ heatmaps of RGB crops, with the model and preprocessing of a checkpoint.
 
-    `threads` limits PyTorch's intra-op threads (torch's setting is per process), so an
-    explanation running beside a stream does not take every core.
+    `threads`, when given, sets PyTorch's intra-op threads. That setting belongs to the whole
+    process (`torch.set_num_threads`), so pass it only where nothing else in the process runs
+    torch (not beside the torch backend); None leaves PyTorch's setting alone.
     """
 
-    def __init__(self, checkpoint_stem: str | Path, threads: int | None = 1, device: str = "cpu") -> None:
+    def __init__(self, checkpoint_stem: str | Path, threads: int | None = None, device: str = "cpu") -> None:
         self.checkpoint_stem = Path(checkpoint_stem)
         self.threads = threads
         self.device_name = device
@@ -142,17 +78,19 @@ class GradCamExplainer:
     def close(self) -> None:
         """Remove the hooks (the model stays loaded for the next `with` block)."""
         if self._cam is not None:
-            self._cam.__exit__(None, None, None)
-            self._cam.outputs = None
-            self._cam = None
+            cam, self._cam = self._cam, None
+            cam.outputs = None
+            cam.__exit__(None, None, None)  # BaseCAM's context exit: ActivationsAndGradients.release()
 
     def _load(self) -> None:
         import torch
 
         from sperm_edge.explain._feature_grad import FeatureGradModel
+        from sperm_edge.model.cam_head import explained_layer
         from sperm_edge.model.checkpoint import load_checkpoint
 
-        if self.threads:
+        if self.threads and torch.get_num_threads() != self.threads:
+            log.info("PyTorch intra-op threads: %d -> %d (process-wide)", torch.get_num_threads(), self.threads)
             torch.set_num_threads(self.threads)
         checkpoint = load_checkpoint(self.checkpoint_stem)
         self.classes, self.spec = checkpoint.classes, checkpoint.preprocess
@@ -161,7 +99,7 @@ class GradCamExplainer:
             param.requires_grad_(False)
         self._device = torch.device(self.device_name)
         self._model = FeatureGradModel(model).to(self._device).eval()
-        self.layer = "attention (CBAM)" if type(model.attention).__name__ == "CBAM" else "backbone last stage"
+        self.layer = explained_layer(model)
 
     @property
     def model(self):
@@ -200,7 +138,7 @@ class GradCamExplainer:
                 logits = self._cam.outputs.detach()
             finally:
                 self._cam.outputs = None  # drop this call's autograd graph (GradCAM keeps it)
-                self._cam.activations_and_grads.clear()
+                self._cam.activations_and_grads.clear()  # public since grad-cam 1.5.7 (pinned)
         probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
         index = int(np.argmax(probs)) if target is None else int(target)
         heat = cam_to_image(cam, rgb.shape[:2])

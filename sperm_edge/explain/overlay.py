@@ -1,4 +1,10 @@
-"""Heatmap overlays and the files an explanation leaves: `NAME.png` (crop beside its overlay) and `NAME.json`."""
+"""Heatmap overlays and the files an explanation leaves: `NAME.png` (crop beside its overlay) and `NAME.json`.
+
+Torch-free, so the runtime can write engine explanations on a device without PyTorch: the
+overlay is pytorch-grad-cam's `show_cam_on_image` recipe (JET colour map, blend, rescale to the
+brightest pixel) in OpenCV, because importing `pytorch_grad_cam` imports torch. A test holds it
+to the library's output.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +19,11 @@ PANEL_SIDE = 224  # crops are shown at least this large
 
 
 def overlay(rgb: np.ndarray, cam: np.ndarray, image_weight: float = 0.55) -> np.ndarray:
-    """The heatmap (JET colours) blended over an RGB uint8 crop, with pytorch-grad-cam's `show_cam_on_image`."""
-    from pytorch_grad_cam.utils.image import show_cam_on_image
-
-    return show_cam_on_image(rgb.astype(np.float32) / 255.0, cam, use_rgb=True, image_weight=image_weight)
+    """The heatmap (JET colours) blended over an RGB uint8 crop, as pytorch-grad-cam's `show_cam_on_image`."""
+    heat = cv2.applyColorMap(np.uint8(255 * cam), cv2.COLORMAP_JET)
+    heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+    blend = (1.0 - image_weight) * heat + image_weight * (rgb.astype(np.float32) / 255.0)
+    return np.uint8(255 * (blend / np.max(blend)))
 
 
 def panel(rgb: np.ndarray, cam: np.ndarray, caption: str = "") -> np.ndarray:

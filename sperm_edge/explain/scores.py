@@ -24,9 +24,8 @@ import cv2
 import numpy as np
 
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.io import IMAGE_SUFFIXES, natural_key
 from sperm_edge.preprocess import decode_image
-from sperm_edge.runtime.sources.images import natural_key
-from sperm_edge.runtime.sources.uri import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +57,41 @@ def random_map(shape: tuple[int, int], rng: np.random.Generator, grid: int = 7) 
     return cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
+def stain_head_mask(rgb: np.ndarray) -> np.ndarray:
+    """The stained head of a head-centred crop (bool, the crop's shape), from the stain alone.
+
+    Haematoxylin-type stains colour heads dark purple on a pink (HuSHeM) or grey (SMIDS) ground,
+    and purple absorbs green most: the green channel, smoothed, thresholded by Otsu's method,
+    separates stained matter from the ground. An opening with a disc of 4% of the crop side removes
+    tails and debris thinner than a head; holes (pale acrosomes, vacuoles) are filled; of what is
+    left, the component whose centroid is nearest the crop centre (the sets centre the head) is
+    the head. Returns an empty mask when nothing stained is left.
+    """
+    h, w = rgb.shape[:2]
+    green = cv2.GaussianBlur(rgb[..., 1], (0, 0), max(1.0, 0.01 * max(h, w)))
+    _, stained = cv2.threshold(green, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    radius = max(1, round(0.04 * max(h, w)))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    stained = cv2.morphologyEx(stained.astype(np.uint8), cv2.MORPH_OPEN, disc)
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(stained)
+    if count <= 1:
+        return np.zeros((h, w), bool)
+    distance = np.hypot(centroids[1:, 0] - w / 2, centroids[1:, 1] - h / 2)
+    head = (labels == 1 + int(np.argmin(distance))).astype(np.uint8)
+    contours, _ = cv2.findContours(head, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros_like(head)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled > 0
+
+
+def centre_prior(shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """A Gaussian at the crop centre, `sigma` a fraction of the crop's longer side (what a head-centred set rewards)."""
+    h, w = shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    s = sigma * max(h, w)
+    return np.exp(-(((xs - (w - 1) / 2) ** 2 + (ys - (h - 1) / 2) ** 2) / (2 * s * s))).astype(np.float32)
+
+
 def list_crops(root: str | Path, limit: int | None = None) -> list[tuple[Path, str, Path | None]]:
     """(image, class, mask or None) for a class-folder set; masks from `_masks/<class>/<name>` when present.
 
@@ -80,7 +114,8 @@ def list_crops(root: str | Path, limit: int | None = None) -> list[tuple[Path, s
     return items
 
 
-def _mean_ci(values: list[float]) -> dict:
+def mean_ci(values: list[float]) -> dict:
+    """Mean with a normal-approximation 95% interval, and n."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0:
         return {"mean": None, "ci95": None, "n": 0}
@@ -143,7 +178,7 @@ def score_explanations(
                 acc["road_keep20_change_random"].append(float(road(x, noise, targets, model)[0]))
             if progress is not None:
                 progress(done, len(items))
-    result = {k: _mean_ci(v) for k, v in acc.items()}
+    result = {k: mean_ci(v) for k, v in acc.items()}
     result["crops"] = len(items)
     result["with_masks"] = len(acc["heat_in_mask"])
     result["accuracy"] = round(correct / len(items), 4)

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.bundle_writer import BundleWriter
+from sperm_edge.export.cam_parity import FP32_TOLERANCE, CamParity, CamReference, compare_cams, reference_maps
+from sperm_edge.export.engines import build_engines, engine_precisions
 from sperm_edge.export.gate import Score, check_drop, score
 from sperm_edge.export.images import ImageSet
 from sperm_edge.export.int8 import Int8Config, Int8Result, prepare_for_quantization, quantize_int8
 from sperm_edge.export.onnx_export import export_onnx
-from sperm_edge.export.ort_cpu import Latency, cpu_session, measure_latency, ort_logits
+from sperm_edge.export.ort_cpu import Latency, cpu_session, measure_latency, ort_logits, ort_outputs
 from sperm_edge.export.parity import check_onnx, check_parity
 from sperm_edge.export.qdq_check import check_tensorrt_qdq
 from sperm_edge.preprocess import PreprocessSpec
@@ -50,6 +52,8 @@ class Stages:
         self.fp32_score: Score | None = None
         self.fp32_logits = None
         self.fp32_val_logits = None
+        self.cam_reference: CamReference | None = None
+        self.cam_images: list = []
         self.latency: dict[str, Latency] = {}
         self.gates: list = []
         self.rejected: list[dict] = []
@@ -67,6 +71,19 @@ class Stages:
             torch_logits, path, parity_set.images, self.spec, self.options.parity_tolerance, parity_set.source
         )
         entry = {"export": exported.describe(), "smoke_test": smoke.describe(), "parity": parity.describe()}
+        self.writer.manifest["explain"] = self._explain_section(model, exported)
+        if exported.cam_unavailable is None:
+            self.reporter.step(f"checking the cam output against pytorch-grad-cam on {len(parity_set)} images")
+            self.cam_images = parity_set.images
+            self.cam_reference = reference_maps(model, parity_set.images, self.spec, parity_set.source)
+            cam_parity = self._cam_parity(path, "fp32")
+            entry["cam_parity"] = cam_parity.describe()
+            if not cam_parity.passed:
+                raise SpermEdgeError(
+                    f"the ONNX model's cam output disagrees with pytorch-grad-cam: max |diff| "
+                    f"{cam_parity.max_abs_diff:.3g} after normalisation > {FP32_TOLERANCE:g} "
+                    f"on {cam_parity.n} images"
+                )
         if held_out is not None:
             self.reporter.step(f"scoring FP32 on {len(held_out)} held-out images")
             self.fp32_logits = ort_logits(cpu_session(path), held_out.images, self.spec)
@@ -74,6 +91,22 @@ class Stages:
             entry["accuracy"] = {**self.fp32_score.describe(), "images": held_out.source, "backend": "ort-cpu"}
             self.writer.manifest["evaluation"] = _set_summary(held_out)
         self.writer.set_model("fp32", FP32_FILE, **entry)
+
+    @staticmethod
+    def _explain_section(model, exported) -> dict:
+        """How the bundle's explanations are made: by the engine (the `cam` output) or by the retained checkpoint."""
+        from sperm_edge.model.cam_head import explained_layer
+
+        section = {"method": "Grad-CAM++", "layer": explained_layer(model), "engine": exported.cam_unavailable is None}
+        if exported.cam_unavailable is None:
+            section["outputs"] = list(exported.output_names)
+        else:
+            section["reason"] = exported.cam_unavailable
+        return section
+
+    def _cam_parity(self, path: Path, precision: str) -> CamParity:
+        cam = ort_outputs(cpu_session(path), self.cam_images, self.spec)["cam"]
+        return compare_cams(cam, self.cam_reference, precision)
 
     def int8(self, calib: ImageSet, gate_set: ImageSet, held_out: ImageSet) -> None:
         """INT8 models from the FP32 one; each is gated on `gate_set` (validation) and scored on `held_out` (test)."""
@@ -118,6 +151,8 @@ class Stages:
         self.gates.append(gate)
         if variant == "int8_cpu":
             extra = {**extra, "cpu_only": True, "backends": ["ort-cpu"]}
+        if self.cam_reference is not None:
+            extra = {**extra, "cam_parity": self._cam_parity(result.path, variant).describe()}
         self.writer.set_model(
             variant,
             INT8_FILES[variant],
@@ -134,10 +169,13 @@ class Stages:
         entry = self.writer.manifest["models"][variant]
         gate = entry["gate"]
         reason = None
+        cam = entry.get("cam_parity")
         if not gate["passed"] and not gate["allowed"]:
             reason = f"accuracy drop {gate['drop_points']:.2f} points > {gate['max_drop_points']:g}"
+        elif cam is not None and not cam["passed"]:
+            reason = f"cam output vs pytorch-grad-cam: Pearson r {cam['pearson_mean']:.3f}, needs {cam['criterion']}"
         elif variant == "int8_cpu" and "int8" not in self.writer.manifest["models"]:
-            reason = "the INT8 export was refused (signed model failed its accuracy gate)"
+            reason = "the INT8 export was refused (the signed model failed its gate)"
         elif variant == "int8_cpu" and "int8" in self.latency:
             mine, signed = self.latency["int8_cpu"].p50_ms, self.latency["int8"].p50_ms
             if mine >= signed:
@@ -173,7 +211,6 @@ class Stages:
             self.writer.add_benchmark(self._time(precision).to_dict())
 
     def engines(self, target) -> None:
-        from sperm_edge.export.engines import build_engines, engine_precisions
 
         precisions = engine_precisions(self.writer.manifest["models"], self.options.int8, self.options.fp16)
         build_engines(self.writer, self.work, target, precisions, self.options, self.reporter)

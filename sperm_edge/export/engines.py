@@ -17,7 +17,7 @@ from pathlib import Path
 from sperm_edge.bundle import load_bundle
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.bundle_writer import BundleWriter
-from sperm_edge.export.pipeline import ExportResult
+from sperm_edge.export.options import ExportResult
 from sperm_edge.export.tensorrt_build import (
     Target,
     build_engine,

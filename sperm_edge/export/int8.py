@@ -198,6 +198,34 @@ def resolve_keep_float(model_path: str | Path, keep_float: Sequence[str]) -> lis
     return [name for name in names if name in wanted]
 
 
+def cam_only_nodes(model_path: str | Path, output: str = "cam") -> list[str]:
+    """Nodes that only the `output` branch needs (the Grad-CAM++ closed form): INT8 export leaves them in float.
+
+    The branch is a few element-wise ops and one small MatMul on the explained feature map, so
+    float costs nothing measurable, while per-tensor INT8 of its tiny weights (g^2 ~ 1e-8) would
+    destroy the maps. Found from the graph, not by node names: the ancestors of `output` that no
+    other output needs.
+    """
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def ancestors(tensors: list[str]) -> set[str]:
+        seen: set[str] = set()
+        stack = list(tensors)
+        while stack:
+            node = producer.get(stack.pop())
+            if node is not None and node.name not in seen:
+                seen.add(node.name)
+                stack.extend(node.input)
+        return seen
+
+    outputs = [o.name for o in graph.output]
+    if output not in outputs:
+        return []
+    only = ancestors([output]) - ancestors([o for o in outputs if o != output])
+    return [node.name for node in graph.node if node.name in only]
+
+
 def quantize_int8(
     prepared_path: str | Path,
     out_path: str | Path,
@@ -221,6 +249,7 @@ def quantize_int8(
     start = time.perf_counter()
     input_name = onnx.load(str(prepared_path), load_external_data=False).graph.input[0].name
     excluded = resolve_keep_float(prepared_path, config.keep_float)
+    excluded += [name for name in cam_only_nodes(prepared_path) if name not in excluded]
     reader = ImageCalibrationReader(images, spec, input_name, config.calib_batch)
     extra = {
         "ActivationSymmetric": chosen.symmetric_activations,

@@ -8,6 +8,10 @@ TF-ported backbones (timm `tf_efficientnet_lite0`) pad "SAME" at run time from t
 which exports as ~100 Shape/Gather/Ceil/Pad nodes. The input size is fixed by the preprocessing
 spec, so the export first swaps each such convolution for a constant zero-pad plus a plain
 convolution (same weights, same result), which ORT then fuses into the convolution's own pads.
+
+A model whose head is pool-then-linear is exported through `CamClassifier`: outputs `logits`,
+`cam` (Grad-CAM++ of every class on the feature grid, closed form) and `features` (pooled), in
+that order, all from the same activations. Other models export `logits` only and say why.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+OUTPUT_NAMES = (OUTPUT_NAME, "cam", "features")
 
 
 @dataclass
@@ -41,19 +46,23 @@ class OnnxExport:
     opset: int
     exporter: str
     input_name: str
-    output_name: str
+    output_names: tuple[str, ...]
     static_padding: int  # convolutions whose run-time SAME padding became a constant pad
     seconds: float
+    cam_unavailable: str | None = None  # why the model has no `cam` output (None: it has one)
 
     def describe(self) -> dict:
-        return {
+        info = {
             "opset": self.opset,
             "exporter": self.exporter,
             "input": self.input_name,
-            "output": self.output_name,
-            "dynamic_axes": {self.input_name: {"0": "batch"}, self.output_name: {"0": "batch"}},
+            "outputs": list(self.output_names),
+            "dynamic_axes": {name: {"0": "batch"} for name in (self.input_name, *self.output_names)},
             "static_same_padding": self.static_padding,
         }
+        if self.cam_unavailable:
+            info["cam_unavailable"] = self.cam_unavailable
+        return info
 
 
 def _freeze_same_padding(model: nn.Module, img_size: int) -> tuple[nn.Module, int]:
@@ -97,10 +106,21 @@ def _freeze_same_padding(model: nn.Module, img_size: int) -> tuple[nn.Module, in
 def export_onnx(
     model: nn.Module, img_size: int, path: str | Path, metadata: dict | None = None, opset: int = OPSET
 ) -> OnnxExport:
-    """Write `model` (eval mode, CPU) as FP32 ONNX for N x 3 x img_size x img_size input with a dynamic N."""
+    """Write `model` (eval mode, CPU) as FP32 ONNX for N x 3 x img_size x img_size input with a dynamic N.
+
+    Outputs `logits`, `cam`, `features` for a pool-then-linear head, else `logits` only.
+    """
+    from sperm_edge.model.cam_head import CamClassifier, closed_form_reason
+
     path = Path(path)
     start = time.perf_counter()
     frozen, padded = _freeze_same_padding(model.cpu().eval(), img_size)
+    reason = closed_form_reason(frozen)
+    if reason is None:
+        frozen, outputs = CamClassifier(frozen, img_size).eval(), OUTPUT_NAMES
+    else:
+        log.warning("no cam output: %s", reason)
+        outputs = (OUTPUT_NAME,)
     example = torch.zeros(2, 3, img_size, img_size)  # batch 2 so nothing specialises on batch 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
@@ -112,8 +132,8 @@ def export_onnx(
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                output_names=list(outputs),
+                dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *outputs)},
                 do_constant_folding=True,
             )
         except Exception as err:  # torch raises many error types from tracing and symbolic functions
@@ -131,7 +151,8 @@ def export_onnx(
         opset=opset,
         exporter=f"torch.onnx.export (TorchScript, dynamo=False), torch {torch.__version__}",
         input_name=INPUT_NAME,
-        output_name=OUTPUT_NAME,
+        output_names=outputs,
         static_padding=padded,
         seconds=round(seconds, 2),
+        cam_unavailable=reason,
     )

@@ -30,16 +30,26 @@ def cpu_session(path: str | Path, threads: int | None = None) -> ort.InferenceSe
         raise SpermEdgeError(f"ONNX Runtime cannot load {path}: {err}") from err
 
 
+def ort_outputs(
+    session: ort.InferenceSession, images: Sequence[np.ndarray], spec: PreprocessSpec, batch_size: int = 32
+) -> dict[str, np.ndarray]:
+    """Every output by name (float32, first axis N) for RGB uint8 images, preprocessed as the runtime does."""
+    name = session.get_inputs()[0].name
+    names = [o.name for o in session.get_outputs()]
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for start in range(0, len(images), batch_size):
+        values = session.run(None, {name: preprocess_batch(images[start : start + batch_size], spec)})
+        for key, value in zip(names, values, strict=True):
+            parts[key].append(value)
+    return {k: np.concatenate(v).astype(np.float32) if v else np.zeros((0, 0), np.float32) for k, v in parts.items()}
+
+
 def ort_logits(
     session: ort.InferenceSession, images: Sequence[np.ndarray], spec: PreprocessSpec, batch_size: int = 32
 ) -> np.ndarray:
     """Logits (N x classes, float32) of RGB uint8 images, preprocessed exactly like the runtime does."""
-    name = session.get_inputs()[0].name
-    out = [
-        session.run(None, {name: preprocess_batch(images[start : start + batch_size], spec)})[0]
-        for start in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+    outputs = ort_outputs(session, images, spec, batch_size)
+    return outputs.get("logits", next(iter(outputs.values())))
 
 
 @dataclass

@@ -21,6 +21,7 @@ from sperm_edge.preprocess import PreprocessSpec
 log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE = 1e-3  # max |logit difference| allowed between PyTorch and ONNX Runtime in FP32
+_RANKS = {"logits": 2, "cam": 4, "features": 2}  # the outputs' axes (cam: N x K x Hf x Wf)
 
 
 @dataclass
@@ -29,6 +30,7 @@ class SmokeTest:
 
     batch_sizes: list[int]
     num_classes: int
+    outputs: list[str]
 
     def describe(self) -> dict:
         return asdict(self)
@@ -43,16 +45,22 @@ def check_onnx(path: str | Path, num_classes: int, img_size: int, batch_sizes: S
         raise SpermEdgeError(f"{path.name} fails onnx.checker: {err}") from err
     session = cpu_session(path)
     name = session.get_inputs()[0].name
+    names = [o.name for o in session.get_outputs()]
+    if names[0] != "logits" or names[1:] not in ([], ["cam", "features"]):
+        raise SpermEdgeError(f"{path.name} has outputs {names}; expected logits, cam, features (or logits only)")
     for batch in batch_sizes:
         x = np.random.default_rng(batch).standard_normal((batch, 3, img_size, img_size)).astype(np.float32)
-        (out,) = session.run(None, {name: x})
-        if out.shape != (batch, num_classes):
-            raise SpermEdgeError(
-                f"{path.name} returned shape {out.shape} for batch {batch}; expected {(batch, num_classes)}"
-            )
-        if not np.isfinite(out).all():
-            raise SpermEdgeError(f"{path.name} returned non-finite logits for batch {batch}")
-    return SmokeTest(batch_sizes=list(batch_sizes), num_classes=num_classes)
+        out = dict(zip(names, session.run(None, {name: x}), strict=True))
+        lead = {"logits": (batch, num_classes), "cam": (batch, num_classes), "features": (batch,)}
+        for key, value in out.items():
+            if value.ndim != _RANKS[key] or value.shape[: len(lead[key])] != lead[key]:
+                raise SpermEdgeError(
+                    f"{path.name} returned {key} of shape {value.shape} for batch {batch}; "
+                    f"expected {_RANKS[key]} axes starting {lead[key]}"
+                )
+            if not np.isfinite(value).all():
+                raise SpermEdgeError(f"{path.name} returned non-finite {key} for batch {batch}")
+    return SmokeTest(batch_sizes=list(batch_sizes), num_classes=num_classes, outputs=names)
 
 
 @dataclass

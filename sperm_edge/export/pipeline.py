@@ -14,87 +14,21 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.export import _stages
 from sperm_edge.export.bundle_writer import BundleWriter
-from sperm_edge.export.gate import DEFAULT_MAX_DROP, DropGate
 from sperm_edge.export.images import ImageSet, folder_images, split_images
-from sperm_edge.export.parity import DEFAULT_TOLERANCE
+from sperm_edge.export.options import ExportOptions, ExportResult, Reporter, Silent
 from sperm_edge.io import atomic_dir
 
+__all__ = ["ExportOptions", "ExportResult", "export_bundle"]
+
 log = logging.getLogger(__name__)
-
-
-class Reporter(Protocol):
-    def step(self, name: str) -> None: ...
-
-
-class _Silent:
-    def step(self, name: str) -> None:
-        log.info("%s", name)
-
-
-@dataclass
-class ExportOptions:
-    """Everything `sperm-edge export` can be told."""
-
-    int8: bool = False
-    calib: Path | None = None
-    calib_count: int = 300
-    eval: Path | None = None  # labelled test images for the reported accuracy (default: the checkpoint's test split)
-    val: Path | None = None  # labelled validation images the INT8 gate decides on (default: the val split)
-    method: str = "minmax"
-    percentile: float = 99.999
-    keep_float: tuple[str, ...] | None = None  # None: the architecture's default (ModelEntry.int8_keep_float)
-    max_drop: float = DEFAULT_MAX_DROP
-    allow_drop: bool = False
-    cpu_variant: bool = True
-    trt: bool = False
-    fp16: bool = False
-    max_batch: int = 16
-    workspace_mb: int = 1024
-    timing_cache: Path | None = None
-    parity_tolerance: float = DEFAULT_TOLERANCE
-    parity_count: int = 64
-    latency_runs: int = 20
-    force: bool = False
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.fp16 and not self.trt:
-            raise SpermEdgeError("--fp16 builds a TensorRT engine; add --trt")
-        if self.calib_count < 1 or self.parity_count < 1 or self.latency_runs < 1:
-            raise SpermEdgeError("--calib-count, parity count and latency runs must be at least 1")
-        if self.max_drop < 0:
-            raise SpermEdgeError(f"--max-drop must be 0 or more points, not {self.max_drop}")
-        if self.max_batch < 1 or self.workspace_mb < 1:
-            raise SpermEdgeError("--max-batch and --workspace-mb must be at least 1")
-        if self.keep_float and not self.int8:
-            raise SpermEdgeError("--keep-float applies to INT8 quantization; add --int8")
-        if self.int8:
-            from sperm_edge.export.int8 import Int8Config
-
-            Int8Config(method=self.method, percentile=self.percentile)  # refuses unknown methods now
-
-
-@dataclass
-class ExportResult:
-    """The bundle written and the verdicts of the gates."""
-
-    path: Path
-    manifest: dict
-    gates: list[DropGate] = field(default_factory=list)
-    rejected: list[dict] = field(default_factory=list)
-
-    @property
-    def int8_refused(self) -> bool:
-        """INT8 was asked for but left out because it lost too much accuracy (and --allow-drop was not given)."""
-        return any(g.precision == "int8" and not g.passed and not g.allowed for g in self.gates)
 
 
 def _check_output(out: Path, stem: Path, force: bool) -> None:
@@ -150,6 +84,17 @@ def _calibration(meta: dict, classes: list[str], options: ExportOptions) -> Imag
     return images.sample(options.calib_count, options.seed)
 
 
+def _framing(meta: dict, classes: list[str]) -> dict | None:
+    """The training crops' head framing (`export.framing`); None when the training split is not at hand."""
+    from sperm_edge.export.framing import measure_framing
+
+    try:
+        return measure_framing(split_images(meta, "train", classes))
+    except SpermEdgeError as err:
+        log.warning("no framing recorded (the runtime will use its default crop scale): %s", err)
+        return None
+
+
 def _noise_images(size: int, count: int = 16) -> ImageSet:
     """Last resort for the parity check when no real image is at hand (said so in the manifest and the log)."""
     log.warning("no real images for the parity check (no split in the checkpoint, no --eval/--calib): using noise")
@@ -166,7 +111,7 @@ def export_bundle(
     from sperm_edge.model.checkpoint import load_checkpoint, package_versions, resolve_checkpoint
 
     options = options or ExportOptions()
-    reporter = reporter or _Silent()
+    reporter = reporter or Silent()
     options.validate()
     out = Path(out)
     stem = resolve_checkpoint(checkpoint)
@@ -190,14 +135,15 @@ def export_bundle(
     except (RuntimeError, KeyError) as err:
         raise SpermEdgeError(f"checkpoint {stem} does not fit its architecture {ckpt.arch}: {err}") from err
 
-    from sperm_edge.export import _stages
-
     with (
         atomic_dir(out, force=options.force) as folder,
         tempfile.TemporaryDirectory(prefix="sperm-edge-export-") as work,
     ):
         writer = BundleWriter(folder, ckpt.meta)
         writer.manifest["source"] = _stages.source_section(stem, ckpt.meta)
+        framing = _framing(ckpt.meta, ckpt.classes)
+        if framing is not None:
+            writer.manifest["framing"] = framing
         stages = _stages.Stages(writer, Path(work), ckpt.preprocess, ckpt.classes, options, reporter)
         stages.fp32(model, parity_set, held_out)
         if options.int8:

@@ -2,7 +2,9 @@
 
 OUT/events.jsonl            one line per counted cell (see `events`)
 OUT/flagged/ID.png|.frame.jpg|.json   flagged cells (see `flagging`)
-OUT/explanations/ID.png|.json         Grad-CAM++ of flagged cells (`--explain flagged`)
+OUT/explanations/ID.png|.json         Grad-CAM++ of flagged cells (`--explain flagged|every`): from the
+                                      engine's `cam` output (`explanations`), or for a model without one
+                                      from the retained checkpoint in a background worker
 OUT/annotated.mp4           when asked: frames with boxes, labels, confidence and FPS
 OUT/report.json, report.md  at the end (see `report`)
 """
@@ -15,6 +17,7 @@ from pathlib import Path
 from sperm_edge.explain.worker import ExplainJob, ExplainWorker
 from sperm_edge.runtime.annotate import VideoFileOutput, Window, draw
 from sperm_edge.runtime.events import EVENTS_FILE, EventLog, read_events
+from sperm_edge.runtime.explanations import EngineExplanations
 from sperm_edge.runtime.flagging import FlagStore, event_name
 from sperm_edge.runtime.pipeline import FrameResult
 from sperm_edge.runtime.report import build_report, write_report
@@ -25,7 +28,12 @@ EXPLANATIONS_DIR = "explanations"
 
 
 class RunOutputs:
-    """Writes events, flagged cells, explanation jobs, the annotated video and the window; then the report."""
+    """Writes events, flagged cells, explanations, the annotated video and the window; then the report.
+
+    `explanations` writes the engine's maps of flagged cells at once (and with `--explain every`
+    keeps every cell's in `explanations.heatmaps`); `explainer`, the PyTorch worker, is the
+    fallback for a model without a `cam` output.
+    """
 
     def __init__(
         self,
@@ -35,9 +43,11 @@ class RunOutputs:
         video_fps: float = 15.0,
         window: bool = False,
         flag_capacity: int = 128,
+        explanations: EngineExplanations | None = None,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.explainer = explainer
+        self.explanations = explanations
         self.flags = FlagStore(self.out_dir, flag_capacity)
         self.submitted = 0
         self.quit_requested = False
@@ -65,7 +75,9 @@ class RunOutputs:
             event = cell.event
             if event["flagged"] and cell.crop is not None:
                 event.update(self.flags.add(event, cell.crop, cell.frame))
-                if self.explainer is not None:
+                if self.explanations is not None and cell.cam is not None:
+                    event.update(self.explanations.write(event, cell.crop, cell.cam, cell.crop_probs))
+                elif self.explainer is not None:
                     job = ExplainJob(
                         event_name(event["id"]),
                         cell.crop,
@@ -73,6 +85,8 @@ class RunOutputs:
                     )
                     self.submitted += int(self.explainer.submit(job))
             self._log.write(event)
+        if self.explanations is not None and self.explanations.heatmaps is not None:
+            self.explanations.heatmaps.update(result.cells)
         if result.frame is not None and (self._video is not None or self._window is not None):
             image = draw(result.frame.image, result.cells, result.fps)
             if self._video is not None:
@@ -92,8 +106,10 @@ class RunOutputs:
 
     def finish(self, classes: list[str], normal_class: str | None, run: dict) -> dict:
         """Write report.json and report.md (call after the explainer has finished its queue)."""
-        if self.explainer is not None:
-            run = {**run, "explanations": {**self.explainer.summary(), "submitted": self.submitted}}
+        if self.explanations is not None:
+            run = {**run, "explanations": self.explanations.summary()}
+        elif self.explainer is not None:
+            run = {**run, "explanations": {**self.explainer.summary(), "source": "torch", "submitted": self.submitted}}
         report = build_report(self.events, classes, normal_class, run, self.out_dir)
         write_report(self.out_dir, report)
         return report

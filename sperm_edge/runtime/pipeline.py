@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from sperm_edge.calibration import calibrated_probs
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.metrics import softmax
 from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
 from sperm_edge.runtime.backends.base import Backend
 from sperm_edge.runtime.flagging import FlagPolicy
@@ -49,7 +49,10 @@ _END = object()
 
 @dataclass
 class PipelineConfig:
-    """How frames become cells. `track` None: on for videos and cameras in field mode, off for still images."""
+    """How frames become cells. `track` None: on for videos and cameras in field mode, off for still images.
+
+    `temperature`: the bundle's temperature scaling (`Bundle.temperature`), applied to every backend's
+    logits before the softmax, so confidences (and the flags that read them) are calibrated."""
 
     mode: str = "field"
     localizer: LocalizerConfig = field(default_factory=LocalizerConfig)
@@ -59,6 +62,7 @@ class PipelineConfig:
     queue_size: int = 4
     max_frames: int | None = None
     keep_frames: bool = True
+    temperature: float = 1.0
     join_timeout: float = 5.0  # seconds `__exit__` waits for its threads (a read stuck in a driver is left behind)
 
 
@@ -71,15 +75,21 @@ class CellResult:
     confidence: float
     track: int
     flagged: bool
+    cam: np.ndarray | None = None  # Grad-CAM++ of its class on the feature grid (engine output), when the model has it
+    crop: np.ndarray | None = None  # the crop the network saw (for heatmaps of every cell)
 
 
 @dataclass
 class CellEvent:
-    """A counted cell: its JSON event, and the pixels kept for flagged cells (crop and frame)."""
+    """A counted cell: its JSON event, the pixels kept for flagged cells (crop and frame), and the
+    network's outputs for that crop: its class probabilities and, when the model has them, the
+    engine's Grad-CAM++ maps (K x Hf x Wf)."""
 
     event: dict
     crop: np.ndarray | None = None
     frame: np.ndarray | None = None
+    cam: np.ndarray | None = None
+    crop_probs: np.ndarray | None = None
 
 
 @dataclass
@@ -313,41 +323,56 @@ class Pipeline:
         while (item := self._prepared.get()) is not _END:
             t0 = time.perf_counter()
             step = self.config.max_batch
-            logits = [self.backend.infer(item.batch[i : i + step]) for i in range(0, len(item.batch), step)]
-            probs = softmax(np.concatenate(logits)) if logits else np.zeros((0, len(self.classes)), np.float32)
+            outputs = [self.backend.infer(item.batch[i : i + step]) for i in range(0, len(item.batch), step)]
+            logits = [o.logits for o in outputs]
+            probs = (
+                calibrated_probs(np.concatenate(logits), self.config.temperature)
+                if logits
+                else np.zeros((0, len(self.classes)), np.float32)
+            )
+            cams = np.concatenate([o.cam for o in outputs]) if outputs and outputs[0].cam is not None else None
             t1 = time.perf_counter()
-            results, k = [], 0
+            results, k, tracking = [], 0, 0.0
             for frame, dets, shift in zip(item.frames, item.cells, item.shifts, strict=True):
                 n = len(dets)
-                results.append(self._postprocess(frame, dets, item.crops[k : k + n], probs[k : k + n], shift))
+                cam = cams[k : k + n] if cams is not None else [None] * n
+                result, seconds = self._postprocess(frame, dets, item.crops[k : k + n], probs[k : k + n], cam, shift)
+                results.append(result)
+                tracking += seconds
                 k += n
             self.times.add("network", t1 - t0, len(item.frames))
-            self.times.add("postprocessing", time.perf_counter() - t1, len(item.frames))
+            if self.tracker is not None:
+                self.times.add("tracking", tracking, len(item.frames))
+            self.times.add("postprocessing", time.perf_counter() - t1 - tracking, len(item.frames))
             for result in results:
                 if not self._put(self._results, result):
                     return
         if self.tracker is not None:
             start = time.perf_counter()
             events = [self._event(track) for track in self.tracker.flush()]
-            self.times.add("postprocessing", time.perf_counter() - start, 0)
+            self.times.add("tracking", time.perf_counter() - start, 0)
             self._put(self._results, FrameResult(None, [], events, self.fps))
 
     def _postprocess(
         self, frame: Frame, dets: list[Detection], crops: list[np.ndarray], probs: np.ndarray,
-        shift: tuple[float, float],
-    ) -> FrameResult:  # fmt: skip
+        cams: Sequence[np.ndarray | None], shift: tuple[float, float],
+    ) -> tuple[FrameResult, float]:  # fmt: skip
+        """The frame's cells and events, and the seconds spent in the tracker (its own stage)."""
         self.frames += 1
         self.cells_seen += len(dets)
         now = time.perf_counter()
         self._stamps.append(now)
         keep = frame.image if self.config.keep_frames and self.config.mode == "field" else None
         observations = [
-            Observation(frame.index, d, p, c, keep, now - self._started, frame.name)
-            for d, p, c in zip(dets, probs, crops, strict=True)
+            Observation(frame.index, d, p, c, keep, now - self._started, frame.name, cam)
+            for d, p, c, cam in zip(dets, probs, crops, cams, strict=True)
         ]
+        tracking = 0.0
         if self.tracker is not None:
+            start = time.perf_counter()
             self.tracker.move(shift)
             ids, ended = self.tracker.update(observations, frame.image.shape[:2])
+            tracking = time.perf_counter() - start
             events = [self._event(track) for track in ended]
         else:
             events = [self._single_event(obs) for obs in observations]
@@ -357,8 +382,11 @@ class Pipeline:
             label = int(np.argmax(obs.probs))
             conf = float(obs.probs[label])
             flagged = bool(self.policy.reasons(self.classes[label], conf))
-            cells.append(CellResult(obs.detection.head_box, self.classes[label], conf, track_id, flagged))
-        return FrameResult(frame, cells, events, self.recent_fps)
+            cam = obs.cam[label] if obs.cam is not None else None
+            cells.append(
+                CellResult(obs.detection.head_box, self.classes[label], conf, track_id, flagged, cam, obs.crop)
+            )
+        return FrameResult(frame, cells, events, self.recent_fps), tracking
 
     # -- events -----------------------------------------------------------------------------------
     def _single_event(self, obs: Observation) -> CellEvent:
@@ -401,4 +429,4 @@ class Pipeline:
         if obs.name:
             event["name"] = obs.name
         self.events += 1
-        return CellEvent(event, obs.crop if reasons else None, obs.frame if reasons else None)
+        return CellEvent(event, obs.crop if reasons else None, obs.frame if reasons else None, obs.cam, obs.probs)

@@ -8,6 +8,7 @@ import pytest
 from sperm_edge.bench.accuracy import EvalSet, load_eval_set, predict, score
 from sperm_edge.bundle import load_bundle
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.runtime.backends.base import Outputs
 from tests.bench.conftest import IMG_SIZE
 from tests.conftest import write_tiny_folder
 
@@ -58,7 +59,7 @@ def test_predict_batches_the_inputs() -> None:
     class Echo:
         def infer(self, batch):
             seen.append(len(batch))
-            return batch[:, :2, 0, 0]
+            return Outputs(batch[:, :2, 0, 0])
 
     inputs = np.random.default_rng(0).standard_normal((7, 3, 2, 2)).astype(np.float32)
     logits = predict(Echo(), inputs, batch=3)

@@ -19,4 +19,5 @@ def test_eager_runs_nchw_and_matches_channels_last(tiny_bundle) -> None:
         conv = next(m for m in eager._model.modules() if isinstance(m, torch.nn.Conv2d))
         assert conv.weight.is_contiguous()  # NCHW, not channels_last
         assert eager.name == "torch-eager"
-        np.testing.assert_allclose(eager.infer(batch), channels_last.infer(batch), atol=1e-4)
+        assert eager.output_names == ("logits",) and eager.infer(batch).cam is None
+        np.testing.assert_allclose(eager.infer(batch).logits, channels_last.infer(batch).logits, atol=1e-4)

@@ -43,3 +43,25 @@ def test_score_explanations_reports_localisation_and_faithfulness(tiny_bundle: P
     for key in ("cam_mult_change", "road_keep20_change", "road_keep20_change_random"):
         assert result[key]["n"] == 4 and -1.0 <= result[key]["mean"] <= 1.0
     assert result["latency_ms"]["mean"] > 0
+
+
+def test_stain_head_masks_find_the_synthetic_heads(masked_crops: Path) -> None:
+    import cv2
+
+    from sperm_edge.explain.scores import list_crops, stain_head_mask
+    from sperm_edge.preprocess import decode_image
+
+    ious = []
+    for image, _cls, mask_path in list_crops(masked_crops):
+        truth = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
+        found = stain_head_mask(decode_image(image))
+        ious.append((found & truth).sum() / max(1, (found | truth).sum()))
+    assert np.median(ious) > 0.6, ious
+
+
+def test_centre_prior_peaks_at_the_centre() -> None:
+    from sperm_edge.explain.scores import centre_prior
+
+    prior = centre_prior((41, 31), 0.1)
+    assert np.unravel_index(int(prior.argmax()), prior.shape) == (20, 15) and prior.max() == 1.0
+    assert centre_prior((41, 31), 0.3)[0, 0] > prior[0, 0]

@@ -61,6 +61,8 @@ def test_manifest_records_how_everything_was_measured(tiny_bundle) -> None:
         assert entry["backend"] == "ort-cpu" and entry["batch"] == 1 and entry["p50_ms"] > 0
         assert {"cpu", "threads"} <= set(entry["machine"])
     assert "onnxruntime" in manifest["versions"] and manifest["engines"] == []
+    retained = json.loads((tiny_bundle / "checkpoint.json").read_text())
+    assert manifest["temperature"] == retained["temperature"] > 0  # what every backend's logits are divided by
 
 
 def test_cpu_variant_is_labelled_or_explained(tiny_bundle) -> None:
@@ -87,9 +89,10 @@ def test_onnx_has_a_dynamic_batch_and_no_runtime_padding_arithmetic(tiny_bundle)
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert not {"Shape", "Ceil"} & {node.op_type for node in graph.node}
     session = cpu_session(tiny_bundle / "model.onnx")
+    assert [o.name for o in session.get_outputs()] == ["logits", "cam", "features"]
     for batch in (1, 5):
-        (out,) = session.run(None, {"input": np.zeros((batch, 3, 32, 32), np.float32)})
-        assert out.shape == (batch, 3)
+        logits, cam, features = session.run(None, {"input": np.zeros((batch, 3, 32, 32), np.float32)})
+        assert logits.shape == (batch, 3) and cam.shape == (batch, 3, 1, 1) and features.shape == (batch, 1280)
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])

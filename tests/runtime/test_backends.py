@@ -29,7 +29,10 @@ def test_ort_cpu_runs_the_bundle_and_checks_its_input(tiny_bundle: Path) -> None
         backend.infer(_batch(1, size))
     with backend:
         assert backend.input_spec.shape == (-1, 3, size, size)
-        assert backend.infer(_batch(3, size)).shape == (3, len(bundle.classes))
+        assert backend.output_names == ("logits", "cam", "features") and backend.has_cam
+        out = backend.infer(_batch(3, size))
+        assert out.logits.shape == (3, len(bundle.classes))
+        assert out.cam.shape[:2] == (3, len(bundle.classes)) and out.cam.ndim == 4 and out.features.shape[0] == 3
         assert backend.last_latency_ms > 0
         with pytest.raises(SpermEdgeError, match="does not fit"):
             backend.infer(_batch(1, size + 8))
@@ -40,7 +43,10 @@ def test_torch_reference_and_ort_agree(tiny_bundle: Path) -> None:
     bundle = load_bundle(tiny_bundle)
     x = _batch(4, bundle.preprocess.img_size)
     with open_backend(bundle, "ort-cpu") as ort, open_backend(bundle, "torch") as torch_backend:
-        np.testing.assert_allclose(ort.infer(x), torch_backend.infer(x), atol=1e-4, rtol=1e-3)
+        a, b = ort.infer(x), torch_backend.infer(x)
+        assert torch_backend.output_names == ort.output_names
+        for name in ort.output_names:
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-4, rtol=1e-3)
 
 
 @pytest.mark.parametrize("name", ["ort-cuda", "ort-trt", "trt"])
@@ -124,4 +130,27 @@ def test_gpu_providers_run_the_bundle(tiny_bundle: Path, provider: str) -> None:
     bundle = load_bundle(tiny_bundle)
     x = _batch(2, bundle.preprocess.img_size)
     with open_backend(bundle, f"ort-{provider}") as gpu, open_backend(bundle, "ort-cpu") as cpu:
-        np.testing.assert_allclose(gpu.infer(x), cpu.infer(x), atol=1e-2)
+        np.testing.assert_allclose(gpu.infer(x).logits, cpu.infer(x).logits, atol=1e-2)
+
+
+def test_a_model_exported_before_cam_returns_logits_only(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from sperm_edge.runtime.backends import OrtBackend, Outputs
+
+    node = helper.make_node("GlobalAveragePool", ["input"], ["pooled"])
+    flat = helper.make_node("Flatten", ["pooled"], ["scores"])
+    graph = helper.make_graph(
+        [node, flat],
+        "old",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 3])],
+    )
+    path = tmp_path / "old.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with OrtBackend(path, threads=1) as backend:
+        out = backend.infer(np.ones((2, 3, 8, 8), np.float32))
+    assert not backend.has_cam and out.cam is None and out.features is None and out.logits.shape == (2, 3)
+    with pytest.raises(SpermEdgeError, match="no `logits`"):
+        Outputs.from_named({"a": out.logits, "b": out.logits})

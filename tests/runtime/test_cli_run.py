@@ -43,6 +43,8 @@ def test_run_writes_events_flags_explanations_and_report(
         assert (out / "explanations" / f"{name}.png").is_file()
         explanation = json.loads((out / "explanations" / f"{name}.json").read_text())
         assert explanation["event"] == event["id"] and 0.0 <= explanation["score"] <= 1.0
+        assert explanation["source"] == "engine" and explanation["method"] == "Grad-CAM++"
+        assert explanation["explained_class"] == event["class"] and event["explanation"] == f"explanations/{name}.png"
         assert set(explanation["heat"]) >= {"peak", "centroid", "central_share"}
     assert "![heatmap](explanations/" in (out / "report.md").read_text()
 
@@ -56,6 +58,17 @@ def test_run_writes_events_flags_explanations_and_report(
     original = json.loads((out / "explanations" / f"{event['id']:06d}.json").read_text())
     assert redo["class"] == original["class"] and abs(redo["score"] - original["score"]) < 1e-5
     assert redo["class"] == event["class"]  # the saved crop reproduces the stream's prediction
+    assert redo["source"] == "engine" and redo["heat"] == original["heat"]
+
+    # the reference path: pytorch-grad-cam on the retained checkpoint, same files and fields
+    reference = tmp_path / "reference"
+    args = ["explain", str(tiny_bundle), "--event", str(event["id"]), "--run", str(out), "--out", str(reference)]
+    assert run_cli([*args, "--torch"]) == 0
+    torch_json = json.loads((reference / f"{event['id']:06d}.json").read_text())
+    assert torch_json["source"] == "torch" and torch_json["method"] == "Grad-CAM++"
+    assert torch_json["class"] == redo["class"] and abs(torch_json["score"] - redo["score"]) < 1e-4
+    for key in ("peak", "centroid"):
+        assert max(abs(a - b) for a, b in zip(torch_json["heat"][key], redo["heat"][key], strict=True)) < 0.02
 
 
 def test_explain_one_image(tiny_bundle: Path, tmp_path: Path) -> None:

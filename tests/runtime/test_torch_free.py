@@ -14,6 +14,7 @@ import numpy as np
 from sperm_edge.bundle import load_bundle
 from sperm_edge.explain.worker import ExplainJob, ExplainWorker
 from sperm_edge.runtime.backends import available_backends, open_backend
+from sperm_edge.runtime.explanations import EngineExplanations
 from sperm_edge.runtime.flagging import FlagPolicy
 from sperm_edge.runtime.outputs import RunOutputs, stream
 from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
@@ -22,12 +23,15 @@ from sperm_edge.runtime.sources import open_source
 bundle = load_bundle(sys.argv[1])
 policy = FlagPolicy.for_classes(bundle.abnormal_classes, min_confidence=1.1)  # flag everything
 worker = ExplainWorker(bundle.checkpoint_stem(), sys.argv[3] + "/explanations")
+maps = EngineExplanations(sys.argv[3] + "/explanations", bundle.classes, bundle.preprocess.img_size, "x", "every")
 with open_backend(bundle, "auto") as backend, open_source(sys.argv[2]) as source, worker, \
-        RunOutputs(sys.argv[3], worker) as outputs, \
+        RunOutputs(sys.argv[3], worker, explanations=maps) as outputs, \
         Pipeline(source, backend, bundle.classes, bundle.preprocess, PipelineConfig(mode="crop"), policy) as p:
     stream(p, outputs)
 print(json.dumps({"backends": available_backends(bundle), "chosen": backend.name, "events": len(outputs.events),
                   "classes": [e["class"] for e in outputs.events], "explain_error": worker.error,
+                  "explained": maps.explained, "heatmaps": len(maps.heatmaps),
+                  "png": maps.heatmaps.png(maps.heatmaps.tracks()[0])[:8].hex(),
                   "torch_loaded": sys.modules.get("torch") is not None}))
 """
 
@@ -51,5 +55,10 @@ def test_classify_without_torch(tiny_bundle: Path, tmp_path: Path) -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backends"] == ["ort-cpu"] and result["chosen"] == "ort-cpu"
     assert result["events"] == 3 and not result["torch_loaded"]
-    assert "explanations need PyTorch" in result["explain_error"]
+    assert "explanations need PyTorch" in result["explain_error"]  # the checkpoint path needs torch...
+    assert result["explained"] == 3 and result["heatmaps"] == 3  # ...the engine's maps do not
+    assert result["png"] == "89504e470d0a1a0a"
+    for i in range(1, 4):
+        info = json.loads((tmp_path / "out" / "explanations" / f"{i:06d}.json").read_text())
+        assert info["source"] == "engine" and (tmp_path / "out" / "explanations" / f"{i:06d}.png").is_file()
     assert len((tmp_path / "out" / "events.jsonl").read_text().splitlines()) == 3

@@ -1,7 +1,7 @@
 """Inference engines behind one interface, chosen by name or automatically.
 
     with open_backend(bundle, "auto") as backend:
-        logits = backend.infer(batch)
+        outputs = backend.infer(batch)   # outputs.logits, .cam, .features (None for a model without them)
 
 Names: `ort-cpu`, `ort-cuda`, `ort-trt` (ONNX Runtime and its execution providers), `trt` (a native
 TensorRT engine from the bundle), `torch` (the retained checkpoint, the reference) and `auto`.
@@ -18,7 +18,7 @@ import logging
 
 from sperm_edge.bundle import Bundle, cpu_name
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.runtime.backends.base import Backend, InputSpec
+from sperm_edge.runtime.backends.base import Backend, InputSpec, Outputs
 from sperm_edge.runtime.backends.ort import OrtBackend, available_providers
 from sperm_edge.runtime.backends.tensorrt import TensorRTBackend, rebuild_command
 from sperm_edge.runtime.backends.torch_backend import TorchBackend
@@ -30,6 +30,7 @@ __all__ = [
     "Backend",
     "InputSpec",
     "OrtBackend",
+    "Outputs",
     "TensorRTBackend",
     "TorchBackend",
     "auto_choice",

@@ -2,7 +2,8 @@
 
 A backend is a context manager: entering allocates (loads the model, creates the session or
 engine, reserves buffers), leaving releases. `infer(batch)` checks state and input, calls the
-engine's `_infer_impl` and records the latency. Heavy modules are imported inside the `_impl`
+engine's `_infer_impl` and records the latency. It returns named `Outputs`: the logits, and for
+models exported with them the Grad-CAM++ maps (`cam`) and pooled features. Heavy modules are imported inside the `_impl`
 hooks, so importing a backend never needs its engine installed; `available()` says whether it
 can run here and, if not, what to install.
 """
@@ -27,6 +28,28 @@ class InputSpec:
     max_batch: int | None = None
 
 
+OUTPUTS = ("logits", "cam", "features")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """One inference: logits (N x K); `cam` (N x K x Hf x Wf, Grad-CAM++ closed form, see
+    `sperm_edge.model.cam_head`) and `features` (N x C, pooled) are None for a model without them."""
+
+    logits: np.ndarray
+    cam: np.ndarray | None = None
+    features: np.ndarray | None = None
+
+    @classmethod
+    def from_named(cls, named: dict[str, np.ndarray]) -> Outputs:
+        """From the engine's outputs by name; a single unnamed output is the logits (models exported before cam)."""
+        if "logits" not in named:
+            if len(named) != 1:
+                raise SpermEdgeError(f"the model's outputs {sorted(named)} have no `logits`")
+            return cls(next(iter(named.values())))
+        return cls(**{k: v for k, v in named.items() if k in OUTPUTS})
+
+
 class Backend:
     """Base class of the inference engines. Subclasses set `name` and implement the `_impl` hooks."""
 
@@ -37,6 +60,7 @@ class Backend:
         self.last_latency_ms: float | None = None
         self._active = False
         self._spec: InputSpec | None = None
+        self.output_names: tuple[str, ...] = ()  # set on activation
 
     # -- public ------------------------------------------------------------------------------------
     @classmethod
@@ -47,6 +71,11 @@ class Backend:
     @property
     def is_active(self) -> bool:
         return self._active
+
+    @property
+    def has_cam(self) -> bool:
+        """Whether `infer` returns Grad-CAM++ maps (known once active)."""
+        return "cam" in self.output_names
 
     @property
     def input_spec(self) -> InputSpec:
@@ -66,8 +95,8 @@ class Backend:
             self._active = False
             self._deactivate_impl()
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """N x C x H x W float32 (preprocessed) -> N x classes float32 logits."""
+    def infer(self, batch: np.ndarray) -> Outputs:
+        """N x C x H x W float32 (preprocessed) -> named outputs (float32 logits N x classes, cam, features)."""
         spec = self.input_spec
         if not self._active:
             raise SpermEdgeError(f"backend {self.name} is not active")
@@ -79,9 +108,9 @@ class Backend:
             batch = batch.astype(np.float32)
         batch = np.ascontiguousarray(batch)
         start = time.perf_counter()
-        logits = self._infer_impl(batch)
+        outputs = self._infer_impl(batch)
         self.last_latency_ms = (time.perf_counter() - start) * 1000.0
-        return logits
+        return outputs
 
     def describe(self) -> dict:
         """What ran, for reports: name, precision and engine details."""
@@ -94,7 +123,7 @@ class Backend:
     def _deactivate_impl(self) -> None:
         raise NotImplementedError
 
-    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+    def _infer_impl(self, batch: np.ndarray) -> Outputs:
         raise NotImplementedError
 
 

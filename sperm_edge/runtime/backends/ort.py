@@ -19,7 +19,7 @@ import numpy as np
 
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import cache_dir
-from sperm_edge.runtime.backends.base import Backend, InputSpec, missing
+from sperm_edge.runtime.backends.base import Backend, InputSpec, Outputs, missing
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ class OrtBackend(Backend):
         self._session = session
         inp = session.get_inputs()[0]
         self._input_name = inp.name
+        self.output_names = tuple(o.name for o in session.get_outputs())
         shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
         log.info("%s: %s on %s, %d threads", self.name, self.onnx_path.name, used[0], self.threads)
         return InputSpec(inp.name, shape, "float32")
@@ -153,8 +154,9 @@ class OrtBackend(Backend):
     def _deactivate_impl(self) -> None:
         self._session = None
 
-    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input_name: batch})[0]
+    def _infer_impl(self, batch: np.ndarray) -> Outputs:
+        values = self._session.run(None, {self._input_name: batch})
+        return Outputs.from_named(dict(zip(self.output_names, values, strict=True)))
 
     def describe(self) -> dict:
         return {**super().describe(), "model": self.onnx_path.name, "threads": self.threads}

@@ -5,7 +5,8 @@ context, `set_input_shape` for the dynamic batch, `set_tensor_address` and `exec
 CUDA stream; device memory through cuda-python's runtime bindings (`cudaMalloc`,
 `cudaMemcpyAsync`). An engine only runs on the GPU model and TensorRT version it was built with,
 so both are checked against the bundle's manifest before deserializing (`engine_mismatch`), and a
-mismatch is refused with the command that rebuilds it here.
+mismatch is refused with the command that rebuilds it here. Every output of the engine (`logits`,
+and `cam`, `features` where the ONNX model had them) is copied back and returned by name.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.runtime.backends.base import Backend, InputSpec, missing
+from sperm_edge.runtime.backends.base import Backend, InputSpec, Outputs, missing
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,8 @@ class TensorRTBackend(Backend):
         self.device = device
         self._engine = self._context = self._stream = None
         self._buffers: dict[str, int] = {}
-        self._input = self._output = ""
-        self._out_dtype = np.float32
+        self._input = ""
+        self._out_dtypes: dict[str, np.dtype] = {}
         self._max_batch = int(self.info.get("max_batch") or 1)
 
     @classmethod
@@ -151,22 +152,24 @@ class TensorRTBackend(Backend):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise SpermEdgeError(f"engine {self.engine_path.name} must have one input and one output, has {names}")
-        self._input, self._output = inputs[0], outputs[0]
+        if len(inputs) != 1 or not outputs:
+            raise SpermEdgeError(f"engine {self.engine_path.name} must have one input and outputs, has {names}")
+        self._input = inputs[0]
+        self.output_names = tuple(outputs)
         in_shape = tuple(engine.get_tensor_shape(self._input))
         if in_shape[0] == -1:
             _min, _opt, max_shape = engine.get_tensor_profile_shape(self._input, 0)
             self._max_batch = int(max_shape[0])
         else:
             self._max_batch = int(in_shape[0])
-        self._out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._output)))
+        self._out_dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in outputs}
         context = engine.create_execution_context()
         per_item_in = int(np.prod(in_shape[1:])) * 4
-        out_shape = tuple(engine.get_tensor_shape(self._output))
-        per_item_out = int(np.prod(out_shape[1:])) * self._out_dtype.itemsize
-        for name, size in ((self._input, per_item_in), (self._output, per_item_out)):
-            self._buffers[name] = _check(cudart.cudaMalloc(size * self._max_batch))  # kept at once: freed on failure
+        # each buffer is recorded as soon as it exists: a failure further on frees it
+        self._buffers[self._input] = _check(cudart.cudaMalloc(per_item_in * self._max_batch))
+        for name in outputs:
+            per_item_out = int(np.prod(tuple(engine.get_tensor_shape(name))[1:])) * self._out_dtypes[name].itemsize
+            self._buffers[name] = _check(cudart.cudaMalloc(per_item_out * self._max_batch))
         for name, ptr in self._buffers.items():
             context.set_tensor_address(name, int(ptr))
         self._engine, self._context = engine, context
@@ -182,12 +185,12 @@ class TensorRTBackend(Backend):
             cudart.cudaStreamDestroy(self._stream)
         self._context = self._engine = self._stream = None
 
-    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+    def _infer_impl(self, batch: np.ndarray) -> Outputs:
         cudart = _import_cudart()
         kind = cudart.cudaMemcpyKind
         context = self._context
         context.set_input_shape(self._input, tuple(batch.shape))
-        out = np.empty(tuple(context.get_tensor_shape(self._output)), dtype=self._out_dtype)
+        outs = {n: np.empty(tuple(context.get_tensor_shape(n)), dtype=d) for n, d in self._out_dtypes.items()}
         _check(
             cudart.cudaMemcpyAsync(
                 self._buffers[self._input], batch.ctypes.data, batch.nbytes, kind.cudaMemcpyHostToDevice, self._stream
@@ -195,13 +198,14 @@ class TensorRTBackend(Backend):
         )
         if not context.execute_async_v3(int(self._stream)):
             raise SpermEdgeError(f"TensorRT execution of {self.engine_path.name} failed")
-        _check(
-            cudart.cudaMemcpyAsync(
-                out.ctypes.data, self._buffers[self._output], out.nbytes, kind.cudaMemcpyDeviceToHost, self._stream
+        for name, out in outs.items():
+            _check(
+                cudart.cudaMemcpyAsync(
+                    out.ctypes.data, self._buffers[name], out.nbytes, kind.cudaMemcpyDeviceToHost, self._stream
+                )
             )
-        )
         _check(cudart.cudaStreamSynchronize(self._stream))
-        return out.astype(np.float32, copy=False)
+        return Outputs.from_named({n: out.astype(np.float32, copy=False) for n, out in outs.items()})
 
     def describe(self) -> dict:
         return {**super().describe(), "engine": self.engine_path.name, "max_batch": self._max_batch}

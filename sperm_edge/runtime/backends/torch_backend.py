@@ -1,4 +1,8 @@
-"""PyTorch eager on the bundle's retained checkpoint: the reference the other engines are compared with."""
+"""PyTorch eager on the bundle's retained checkpoint: the reference the other engines are compared with.
+
+A pool-then-linear model runs as `CamClassifier`, so it returns the same named outputs as the
+exported engines (logits, Grad-CAM++ maps, pooled features) from one forward pass.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.runtime.backends.base import Backend, InputSpec, missing
+from sperm_edge.runtime.backends.base import OUTPUTS, Backend, InputSpec, Outputs, missing
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,7 @@ class TorchBackend(Backend):
             raise missing("PyTorch", why)
         import torch
 
+        from sperm_edge.model.cam_head import CamClassifier, closed_form_reason
         from sperm_edge.model.checkpoint import load_checkpoint
         from sperm_edge.model.inference import pick_device
 
@@ -47,23 +52,32 @@ class TorchBackend(Backend):
             torch.set_num_threads(self.threads)
         checkpoint = load_checkpoint(self.checkpoint_stem)
         self._device = pick_device(self.device_name)
+        size = checkpoint.preprocess.img_size
         try:
-            self._model = checkpoint.build_model().to(self._device).to(memory_format=torch.channels_last)
+            model = checkpoint.build_model().eval()
         except RuntimeError as err:
             raise SpermEdgeError(f"cannot build the model of {self.checkpoint_stem}: {err}") from err
-        size = checkpoint.preprocess.img_size
+        if closed_form_reason(model) is None:
+            model, self.output_names = CamClassifier(model, size).eval(), OUTPUTS
+        else:
+            self.output_names = ("logits",)
+        self._model = model.to(self._device).to(memory_format=torch.channels_last)
         log.info("torch: %s on %s", checkpoint.arch, self._device)
         return InputSpec("input", (-1, 3, size, size), "float32")
 
     def _deactivate_impl(self) -> None:
         self._model = None
 
-    def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
+    def _infer_impl(self, batch: np.ndarray) -> Outputs:
         import torch
 
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self._device).contiguous(memory_format=torch.channels_last)
-            return self._model(x).float().cpu().numpy()
+            out = self._model(x)
+            values = out if isinstance(out, tuple) else (out,)
+            return Outputs.from_named(
+                {k: v.float().cpu().numpy() for k, v in zip(self.output_names, values, strict=True)}
+            )
 
     def describe(self) -> dict:
         return {**super().describe(), "device": str(self._device)}

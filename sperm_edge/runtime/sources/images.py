@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import glob
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
 
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.io import IMAGE_SUFFIXES, natural_key
 from sperm_edge.preprocess import decode_image
 from sperm_edge.runtime.sources.base import SourceOptions, VideoSource
-from sperm_edge.runtime.sources.uri import IMAGE_SUFFIXES, SourceURI
+from sperm_edge.runtime.sources.uri import SourceURI
 
 log = logging.getLogger(__name__)
-
-
-def natural_key(path: Path) -> list:
-    """Sort `img 2.png` before `img 10.png`."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(path))]
 
 
 def list_images(uri: SourceURI) -> list[Path]:

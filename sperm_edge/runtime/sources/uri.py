@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.io import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 LIVE_SCHEMES = frozenset({"device", "v4l2", "csi", "rtsp", "rtmp", "http", "gst"})
 _NETWORK = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
 

@@ -1,0 +1,136 @@
+"""Explanations during a run, from the engine's `cam` output (no torch, no worker, no queue).
+
+`--explain flagged`: each flagged cell gets `OUT/explanations/ID.png` (crop | overlay) and
+`ID.json` (class, score, heat statistics, `method`, `source: "engine"`) as its event is written.
+The map is the one the engine computed for the crop the event reports (the track's best sighting,
+whose `cam` travels with it), for the event's class.
+
+`--explain every`: the same files for flagged cells, plus a heatmap of every cell kept in
+memory for live views: per track, the latest sighting's thumbnail (`side` px) and its class's
+feature-grid map, in a bounded LRU (`capacity` tracks, a few MB at most). `png(track)` renders
+the overlay as a small PNG on request, so frames that nobody looks at cost only a resize.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.explain.engine import engine_explanation
+from sperm_edge.explain.maps import input_map
+from sperm_edge.explain.overlay import encode_png, overlay, write_explanation
+from sperm_edge.runtime.flagging import event_name
+from sperm_edge.runtime.pipeline import CellResult
+
+log = logging.getLogger(__name__)
+
+EXPLAIN_MODES = ("none", "flagged", "every")
+
+
+class TrackHeatmaps:
+    """The latest heatmap of each track (bounded): thumbnails and grids in, small overlay PNGs out. Thread-safe."""
+
+    def __init__(self, capacity: int = 512, side: int = 64) -> None:
+        self.capacity, self.side = capacity, side
+        self._items: OrderedDict[int, tuple[np.ndarray, np.ndarray, str, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def update(self, cells: Sequence[CellResult]) -> None:
+        """Keep each cell's crop thumbnail and map under its track id (cells without a map are skipped)."""
+        for cell in cells:
+            if cell.cam is None or cell.crop is None:
+                continue
+            h, w = cell.crop.shape[:2]
+            scale = self.side / max(h, w)
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            thumb = cv2.resize(cell.crop, size, interpolation=cv2.INTER_AREA)
+            with self._lock:
+                self._items[cell.track] = (thumb, cell.cam, cell.label, cell.confidence)
+                self._items.move_to_end(cell.track)
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
+
+    def tracks(self) -> list[int]:
+        """Track ids held, oldest first."""
+        with self._lock:
+            return list(self._items)
+
+    def info(self, track: int) -> dict | None:
+        """Class and confidence of the track's latest sighting, or None."""
+        with self._lock:
+            item = self._items.get(track)
+        return None if item is None else {"track": track, "class": item[2], "confidence": round(item[3], 5)}
+
+    def png(self, track: int) -> bytes | None:
+        """The overlay of the track's latest sighting as PNG bytes (`side` px), or None when not held."""
+        with self._lock:
+            item = self._items.get(track)
+        if item is None:
+            return None
+        thumb, grid, _, _ = item
+        h, w = thumb.shape[:2]
+        side = max(h, w)
+        heat = input_map(grid, side)
+        top, left = (side - h) // 2, (side - w) // 2
+        return encode_png(overlay(thumb, heat[top : top + h, left : left + w]))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class EngineExplanations:
+    """Writes the engine's explanations of flagged cells; with mode `every`, also keeps `heatmaps` of every cell."""
+
+    def __init__(
+        self, out_dir: str | Path, classes: Sequence[str], img_size: int, layer: str, mode: str = "flagged"
+    ) -> None:
+        if mode not in EXPLAIN_MODES[1:]:
+            raise SpermEdgeError(f"--explain must be one of {', '.join(EXPLAIN_MODES)}, not {mode!r}")
+        self.out_dir, self.classes, self.img_size, self.layer, self.mode = (
+            Path(out_dir),
+            list(classes),
+            img_size,
+            layer,
+            mode,
+        )
+        self.heatmaps = TrackHeatmaps() if mode == "every" else None
+        self.explained = 0
+        self.failed = 0
+
+    def write(self, event: dict, crop: np.ndarray, cam: np.ndarray, probs: np.ndarray) -> dict:
+        """Write `ID.png` and `ID.json` for a flagged event; returns the path to record in the event.
+
+        `crop`, `cam` and `probs` are the reported sighting's (what the network said of that crop);
+        the map is for the event's class, which over a track may differ from that crop's top class.
+        """
+        name = event_name(event["id"])
+        target = self.classes.index(event["class"])
+        try:
+            explanation = engine_explanation(crop, cam, probs, self.classes, self.img_size, self.layer, target)
+            png = write_explanation(
+                self.out_dir,
+                name,
+                crop,
+                explanation,
+                {"event": event["id"], "frame": event["frame"], "box": event["box"]},
+            )
+        except (OSError, ValueError, cv2.error) as err:  # one bad crop must not end the run
+            self.failed += 1
+            log.warning("explaining event %s failed: %s", event["id"], err)
+            return {}
+        self.explained += 1
+        return {"explanation": f"{self.out_dir.name}/{png.name}"}
+
+    def summary(self) -> dict:
+        info = {"source": "engine", "mode": self.mode, "explained": self.explained, "failed": self.failed}
+        info.update(dropped=0, error=None)
+        if self.heatmaps is not None:
+            info["tracks_with_heatmaps"] = len(self.heatmaps)
+        return info

@@ -1,0 +1,73 @@
+"""Explanations from the engine's `cam` output: the maps, overlays and files of pytorch-grad-cam, without torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sperm_edge.bundle import load_bundle
+from sperm_edge.explain import GradCamExplainer, write_explanation
+from sperm_edge.explain.engine import engine_explanation
+from sperm_edge.explain.overlay import overlay
+from sperm_edge.metrics import softmax
+from sperm_edge.preprocess import decode_image, preprocess_batch
+from sperm_edge.runtime.backends import open_backend
+
+
+def _crops(masked_crops: Path) -> list[np.ndarray]:
+    return [decode_image(p) for p in sorted(masked_crops.glob("*/*.png"))[:4]]
+
+
+def test_engine_maps_match_pytorch_grad_cam_on_crops(tiny_bundle: Path, masked_crops: Path) -> None:
+    bundle = load_bundle(tiny_bundle)
+    size = bundle.preprocess.img_size
+    crops = _crops(masked_crops)
+    crops[1] = crops[1][:, :100]  # non-square, like SMIDS crops
+    with open_backend(bundle, "ort-cpu", threads=1) as engine:
+        out = [engine.infer(preprocess_batch([rgb], bundle.preprocess)) for rgb in crops]
+    with GradCamExplainer(bundle.checkpoint_stem()) as reference:
+        for rgb, o in zip(crops, out, strict=True):
+            for target in range(len(bundle.classes)):
+                mine = engine_explanation(rgb, o.cam[0], softmax(o.logits)[0], bundle.classes, size, "x", target)
+                theirs = reference.explain(rgb, target)
+                assert np.abs(mine.input_cam - theirs.input_cam).max() <= 1e-4
+                assert np.abs(mine.cam - theirs.cam).max() <= 1e-4 and mine.cam.shape == rgb.shape[:2]
+                assert np.allclose(mine.probs, theirs.probs, atol=1e-5)
+                assert mine.source == "engine" and theirs.source == "torch"
+
+
+def test_overlay_is_pytorch_grad_cams_show_cam_on_image() -> None:
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    cam = rng.uniform(0, 1, (40, 30)).astype(np.float32)
+    expected = show_cam_on_image(rgb.astype(np.float32) / 255.0, cam, use_rgb=True, image_weight=0.55)
+    np.testing.assert_array_equal(overlay(rgb, cam), expected)
+
+
+def test_engine_explanation_files_name_their_source(tmp_path: Path, masked_crops: Path, tiny_bundle: Path) -> None:
+    bundle = load_bundle(tiny_bundle)
+    rgb = _crops(masked_crops)[0]
+    with open_backend(bundle, "ort-cpu", threads=1) as engine:
+        o = engine.infer(preprocess_batch([rgb], bundle.preprocess))
+    exp = engine_explanation(rgb, o.cam[0], softmax(o.logits)[0], bundle.classes, bundle.preprocess.img_size, "x")
+    png = write_explanation(tmp_path, "cell", rgb, exp, {"event": 3})
+    info = json.loads(png.with_suffix(".json").read_text())
+    assert png.is_file() and info["source"] == "engine" and info["method"] == "Grad-CAM++" and info["event"] == 3
+
+
+@pytest.mark.parametrize("module", ["sperm_edge.explain.scores", "sperm_edge.explain.engine", "sperm_edge.explain"])
+def test_the_explainer_does_not_import_the_runtime_or_torch(module: str) -> None:
+    code = (
+        f"import sys; import {module}; "
+        "bad = [m for m in sys.modules if m.startswith('sperm_edge.runtime') or m in ('torch', 'pytorch_grad_cam')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
