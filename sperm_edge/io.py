@@ -1,5 +1,5 @@
-"""Files: atomic output (write beside the target under a temporary name, then rename over it), image suffixes,
-the natural sort order that every stage lists image folders in, and persisted cache folders."""
+"""Files: atomic output (write beside the target under a temporary name, then rename over it), image suffixes
+and the natural sort order that every stage lists image folders in, and persisted cache folders."""
 
 from __future__ import annotations
 

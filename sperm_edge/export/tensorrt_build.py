@@ -221,11 +221,15 @@ def build_engine(
 
 
 def _check_engine(trt, logger, plan: bytes, name: str) -> None:
-    """The plan deserializes on this GPU and has one input and one output."""
+    """The plan deserializes on this GPU and has one input and the ONNX model's outputs (logits[, cam, features])."""
     engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
     if engine is None:
         raise SpermEdgeError(f"the engine {name} just built does not deserialize")
-    if engine.num_io_tensors != 2:
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    outputs = [n for n in names if n not in inputs]
+    if len(inputs) != 1 or outputs not in (["logits"], ["logits", "cam", "features"]):
         raise SpermEdgeError(
-            f"the engine {name} has {engine.num_io_tensors} I/O tensors; expected one input, one output"
+            f"the engine {name} has inputs {inputs} and outputs {outputs}; expected one input and "
+            "logits (with cam and features for a model that explains itself)"
         )

@@ -58,11 +58,15 @@ class RunOutputs:
     def __enter__(self) -> RunOutputs:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._log.__enter__()
+        if self.explanations is not None:
+            self.explanations.__enter__()
         if self._window is not None:
             self._window.__enter__()
         return self
 
     def __exit__(self, exc_type, *exc: object) -> None:
+        if self.explanations is not None:
+            self.explanations.__exit__()  # writes the explanations still queued
         self._log.close()
         if self._video is not None:
             self._video.close(keep=exc_type is None or exc_type is KeyboardInterrupt)

@@ -167,7 +167,14 @@ class _FakeTensorRT:
                 return True
 
         class Engine:
-            num_io_tensors = 2
+            names = ("input", "logits", "cam", "features")  # the bundle's ONNX model's I/O
+            num_io_tensors = len(names)
+
+            def get_tensor_name(self, i):
+                return self.names[i]
+
+            def get_tensor_mode(self, name):
+                return "in" if name == "input" else "out"
 
         class Runtime:
             def __init__(self, logger) -> None:
@@ -184,6 +191,7 @@ class _FakeTensorRT:
             Runtime,
         )
         self.MemoryPoolType = type("MemoryPoolType", (), {"WORKSPACE": "workspace"})
+        self.TensorIOMode = type("TensorIOMode", (), {"INPUT": "in", "OUTPUT": "out"})
 
 
 @pytest.mark.parametrize("version", ["10.3.0", "11.1.0"])

@@ -165,11 +165,11 @@ class TensorRTBackend(Backend):
         self._out_dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in outputs}
         context = engine.create_execution_context()
         per_item_in = int(np.prod(in_shape[1:])) * 4
-        # each buffer is recorded as soon as it exists: a failure further on frees it
-        self._buffers[self._input] = _check(cudart.cudaMalloc(per_item_in * self._max_batch))
+        sizes = {self._input: per_item_in}
         for name in outputs:
-            per_item_out = int(np.prod(tuple(engine.get_tensor_shape(name))[1:])) * self._out_dtypes[name].itemsize
-            self._buffers[name] = _check(cudart.cudaMalloc(per_item_out * self._max_batch))
+            sizes[name] = int(np.prod(tuple(engine.get_tensor_shape(name))[1:])) * self._out_dtypes[name].itemsize
+        for name, size in sizes.items():
+            self._buffers[name] = _check(cudart.cudaMalloc(size * self._max_batch))  # kept at once: freed on failure
         for name, ptr in self._buffers.items():
             context.set_tensor_address(name, int(ptr))
         self._engine, self._context = engine, context
