@@ -11,10 +11,12 @@ Layout (schema 1)::
 
 manifest.json keys: `format` ("sperm-edge-bundle"), `schema_version`, `arch`, `classes` (in
 output order), `normal_class`, `abnormal_classes`, `preprocess` (PreprocessSpec as a dict),
-`files` ({name: {sha256, size}}), `models` ({precision: {file, ...figures}}, precision in
+`temperature` (T of temperature scaling, fitted on the validation split), `files` ({name: {sha256,
+size}}), `models` ({precision: {file, ...figures}}, precision in
 "fp32", "int8", "int8_cpu"), `engines` (list of {file, precision, tensorrt, compute_capability,
 max_batch}), `checkpoint` ({weights, meta}), `benchmarks` (list of measured latencies:
-{backend, precision, batch, p50_ms, machine}), `versions`, `created`.
+{backend, precision, batch, p50_ms, machine}), `framing` (optional: how the training crops frame a
+head, {head_width_px, crop_side_px, crop_scale, ...}; see `export.framing`), `versions`, `created`.
 
 torch-free on purpose: the classify-only runtime loads bundles with this module.
 """
@@ -79,8 +81,18 @@ class Bundle:
         return self.manifest.get("normal_class")
 
     @property
+    def framing(self) -> dict | None:
+        """How the training crops frame a head (`export.framing`), if the export measured it."""
+        return self.manifest.get("framing")
+
+    @property
     def preprocess(self) -> PreprocessSpec:
         return PreprocessSpec.from_dict(self.manifest["preprocess"])
+
+    @property
+    def temperature(self) -> float:
+        """Temperature scaling every backend's logits get before the softmax (1.0: none recorded)."""
+        return float(self.manifest.get("temperature", 1.0))
 
     def file(self, name: str) -> Path:
         if name not in self.manifest["files"]:

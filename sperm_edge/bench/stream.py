@@ -119,7 +119,7 @@ def run_stream(
     elif explain != "none":
         worker = ExplainWorker(bundle.checkpoint_stem(), out / EXPLANATIONS_DIR, queue_size=cfg.explain_queue)
     policy = policy or FlagPolicy.for_classes(bundle.abnormal_classes)
-    config = PipelineConfig(mode=mode, track=False, keep_frames=False)
+    config = PipelineConfig(mode=mode, track=False, keep_frames=False, temperature=bundle.temperature)
     with (
         open_source(str(frames), SourceOptions()) as source,
         open_backend(bundle, cfg.backend, cfg.precision, threads) as engine,

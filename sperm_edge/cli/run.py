@@ -61,7 +61,9 @@ def run(
     ),
     threads: int = typer.Option(None, min=1, help="Inference threads (ONNX Runtime intra-op; default: all cores)."),
     batch: int = typer.Option(32, min=1, help="Largest batch of crops per network call."),
-    crop_scale: float = typer.Option(4.6, help="Crop side / head width, as in the training crops."),
+    crop_scale: float = typer.Option(
+        None, help="Crop side / head width (default: as measured on the training crops at export, else 4.6)."
+    ),
     crop_size: int = typer.Option(None, help="Fixed crop side in pixels (overrides --crop-scale)."),
     min_confidence: float = typer.Option(0.6, help="Flag cells whose top probability is below this."),
     min_stability: float = typer.Option(
@@ -101,7 +103,8 @@ def run(
         track=track,
         max_batch=batch,
         max_frames=max_frames,
-        localizer=LocalizerConfig(crop_scale=crop_scale, crop_size=crop_size),
+        temperature=loaded.temperature,
+        localizer=LocalizerConfig.framed(loaded.framing, crop_scale, crop_size),
     )
     policy = FlagPolicy.for_classes(loaded.abnormal_classes, min_confidence, min_stability)
     engine = open_backend(loaded, backend, precision, threads)  # `auto` resolved here, activated below
@@ -263,9 +266,9 @@ def _engine_explanation(loaded, rgb, target: str | None, threads: int | None):
     """Grad-CAM++ from the FP32 ONNX model's `cam` output on ONNX Runtime (CPU): no torch."""
     import time
 
+    from sperm_edge.calibration import calibrated_probs
     from sperm_edge.errors import SpermEdgeError
     from sperm_edge.explain.engine import engine_explanation
-    from sperm_edge.metrics import softmax
     from sperm_edge.preprocess import preprocess_batch
     from sperm_edge.runtime.backends import open_backend
 
@@ -277,7 +280,7 @@ def _engine_explanation(loaded, rgb, target: str | None, threads: int | None):
     with open_backend(loaded, "ort-cpu", "fp32", threads) as engine:
         start = time.perf_counter()
         outputs = engine.infer(preprocess_batch([rgb], loaded.preprocess))
-    probs = softmax(outputs.logits)[0]
+    probs = calibrated_probs(outputs.logits, loaded.temperature)[0]  # as the runtime reports them
     explanation = engine_explanation(
         rgb, outputs.cam[0], probs, loaded.classes, loaded.preprocess.img_size, section.get("layer", ""), index
     )

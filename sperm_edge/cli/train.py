@@ -161,6 +161,25 @@ def evaluate(
 
 
 @app.command()
+def calibrate(
+    checkpoint: Path = typer.Argument(..., help="Run folder or its best.safetensors (its data must be here)."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Fit temperature scaling on the run's validation split and store it in the checkpoint.
+
+    Training does this by itself; this is for runs trained before it. Writes reliability.png beside it."""
+    from sperm_edge.train.calibrate import RELIABILITY_PNG, calibrate_run
+
+    result = calibrate_run(checkpoint, device)
+    console.print(
+        f"temperature {result['temperature']:.3f} (fitted on {result['n_val']} validation images); "
+        f"test ECE {result['ece']:.3f} -> {result['ece_calibrated']:.3f} on {result['n_test']} images"
+    )
+    folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    console.print(f"written: {folder}/best.json, {RELIABILITY_PNG}")
+
+
+@app.command()
 def models() -> None:
     """List the architectures and their preprocessing."""
     from sperm_edge.model.registry import _REGISTRY

@@ -36,6 +36,7 @@ class BundleWriter:
             "normal_class": normal,
             "abnormal_classes": list(meta.get("abnormal_classes") or abnormal_classes(classes, normal)),
             "preprocess": dict(meta["preprocess"]),
+            "temperature": float(meta.get("temperature", 1.0)),  # fitted on the validation split at training
             "files": {},
             "models": {},
             "engines": [],

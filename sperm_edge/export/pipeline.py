@@ -84,6 +84,17 @@ def _calibration(meta: dict, classes: list[str], options: ExportOptions) -> Imag
     return images.sample(options.calib_count, options.seed)
 
 
+def _framing(meta: dict, classes: list[str]) -> dict | None:
+    """The training crops' head framing (`export.framing`); None when the training split is not at hand."""
+    from sperm_edge.export.framing import measure_framing
+
+    try:
+        return measure_framing(split_images(meta, "train", classes))
+    except SpermEdgeError as err:
+        log.warning("no framing recorded (the runtime will use its default crop scale): %s", err)
+        return None
+
+
 def _noise_images(size: int, count: int = 16) -> ImageSet:
     """Last resort for the parity check when no real image is at hand (said so in the manifest and the log)."""
     log.warning("no real images for the parity check (no split in the checkpoint, no --eval/--calib): using noise")
@@ -130,6 +141,9 @@ def export_bundle(
     ):
         writer = BundleWriter(folder, ckpt.meta)
         writer.manifest["source"] = _stages.source_section(stem, ckpt.meta)
+        framing = _framing(ckpt.meta, ckpt.classes)
+        if framing is not None:
+            writer.manifest["framing"] = framing
         stages = _stages.Stages(writer, Path(work), ckpt.preprocess, ckpt.classes, options, reporter)
         # the INT8 cam verdict ships or refuses a model: it is decided on validation images when there are any
         cam_set = gate_set.sample(options.parity_count, options.seed) if gate_set is not None else parity_set

@@ -43,6 +43,11 @@ class Checkpoint:
     def preprocess(self) -> PreprocessSpec:
         return PreprocessSpec.from_dict(self.meta["preprocess"])
 
+    @property
+    def temperature(self) -> float:
+        """Temperature-scaling T fitted on the validation split (1.0 for checkpoints from before it)."""
+        return float(self.meta.get("temperature", 1.0))
+
     def build_model(self) -> torch.nn.Module:
         """The architecture with these weights, in eval mode."""
         from sperm_edge.model import create_model

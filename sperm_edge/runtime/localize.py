@@ -1,31 +1,44 @@
 """Find stained sperm heads in a microscope field with classical OpenCV, and cut a square crop around each.
 
-The method, for stained fixed smears (Diff-Quik, Papanicolaou, eosin-nigrosin...):
+The method, for stained fixed smears (Diff-Quik, Papanicolaou, eosin-nigrosin...), everything
+measured on the field itself (no stain colour or level is assumed):
 
 1. Flatten the illumination: estimate the empty-slide background per channel on a coarse grid
    (median, then a max filter that removes stained objects, then a blur) and turn each pixel into
-   optical density, log(background / pixel) (Beer-Lambert), which is zero on empty glass whatever
-   the lamp and the stain colour.
-2. Threshold the stain density: automatically at a fraction of the dark-stained level (Otsu
-   between lightly stained tails and clutter and darkly stained heads), never below a floor.
-3. Open morphologically to cut off tails and midpieces (thin) from heads (thick), then take
-   external contours.
-4. Keep blobs by size (head area) and shape (solidity, elongation); skip heads that touch the frame
-   edge (the next frames of a moving slide will show them whole); of two blobs on one head (split
-   by a pale acrosome or a vacuole), keep the larger.
-5. Crop a square centred on each head, of the side the model was trained on: `crop_scale` times
-   the square root of the head area (HuSHeM crops are about 4.6 head-widths wide), or a fixed
-   `crop_size`; pixels outside the frame are filled by replicating the border.
+   per-channel optical density, log(background / pixel) (Beer-Lambert), zero on empty glass
+   whatever the lamp.
+2. Stain colour from the field: the direction of the mean density of its most stained pixels (a
+   one-stain colour deconvolution, Ruifrok & Johnston 2001); each pixel's density is its
+   projection on that direction, so pale heads of any hue stand out of the glass alike.
+3. Threshold from the field's own glass: `noise_k` times the robust spread (MAD) of the density
+   of the lower half of the pixels (the glass), never below `min_threshold`. Low enough to keep a
+   pale acrosome: the box is the whole head, not its darkest core.
+4. Open morphologically (a disk of `open_radius`) to cut tails and midpieces (thin) off the heads
+   (thick); fill holes (vacuoles).
+5. Split touching heads: inside each blob, the distance transform's cores (above `split_level`
+   of the blob's peak) that are separate seed a watershed (Beucher & Lantuejoul 1979; OpenCV's
+   `watershed`) on the inverted distance map.
+6. Keep regions by size (head area), shape (solidity, elongation) and thickness (the distance
+   transform's peak: tails and thin fragments have none); skip heads that touch the frame edge (the
+   next frames of a moving slide will show them whole); of two regions on one head, keep the larger.
+7. Crop a square centred on each head, of the side the model was trained on: `crop_scale` head
+   widths (the bundle's measured framing, `export.framing`; 4.6 by default), the head width being
+   the median of the frame's heads (the square root of their area), so every cell of a field is cut
+   at one scale, as the training crops were; or a fixed `crop_size`. Pixels outside the frame are
+   filled by replicating the border.
 
 `--mode crop` does none of this: the whole frame is one centred cell, as in the data sets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+DEFAULT_CROP_SCALE = 4.6
 
 
 @dataclass
@@ -35,14 +48,28 @@ class LocalizerConfig:
     min_area: float = 60.0
     max_area: float = 4000.0
     min_solidity: float = 0.75
-    max_elongation: float = 3.5  # major / minor axis of the fitted ellipse
-    threshold: float | None = None  # optical density; None: automatic
-    min_threshold: float = 0.15
-    open_radius: int = 2  # at work resolution
+    max_elongation: float = 3.2  # major / minor axis of the fitted ellipse
+    min_thickness: float = 3.0  # peak of the distance transform (half the head's width), px
+    threshold: float | None = None  # optical density; None: from the field's glass
+    min_threshold: float = 0.05
+    noise_k: float = 6.0
+    head_level: float = 0.2  # a head is its blob's pixels above this share of the blob's peak density
+    seed_factor: float = 3.0  # a blob whose peak is under this many thresholds is not a head
+    open_radius: int = 3  # at work resolution
+    split_level: float = 0.5
+    split_solidity: float = 0.9  # blobs less convex than this are tried as touching heads
     work_scale: float = 0.5  # detection runs on the frame resized by this factor
     edge_margin: int = 2  # heads closer than this to the frame edge are skipped
-    crop_scale: float = 4.6
+    crop_scale: float = DEFAULT_CROP_SCALE
     crop_size: int | None = None
+
+    @classmethod
+    def framed(
+        cls, framing: Mapping | None, crop_scale: float | None = None, crop_size: int | None = None
+    ) -> LocalizerConfig:
+        """The crop framing a bundle recorded (`manifest["framing"]`), unless `crop_scale`/`crop_size` override it."""
+        scale = crop_scale or (framing or {}).get("crop_scale") or DEFAULT_CROP_SCALE
+        return cls(crop_scale=float(scale), crop_size=crop_size)
 
 
 @dataclass
@@ -66,38 +93,148 @@ class Detection:
 
 
 _LOG = np.log(np.arange(256, dtype=np.float32) + 1.0).astype(np.float32)
+_DISKS: dict[int, np.ndarray] = {}
 
 
-def _log_stain(rgb: np.ndarray) -> np.ndarray:
-    """log intensity of the stain channels: red and green carry purple and blue-violet heads (green twice)."""
-    red = cv2.LUT(rgb[..., 0], _LOG)
-    green = cv2.LUT(rgb[..., 1], _LOG)
-    return cv2.addWeighted(red, 1.0 / 3.0, green, 2.0 / 3.0, 0.0)
+def _disk(radius: int) -> np.ndarray:
+    if radius not in _DISKS:
+        _DISKS[radius] = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return _DISKS[radius]
 
 
-def stain_density(rgb: np.ndarray) -> np.ndarray:
-    """Optical density of the stain (float32, 0 on empty glass) of an RGB uint8 image."""
+def channel_density(rgb: np.ndarray) -> np.ndarray:
+    """Per-channel optical density (float32 (h, w, 3), 0 on empty glass) of an RGB uint8 image."""
     h, w = rgb.shape[:2]
     grid = max(1, min(h, w) // 60)
     small = cv2.resize(rgb, (max(1, w // grid), max(1, h // grid)), interpolation=cv2.INTER_AREA)
     background = cv2.dilate(cv2.medianBlur(small, 5), np.ones((5, 5), np.uint8))
-    log_bg = cv2.GaussianBlur(_log_stain(background), (0, 0), 2.0)
+    log_bg = cv2.GaussianBlur(cv2.LUT(background, _LOG), (0, 0), 2.0)
     log_bg = cv2.resize(log_bg, (w, h), interpolation=cv2.INTER_LINEAR)
-    return cv2.max(cv2.subtract(log_bg, _log_stain(rgb)), 0.0)
+    return cv2.subtract(log_bg, cv2.LUT(rgb, _LOG))
 
 
-def auto_threshold(density: np.ndarray, floor: float) -> float:
-    """Otsu between lightly and darkly stained pixels (those above `floor`), never below `floor`."""
-    stained = density[density > floor]
-    if stained.size < 50:
-        return floor
-    values = np.clip(stained / max(float(stained.max()), 1e-6) * 255.0, 0, 255).astype(np.uint8)
-    otsu, _ = cv2.threshold(values.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return max(floor, float(otsu) / 255.0 * float(stained.max()) * 0.8)
+def stain_density(rgb: np.ndarray) -> np.ndarray:
+    """Optical density of the field's stain (float32 (h, w), 0 on empty glass): per-channel density projected on
+    the stain's colour, estimated from the field's most stained pixels."""
+    od = channel_density(rgb)
+    sample = od[::2, ::2].reshape(-1, 3)
+    total = sample.sum(axis=1)
+    stained = sample[total >= max(float(np.percentile(total, 98)), 0.3)]
+    vector = stained.mean(axis=0) if len(stained) >= 20 else np.ones(3, np.float32)
+    vector = np.maximum(vector, 0.0)
+    vector = vector / max(float(np.linalg.norm(vector)), 1e-6)
+    density = cv2.transform(od, vector.reshape(1, 3).astype(np.float32))
+    return cv2.max(density, 0.0)
 
 
-def crop_side(area: float, cfg: LocalizerConfig) -> int:
-    return int(cfg.crop_size or max(16, round(cfg.crop_scale * np.sqrt(area))))
+def field_threshold(density: np.ndarray, cfg: LocalizerConfig) -> float:
+    """The glass's level plus `noise_k` robust standard deviations (MAD of the lower three quarters of the
+    pixels: the glass, whatever the stain covers), at least `min_threshold`."""
+    sample = density[::2, ::2].ravel()
+    glass = sample[sample <= np.percentile(sample, 75)]
+    if not glass.size:
+        return cfg.min_threshold
+    centre = float(np.median(glass))
+    spread = 1.4826 * float(np.median(np.abs(glass - centre)))
+    return max(cfg.min_threshold, centre + cfg.noise_k * spread)
+
+
+def crop_side(width: float, cfg: LocalizerConfig) -> int:
+    """Side of the crop for a field whose heads are `width` px wide (sqrt of area)."""
+    return int(cfg.crop_size or max(16, round(cfg.crop_scale * width)))
+
+
+def _solidity(blob: np.ndarray) -> float:
+    contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contour = max(contours, key=cv2.contourArea)
+    hull = cv2.contourArea(cv2.convexHull(contour))
+    return cv2.contourArea(contour) / hull if hull > 0 else 0.0
+
+
+def _split(blob: np.ndarray, cfg: LocalizerConfig) -> list[np.ndarray]:
+    """Touching heads in one blob (uint8 mask) apart (the blob itself when it holds one head).
+
+    Seeds: the distance transform's local maxima (within 0.8 of the peak's radius) above `split_level` of
+    the peak; a watershed on the inverted distance map grows each seed into a head.
+    """
+    dist = cv2.distanceTransform(blob, cv2.DIST_L2, 3)
+    peak = float(dist.max())
+    radius = max(2, int(0.8 * peak))
+    maxima = (dist >= cv2.dilate(dist, _disk(radius))) & (dist >= cfg.split_level * peak)
+    n, seeds = cv2.connectedComponents(maxima.astype(np.uint8))
+    if n <= 2:
+        return [blob]
+    markers = seeds.astype(np.int32)
+    markers[blob == 0] = n  # the background is one more basin
+    relief = cv2.normalize(-dist, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    cv2.watershed(cv2.merge([relief] * 3), markers)
+    return [(markers == k).astype(np.uint8) for k in range(1, n)]
+
+
+def _fill(mask: np.ndarray) -> list[np.ndarray]:
+    """Each external blob of `mask` with its holes filled (vacuoles, a pale centre)."""
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = []
+    for contour in contours:
+        blob = np.zeros_like(mask)
+        cv2.drawContours(blob, [contour], -1, 1, -1)
+        out.append(blob)
+    return out
+
+
+def _blobs(density: np.ndarray, threshold: float, cfg: LocalizerConfig) -> list[tuple[np.ndarray, int, int]]:
+    """(blob mask, x, y) at work resolution: each stained component (density above the field's `threshold`)
+    thresholded again at `head_level` of its own peak (a pale head keeps its acrosome, a dark one does not
+    swell with its halo), opened (tails off), holes filled."""
+    low = (density > threshold).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(low, connectivity=8)
+    pad = cfg.open_radius + 1
+    h, w = density.shape
+    out = []
+    for k in range(1, n):
+        x, y, bw, bh, area = stats[k]
+        if area < cfg.min_area * cfg.work_scale**2:
+            continue
+        x0, y0, x1, y1 = max(x - pad, 0), max(y - pad, 0), min(x + bw + pad, w), min(y + bh + pad, h)
+        sub = labels[y0:y1, x0:x1] == k
+        patch = density[y0:y1, x0:x1]
+        peak = float(np.percentile(patch[sub], 95))
+        if peak < cfg.seed_factor * threshold:
+            continue  # faint all over: a tail, a smear of stain, the glass's texture
+        mask = (sub & (patch > max(threshold, cfg.head_level * peak))).astype(np.uint8)
+        if cfg.open_radius > 0:
+            mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disk(cfg.open_radius))
+        out.extend((blob, x0, y0) for blob in _fill(mask))
+    return out
+
+
+def _elongation(blob: np.ndarray) -> float:
+    contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contour = max(contours, key=cv2.contourArea)
+    if len(contour) < 5:
+        return 1.0
+    axes = cv2.fitEllipse(contour)[1]
+    return max(axes) / max(min(axes), 1e-3)
+
+
+def _candidates(density: np.ndarray, threshold: float, cfg: LocalizerConfig) -> list[tuple[np.ndarray, int, int]]:
+    """(region mask, x, y) of each head candidate at work resolution: the blobs, touching heads split.
+
+    A blob that is not convex (`split_solidity`) or too elongated to be a head still carries a midpiece,
+    or is heads touching: it is opened harder, and what is still not convex is split.
+    """
+    out = []
+    for blob, x0, y0 in _blobs(density, threshold, cfg):
+        if _solidity(blob) >= cfg.split_solidity and _elongation(blob) <= cfg.max_elongation:
+            out.append((blob, x0, y0))
+            continue
+        opened = cv2.morphologyEx(blob, cv2.MORPH_OPEN, _disk(cfg.open_radius + 1))
+        for part in _fill(opened):
+            if _solidity(part) >= cfg.split_solidity:
+                out.append((part, x0, y0))
+            else:
+                out.extend((piece, x0, y0) for piece in _split(part, cfg))
+    return out
 
 
 def find_cells(rgb: np.ndarray, cfg: LocalizerConfig | None = None) -> list[Detection]:
@@ -107,38 +244,41 @@ def find_cells(rgb: np.ndarray, cfg: LocalizerConfig | None = None) -> list[Dete
     s = cfg.work_scale
     work = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s != 1 else rgb
     density = stain_density(work)
-    threshold = cfg.threshold if cfg.threshold is not None else auto_threshold(density, cfg.min_threshold)
-    mask = (density > threshold).astype(np.uint8)
-    if cfg.open_radius > 0:
-        size = 2 * cfg.open_radius + 1
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    threshold = cfg.threshold if cfg.threshold is not None else field_threshold(density, cfg)
     found = []
     margin = cfg.edge_margin * s
-    for contour in contours:
-        area = cv2.contourArea(contour) / (s * s)
+    for region, ox, oy in _candidates(density, threshold, cfg):
+        contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        if not contours:
+            continue
+        contour = max(contours, key=cv2.contourArea)
+        area = float(region.sum()) / (s * s)
         if not cfg.min_area <= area <= cfg.max_area or len(contour) < 5:
             continue
         hull = cv2.contourArea(cv2.convexHull(contour)) / (s * s)
-        if hull <= 0 or area / hull < cfg.min_solidity:
+        if hull <= 0 or cv2.contourArea(contour) / (s * s) / hull < cfg.min_solidity:
             continue
         (_cx, _cy), axes, _angle = cv2.fitEllipse(contour)
         elongation = max(axes) / max(min(axes), 1e-3)
         if elongation > cfg.max_elongation:
             continue
+        if float(cv2.distanceTransform(region, cv2.DIST_L2, 3).max()) / s < cfg.min_thickness:
+            continue
         x, y, bw, bh = cv2.boundingRect(contour)
+        x, y = x + ox, y + oy
         if x <= margin or y <= margin or x + bw >= work.shape[1] - margin or y + bh >= work.shape[0] - margin:
             continue
-        m = cv2.moments(contour)
-        cx, cy = m["m10"] / m["m00"] / s, m["m01"] / m["m00"] / s
+        m = cv2.moments(region, binaryImage=True)
+        cx, cy = (m["m10"] / m["m00"] + ox) / s, (m["m01"] / m["m00"] + oy) / s
         head = (int(x / s), int(y / s), int(np.ceil((x + bw) / s)), int(np.ceil((y + bh) / s)))
-        side = crop_side(area, cfg)
-        x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-        blob = np.zeros((bh, bw), np.uint8)
-        cv2.drawContours(blob, [contour - np.array([x, y])], -1, 1, -1)
-        mean_density = float(density[y : y + bh, x : x + bw][blob > 0].mean()) if blob.any() else 0.0
-        found.append(Detection((cx, cy), head, (x0, y0, x0 + side, y0 + side), area, elongation, mean_density))
+        mean_density = float(density[oy : oy + region.shape[0], ox : ox + region.shape[1]][region > 0].mean())
+        found.append(Detection((cx, cy), head, head, area, elongation, mean_density))
     found = _drop_fragments(found)
+    if found:
+        side = crop_side(float(np.median([np.sqrt(d.area) for d in found])), cfg)
+        for det in found:
+            x0, y0 = int(round(det.center[0] - side / 2)), int(round(det.center[1] - side / 2))
+            det.crop_box = (x0, y0, x0 + side, y0 + side)
     found.sort(key=lambda d: (round(d.center[1] / 32), d.center[0]))
     return found
 

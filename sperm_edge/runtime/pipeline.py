@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from sperm_edge.calibration import calibrated_probs
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.metrics import softmax
 from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
 from sperm_edge.runtime.backends.base import Backend
 from sperm_edge.runtime.flagging import FlagPolicy
@@ -49,7 +49,10 @@ _END = object()
 
 @dataclass
 class PipelineConfig:
-    """How frames become cells. `track` None: on for videos and cameras in field mode, off for still images."""
+    """How frames become cells. `track` None: on for videos and cameras in field mode, off for still images.
+
+    `temperature`: the bundle's temperature scaling (`Bundle.temperature`), applied to every backend's
+    logits before the softmax, so confidences (and the flags that read them) are calibrated."""
 
     mode: str = "field"
     localizer: LocalizerConfig = field(default_factory=LocalizerConfig)
@@ -59,6 +62,7 @@ class PipelineConfig:
     queue_size: int = 4
     max_frames: int | None = None
     keep_frames: bool = True
+    temperature: float = 1.0
 
 
 @dataclass
@@ -316,30 +320,39 @@ class Pipeline:
             step = self.config.max_batch
             outputs = [self.backend.infer(item.batch[i : i + step]) for i in range(0, len(item.batch), step)]
             logits = [o.logits for o in outputs]
-            probs = softmax(np.concatenate(logits)) if logits else np.zeros((0, len(self.classes)), np.float32)
+            probs = (
+                calibrated_probs(np.concatenate(logits), self.config.temperature)
+                if logits
+                else np.zeros((0, len(self.classes)), np.float32)
+            )
             cams = np.concatenate([o.cam for o in outputs]) if outputs and outputs[0].cam is not None else None
             t1 = time.perf_counter()
-            results, k = [], 0
+            results, k, tracking = [], 0, 0.0
             for frame, dets, shift in zip(item.frames, item.cells, item.shifts, strict=True):
                 n = len(dets)
                 cam = cams[k : k + n] if cams is not None else [None] * n
-                results.append(self._postprocess(frame, dets, item.crops[k : k + n], probs[k : k + n], cam, shift))
+                result, seconds = self._postprocess(frame, dets, item.crops[k : k + n], probs[k : k + n], cam, shift)
+                results.append(result)
+                tracking += seconds
                 k += n
             self.times.add("network", t1 - t0, len(item.frames))
-            self.times.add("postprocessing", time.perf_counter() - t1, len(item.frames))
+            if self.tracker is not None:
+                self.times.add("tracking", tracking, len(item.frames))
+            self.times.add("postprocessing", time.perf_counter() - t1 - tracking, len(item.frames))
             for result in results:
                 if not self._put(self._results, result):
                     return
         if self.tracker is not None:
             start = time.perf_counter()
             events = [self._event(track) for track in self.tracker.flush()]
-            self.times.add("postprocessing", time.perf_counter() - start, 0)
+            self.times.add("tracking", time.perf_counter() - start, 0)
             self._put(self._results, FrameResult(None, [], events, self.fps))
 
     def _postprocess(
         self, frame: Frame, dets: list[Detection], crops: list[np.ndarray], probs: np.ndarray,
         cams: Sequence[np.ndarray | None], shift: tuple[float, float],
-    ) -> FrameResult:  # fmt: skip
+    ) -> tuple[FrameResult, float]:  # fmt: skip
+        """The frame's cells and events, and the seconds spent in the tracker (its own stage)."""
         self.frames += 1
         self.cells_seen += len(dets)
         now = time.perf_counter()
@@ -349,9 +362,12 @@ class Pipeline:
             Observation(frame.index, d, p, c, keep, now - self._started, frame.name, cam)
             for d, p, c, cam in zip(dets, probs, crops, cams, strict=True)
         ]
+        tracking = 0.0
         if self.tracker is not None:
+            start = time.perf_counter()
             self.tracker.move(shift)
             ids, ended = self.tracker.update(observations, frame.image.shape[:2])
+            tracking = time.perf_counter() - start
             events = [self._event(track) for track in ended]
         else:
             events = [self._single_event(obs) for obs in observations]
@@ -365,7 +381,7 @@ class Pipeline:
             cells.append(
                 CellResult(obs.detection.head_box, self.classes[label], conf, track_id, flagged, cam, obs.crop)
             )
-        return FrameResult(frame, cells, events, self.recent_fps)
+        return FrameResult(frame, cells, events, self.recent_fps), tracking
 
     # -- events -----------------------------------------------------------------------------------
     def _single_event(self, obs: Observation) -> CellEvent:

@@ -1,9 +1,14 @@
 """Check a run against ground truth: did it find every cell, and count each one once?
 
-Used with the synthetic fields and panning clips of `sperm_edge.data.synthetic`, whose ground
-truth lists every head's box per frame with a stable cell id. An event or detection matches the
-ground-truth head whose box contains its centre (a few pixels of tolerance; the largest overlap
-wins when two do).
+Used with the synthetic fields and panning clips of `sperm_edge.data.synthetic` and the real-cell
+bench of `sperm_edge.data.real_fields`, whose ground truth lists every head's box per frame with a
+stable cell id. An event or detection matches the ground-truth head whose box contains its centre
+(a few pixels of tolerance; the largest overlap wins when two do).
+
+Real-cell clips also list debris (``"debris": true``, class ``Non-Sperm``): it is never required.
+An event on debris that the model calls by the debris' class (a SMIDS bundle's ``Non-Sperm``) is
+right and left out of precision; any other event on debris is a false head, as is an event on no
+object at all (a tail, a fragment, the background).
 """
 
 from __future__ import annotations
@@ -30,18 +35,23 @@ def match_box(box: Sequence[float], cells: Iterable[dict], tolerance: float = TO
 
 
 def score_detections(boxes: Sequence[Sequence[float]], cells: Sequence[dict], frame_size: tuple[int, int]) -> dict:
-    """Recall and false finds of head boxes in one field; cells cut by the frame edge are not required."""
+    """Recall and false finds of head boxes in one field; cells cut by the frame edge and debris are not required.
+
+    A box on debris is counted in `debris_finds` (the localiser cannot know it is debris; the classifier may).
+    """
     w, h = frame_size
     required = {
         c["id"] for c in cells
         if c["box"][0] > TOLERANCE and c["box"][1] > TOLERANCE and c["box"][2] < w - TOLERANCE
-        and c["box"][3] < h - TOLERANCE
+        and c["box"][3] < h - TOLERANCE and not c.get("debris")
     }  # fmt: skip
-    found, duplicates, false = set(), 0, 0
+    found, duplicates, false, debris = set(), 0, 0, 0
     for box in boxes:
         cell = match_box(box, cells)
         if cell is None:
             false += 1
+        elif cell.get("debris"):
+            debris += 1
         elif cell["id"] in found:
             duplicates += 1
         else:
@@ -52,21 +62,31 @@ def score_detections(boxes: Sequence[Sequence[float]], cells: Sequence[dict], fr
         "recall": len(found & required) / len(required) if required else 1.0,
         "duplicates": duplicates,
         "false_finds": false,
+        "debris_finds": debris,
     }
 
 
 def score_events(events: Sequence[dict], truth: dict) -> dict:
-    """Compare a run's events (one per counted cell) with a synthetic clip's ground truth.
+    """Compare a run's events (one per counted cell) with a clip's ground truth.
 
-    `recall`: share of the cells seen whole in at least one frame that were counted; `double_counts`:
-    events on a cell that an earlier event already counted; `false_counts`: events on no cell.
+    `recall`: share of the cells (not debris) seen whole in at least one frame that were counted;
+    `double_counts`: events on a cell that an earlier event already counted; `false_counts`: events
+    on no cell, or on debris called a sperm class; `debris_rejected`: events on debris called by its
+    own class (left out of `precision`, the share of the other events that lie on a cell);
+    `class_agreement`: events whose class is the truth's class.
     """
     frames = {f["index"]: f["cells"] for f in truth["frames"]}
-    countable = {c["id"] for cells in frames.values() for c in cells if not c.get("partial")}
+    countable = {c["id"] for cells in frames.values() for c in cells if not c.get("partial") and not c.get("debris")}
     counted: dict[int, int] = {}
-    doubles = false = agree = 0
+    doubles = false = agree = rejected = 0
     for event in events:
         cell = match_box(event["box"], frames.get(event["frame"], []))
+        if cell is not None and cell.get("debris"):
+            if event.get("class") == cell.get("class"):
+                rejected += 1
+            else:
+                false += 1
+            continue
         if cell is None:
             false += 1
             continue
@@ -75,13 +95,16 @@ def score_events(events: Sequence[dict], truth: dict) -> dict:
         counted[cell["id"]] = counted.get(cell["id"], 0) + 1
         agree += int(event.get("class") == cell.get("class"))
     matched = len(set(counted) & countable)
+    scored = len(events) - rejected
     return {
         "cells": len(countable),
         "counted": matched,
         "recall": matched / len(countable) if countable else 1.0,
         "events": len(events),
+        "precision": (scored - false) / scored if scored else 1.0,
         "double_counts": doubles,
         "double_count_rate": doubles / max(1, len(counted)),
         "false_counts": false,
-        "class_agreement": agree / max(1, len(events) - false),
+        "debris_rejected": rejected,
+        "class_agreement": agree / max(1, scored - false),
     }

@@ -7,7 +7,7 @@ from collections import deque
 
 import numpy as np
 
-STAGES = ("capture", "localisation", "preprocessing", "network", "postprocessing", "output")
+STAGES = ("capture", "localisation", "preprocessing", "network", "tracking", "postprocessing", "output")
 
 
 class StageTimes:

@@ -5,12 +5,19 @@ between consecutive frames is measured by phase correlation (Kuglin & Hines 1975
 `phaseCorrelate`) on a small, high-passed grey copy of each frame, so the camera's fixed
 illumination does not pin it to zero; it is then refined by the median residual of the heads
 that match. Accumulated shifts give each frame's offset on the slide, so a head's position is
-known in slide coordinates. Heads are matched greedily to the nearest predicted track within a
-gate proportional to the head size. A track ends when it leaves the view or goes unseen for
-`max_missed` frames in view. It is reported once: when it ends, or after `report_after`
-sightings (its class, confidence and stability are those of the sightings until then). A cell
-that comes back into view later (serpentine scans overlap) matches its old track and is not
-reported again.
+known in slide coordinates. Heads are assigned to predicted tracks by the Hungarian method
+(`scipy.optimize.linear_sum_assignment`, minimum total distance) on a gated cost: a pair further
+apart than a gate proportional to the head size cannot match. A track ends when it leaves the
+view or goes unseen for `max_missed` frames in view. It is reported once: when it ends, or after
+`report_after` sightings (its class, confidence and stability are those of the sightings until
+then).
+
+Ended tracks are retired: they leave the list matched every frame for a spatial grid on the
+slide, from which only those under the current view are fetched. So the cost per frame depends on
+the cells in view, not on the area scanned. A cell that comes back into view later (serpentine
+scans overlap) matches its retired track, wakes it and is not reported again. At most
+`max_retired` retired tracks are remembered (the oldest are forgotten first), so memory is bounded
+on a scan of any length.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from sperm_edge.runtime.localize import Detection
 
@@ -39,6 +47,8 @@ class TrackerConfig:
     report_after: int = 15
     motion: bool = True
     motion_scale: float = 0.125
+    grid: float = 256.0  # side of the retired tracks' grid cells on the slide, px
+    max_retired: int = 100_000
 
 
 class MotionEstimator:
@@ -136,6 +146,44 @@ class Track:
         self.best, self.best_score = None, -1.0
 
 
+class RetiredTracks:
+    """Ended tracks by position on the slide: a grid of `cell`-px squares, oldest forgotten beyond `limit`."""
+
+    def __init__(self, cell: float, limit: int) -> None:
+        self.cell, self.limit = cell, limit
+        self._tracks: dict[int, Track] = {}  # insertion order = retirement order
+        self._grid: dict[tuple[int, int], set[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._tracks)
+
+    def _key(self, world: np.ndarray) -> tuple[int, int]:
+        return int(world[0] // self.cell), int(world[1] // self.cell)
+
+    def add(self, track: Track) -> None:
+        self._tracks[track.id] = track
+        self._grid.setdefault(self._key(track.world), set()).add(track.id)
+        while len(self._tracks) > self.limit:
+            self.pop(next(iter(self._tracks)))
+
+    def pop(self, track_id: int) -> Track:
+        track = self._tracks.pop(track_id)
+        key = self._key(track.world)
+        ids = self._grid[key]
+        ids.discard(track_id)
+        if not ids:
+            del self._grid[key]
+        return track
+
+    def within(self, x0: float, y0: float, x1: float, y1: float) -> list[Track]:
+        """Retired tracks whose slide position may lie in the rectangle (whole grid cells are returned)."""
+        out = []
+        for gx in range(int(x0 // self.cell), int(x1 // self.cell) + 1):
+            for gy in range(int(y0 // self.cell), int(y1 // self.cell) + 1):
+                out.extend(self._tracks[i] for i in self._grid.get((gx, gy), ()))
+        return out
+
+
 @dataclass
 class Tracker:
     """Frame-to-frame association of detections; `update` returns each detection's track id."""
@@ -144,7 +192,8 @@ class Tracker:
     config: TrackerConfig = field(default_factory=TrackerConfig)
 
     def __post_init__(self) -> None:
-        self.tracks: list[Track] = []
+        self.tracks: list[Track] = []  # active: matched every frame
+        self.retired = RetiredTracks(self.config.grid, self.config.max_retired)
         self.offset = np.zeros(2)
         self._motion = MotionEstimator(self.config.motion_scale) if self.config.motion else None
         self._ids = itertools.count(1)
@@ -172,8 +221,9 @@ class Tracker:
         sizes = np.array([np.sqrt(o.detection.area) for o in observations]).reshape(-1)
         if self.tracks and len(observations):
             self._refine_offset(pos, sizes)
-        pairs = self._match(pos, sizes)
-        ids = []
+        candidates = self._candidates(w, h) if len(observations) else self.tracks
+        pairs = self._match(pos, sizes, candidates)
+        ids, matched = [], set()
         for i, obs in enumerate(observations):
             world = pos[i] + self.offset
             j = pairs.get(i)
@@ -189,68 +239,81 @@ class Tracker:
                 )
                 self.tracks.append(track)
             else:
-                track = self.tracks[j]
+                track = candidates[j]
+                if not track.active:  # a revisit: wake the retired track
+                    self.retired.pop(track.id)
+                    self.tracks.append(track)
             track.add(obs, world)
             ids.append(track.id)
-        matched = set(pairs.values())
-        ended = []
-        for j, track in enumerate(self.tracks):
-            if not track.active or j in matched:
-                continue
-            px, py = track.world - self.offset
-            margin = track.size
-            in_view = margin < px < w - margin and margin < py < h - margin
-            track.missed += 1 if in_view else 0
-            if not in_view or track.missed > self.config.max_missed:
-                track.active = False
-                ended.append(track)
-        confirmed = [t for t in self.tracks if t.active and not t.reported and t.n >= self.config.report_after]
+            matched.add(track.id)
+        ended, still = [], []
+        for track in self.tracks:
+            if track.id not in matched:
+                px, py = track.world - self.offset
+                margin = track.size
+                in_view = margin < px < w - margin and margin < py < h - margin
+                track.missed += 1 if in_view else 0
+                if not in_view or track.missed > self.config.max_missed:
+                    track.active = False
+                    ended.append(track)
+                    continue
+            still.append(track)
+        self.tracks = still
+        confirmed = [t for t in self.tracks if not t.reported and t.n >= self.config.report_after]
         return ids, self._report(ended + confirmed)
 
     def flush(self) -> list[Track]:
         """End every active track (end of stream)."""
-        ended = [t for t in self.tracks if t.active]
+        ended, self.tracks = self.tracks, []
         for track in ended:
             track.active = False
         return self._report(ended)
 
-    def _report(self, ended: list[Track]) -> list[Track]:
-        out = [t for t in ended if not t.reported and t.n >= self.config.min_frames]
-        for track in ended:
-            if not track.reported and track.n < self.config.min_frames:
-                track.release()
+    def _report(self, tracks: list[Track]) -> list[Track]:
+        """Mark the tracks to report now; retire the ended ones (a one-frame blip is forgotten)."""
+        out = [t for t in tracks if not t.reported and t.n >= self.config.min_frames]
         for track in out:
             track.reported = True
+        for track in tracks:
+            if track.active:
+                continue
+            if track.reported:
+                self.retired.add(track)
+            else:
+                track.release()
         return out
+
+    def _candidates(self, w: int, h: int) -> list[Track]:
+        """Active tracks, then the retired ones under the view (with a margin for the motion estimate's error)."""
+        m = self.config.grid / 2
+        x0, y0 = self.offset
+        return self.tracks + self.retired.within(x0 - m, y0 - m, x0 + w + m, y0 + h + m)
 
     def _gates(self, sizes: np.ndarray) -> np.ndarray:
         return np.maximum(self.config.min_gate, self.config.gate * sizes)
 
-    def _distances(self, pos: np.ndarray) -> np.ndarray:
-        predicted = np.array([t.world for t in self.tracks]) - self.offset
+    def _distances(self, pos: np.ndarray, tracks: list[Track]) -> np.ndarray:
+        predicted = np.array([t.world for t in tracks]).reshape(-1, 2) - self.offset
         return np.linalg.norm(pos[:, None, :] - predicted[None, :, :], axis=2)
 
     def _refine_offset(self, pos: np.ndarray, sizes: np.ndarray) -> None:
         """Correct the slide offset by the median residual of unambiguous nearest matches."""
-        dist = self._distances(pos)
+        dist = self._distances(pos, self.tracks)
         nearest = dist.argmin(axis=1)
         close = dist[np.arange(len(pos)), nearest] < 2 * self._gates(sizes)
         if close.sum() >= 2:
             predicted = np.array([self.tracks[j].world for j in nearest[close]]) - self.offset
             self.offset = self.offset + np.median(predicted - pos[close], axis=0)
 
-    def _match(self, pos: np.ndarray, sizes: np.ndarray) -> dict[int, int]:
-        """Greedy nearest-first assignment within the gate: {observation index: track index}."""
-        if not self.tracks or not len(pos):
+    def _match(self, pos: np.ndarray, sizes: np.ndarray, tracks: list[Track]) -> dict[int, int]:
+        """Minimum-total-distance assignment within the gate: {observation index: index into `tracks`}."""
+        if not tracks or not len(pos):
             return {}
-        dist = self._distances(pos)
+        dist = self._distances(pos, tracks)
         gates = self._gates(sizes)[:, None]
-        candidates = np.argwhere(dist < gates)
-        order = np.argsort(dist[candidates[:, 0], candidates[:, 1]])
-        pairs: dict[int, int] = {}
-        used: set[int] = set()
-        for i, j in candidates[order]:
-            if i not in pairs and j not in used:
-                pairs[int(i)] = int(j)
-                used.add(int(j))
-        return pairs
+        allowed = dist < gates
+        if not allowed.any():
+            return {}
+        cost = np.where(allowed, dist, 1e9)  # a forbidden pair costs more than any set of allowed ones
+        rows, cols = linear_sum_assignment(cost)
+        return {int(i): int(j) for i, j in zip(rows, cols, strict=True) if allowed[i, j]}

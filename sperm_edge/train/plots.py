@@ -1,4 +1,4 @@
-"""PNG figures of a run: loss and metric curves per epoch, confusion matrix."""
+"""PNG figures of a run: loss and metric curves per epoch, confusion matrix, reliability diagram."""
 
 from __future__ import annotations
 
@@ -45,6 +45,35 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: str | Path) -> 
     limit = matrix.max() / 2 if matrix.size else 0
     for (row, col), value in np.ndenumerate(matrix):
         axis.text(col, row, str(value), ha="center", va="center", color="white" if value > limit else "black")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def plot_reliability(
+    curves: dict[str, np.ndarray], labels: np.ndarray, path: str | Path, title: str, bins: int = 10
+) -> None:
+    """Reliability diagram: accuracy against confidence per equal-width bin, one line per set of probabilities.
+
+    `curves` maps a legend label (e.g. "before, ECE 0.13") to N x K probabilities of the same images.
+    """
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    fig, axis = plt.subplots(figsize=(4.8, 4.6))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    for (name, probs), marker in zip(curves.items(), "os^v", strict=False):
+        confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+        which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+        filled = [b for b in range(bins) if (which == b).any()]
+        axis.plot(
+            [confidence[which == b].mean() for b in filled],
+            [correct[which == b].mean() for b in filled],
+            marker=marker,
+            label=name,
+        )
+    axis.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1.02), ylim=(0, 1.02), title=title)
+    axis.legend(loc="upper left", fontsize=8)
+    axis.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)

@@ -96,25 +96,10 @@ def evaluate(
     images the model trained on. `split="all"` scores every image of `data` (another lab's set, say)
     and warns when some of them were in the run's train or val split (matched by pixel content).
     """
-    if split not in EVAL_SPLITS:
-        raise SpermEdgeError(f"--split must be one of {', '.join(EVAL_SPLITS)}, not {split!r}")
     ckpt = load_checkpoint(checkpoint)
+    dataset, root = split_images(ckpt, data, split)
     record = ckpt.meta.get("split") or {}
-    own_root = Path(record["data"]) if record.get("data") else None
-    root = Path(data) if data is not None else own_root
-    if root is None:
-        raise SpermEdgeError(f"checkpoint {checkpoint} records no split; pass --data DIR --split all")
-    dataset = load_image_folder(root, classes=ckpt.classes, min_classes=1)
-    own = own_root is not None and root.resolve() == own_root.resolve()
-    if split != "all":
-        if not own or not record.get(split):
-            raise SpermEdgeError(
-                f"--split {split} scores the run's own {split} split of {own_root}; "
-                f"to score every image of {root}, pass --split all"
-            )
-        wanted = set(record[split])
-        dataset = dataset.subset([i for i, p in enumerate(dataset.relative_paths()) if p in wanted])
-    seen = _seen_in_training(dataset, record, own, own_root, ckpt.classes)
+    seen = _seen_in_training(dataset, record, root)
     if seen:
         log.warning(
             "%d of the %d images scored were in the run's train or val split: these figures are inflated",
@@ -132,16 +117,38 @@ def evaluate(
     return report
 
 
-def _seen_in_training(dataset, record: dict, own: bool, own_root: Path | None, classes: list[str]) -> int:
+def split_images(ckpt, data: str | Path | None, split: str):
+    """The images to score: `split` of the run's own data, or (`all`) every image of `data`; and their root."""
+    if split not in EVAL_SPLITS:
+        raise SpermEdgeError(f"--split must be one of {', '.join(EVAL_SPLITS)}, not {split!r}")
+    record = ckpt.meta.get("split") or {}
+    own_root = Path(record["data"]) if record.get("data") else None
+    root = Path(data) if data is not None else own_root
+    if root is None:
+        raise SpermEdgeError("the checkpoint records no split; pass --data DIR --split all")
+    dataset = load_image_folder(root, classes=ckpt.classes, min_classes=1)
+    if split == "all":
+        return dataset, root
+    if own_root is None or root.resolve() != own_root.resolve() or not record.get(split):
+        raise SpermEdgeError(
+            f"--split {split} scores the run's own {split} split of {own_root}; "
+            f"to score every image of {root}, pass --split all"
+        )
+    wanted = set(record[split])
+    return dataset.subset([i for i, p in enumerate(dataset.relative_paths()) if p in wanted]), root
+
+
+def _seen_in_training(dataset, record: dict, root: Path) -> int:
     """How many of `dataset`'s images the run trained or selected on (its train + val split)."""
     fitted = set(record.get("train", [])) | set(record.get("val", []))
-    if not fitted:
+    own_root = Path(record["data"]) if record.get("data") else None
+    if not fitted or own_root is None:
         return 0
-    if own:
+    if root.resolve() == own_root.resolve():
         return sum(p in fitted for p in dataset.relative_paths())
-    if own_root is None or not own_root.is_dir():
+    if not own_root.is_dir():
         log.warning("cannot check for training images: the run's data %s is not here", own_root)
         return 0
-    train_data = load_image_folder(own_root, classes=classes, min_classes=1)
+    train_data = load_image_folder(own_root, min_classes=1)
     hashes = {h for p, h in zip(train_data.relative_paths(), train_data.pixel_hashes, strict=True) if p in fitted}
     return sum(h in hashes for h in dataset.pixel_hashes)

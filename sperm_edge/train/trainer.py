@@ -35,6 +35,7 @@ from sperm_edge.metrics import classification_report, softmax
 from sperm_edge.model import create_model, get_entry
 from sperm_edge.model.checkpoint import save_checkpoint
 from sperm_edge.model.inference import pick_device
+from sperm_edge.train.calibrate import CHECKPOINT_OWN_KEYS, fit_and_report
 from sperm_edge.train.config import TrainConfig
 from sperm_edge.train.dataset import TensorImages
 from sperm_edge.train.plots import plot_confusion, plot_curves
@@ -331,21 +332,21 @@ class Trainer:
 
         best = load_checkpoint(self.out / "best")
         self.model.load_state_dict(best.state_dict)
+        val = _predict(self.model, self._loader(self.val_set, train=False), self.device)
         logits, labels = _predict(self.model, self._loader(self.test_set, train=False), self.device)
         test = classification_report(labels, softmax(logits), self.dataset.classes)
+        calibration = fit_and_report(val, (logits, labels), self.out)  # T from validation only
+        test["temperature"], test["ece_calibrated"] = calibration["temperature"], calibration["ece_calibrated"]
         test["best_epoch"] = progress.best_epoch
         test["train_seconds"] = round(progress.seconds, 1)
         test["train_device"] = _device_name(self.device)
         meta = best.meta
         meta["metrics"]["test"] = test
+        meta["temperature"] = calibration["temperature"]
         save_checkpoint(
             self.out / "best",
             self.model,
-            {
-                k: v
-                for k, v in meta.items()
-                if k not in ("format", "schema_version", "weights_file", "weights_sha256", "versions")
-            },
+            {k: v for k, v in meta.items() if k not in CHECKPOINT_OWN_KEYS},
         )
         atomic_write_json(self.out / "metrics.json", test)
         atomic_write_json(self.out / "history.json", progress.history)

@@ -97,6 +97,7 @@ def test_packing_is_lossless_after_the_resize_and_keeps_the_folds(tmp_path) -> N
         ("paper_table.py", ["--pick", "hushem-cbam=x", "--table-only", "--out", "{tmp}/o"], "DATASET/ARCH=RECIPE"),
         ("paper_table.py", ["--pick", "smids/simple_cnn=nope", "--table-only", "--out", "{tmp}/o"], "no recipe"),
         ("cuda_latency.py", ["{tmp}/missing", "--data", "{tmp}", "--out", "{tmp}/c.json"], "not found"),
+        ("keep_float.py", ["--runs", "{tmp}/missing", "--out", "{tmp}/o"], "checkpoint file not found"),
     ],
 )
 def test_scripts_refuse_bad_input_in_one_line(script, args, message, tmp_path) -> None:
@@ -113,3 +114,15 @@ def test_the_readme_results_are_the_committed_table_rendered(paper_table) -> Non
     assert section.strip() == paper_table.readme_section(rows).strip()
     for row in rows:  # the interface the acceptance checks read
         assert len(row["accuracy_per_fold"]) == row["folds"] and isinstance(row["tta"], bool)
+
+
+def test_keep_float_rule_takes_the_fewest_float_layers_that_pass_on_validation() -> None:
+    keep_float = _script("keep_float")
+
+    def row(candidate: str, drop: float, agreement: float, test_drop: float = 0.0) -> dict:
+        return {"candidate": candidate, "val": {"drop_points": drop, "agreement": agreement},
+                "test": {"drop_points": test_drop}}  # fmt: skip
+
+    rows = [row("none", 5.0, 0.9), row("stem", 0.0, 0.99, test_drop=9.0), row("stem+block0", 0.0, 1.0)]
+    assert keep_float.choose(rows) == "stem"  # test figures never enter the choice
+    assert keep_float.choose([row("none", 0.0, 0.96)]) is None

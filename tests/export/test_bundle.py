@@ -61,6 +61,8 @@ def test_manifest_records_how_everything_was_measured(tiny_bundle) -> None:
         assert entry["backend"] == "ort-cpu" and entry["batch"] == 1 and entry["p50_ms"] > 0
         assert {"cpu", "threads"} <= set(entry["machine"])
     assert "onnxruntime" in manifest["versions"] and manifest["engines"] == []
+    retained = json.loads((tiny_bundle / "checkpoint.json").read_text())
+    assert manifest["temperature"] == retained["temperature"] > 0  # what every backend's logits are divided by
 
 
 def test_cpu_variant_is_labelled_or_explained(tiny_bundle) -> None:

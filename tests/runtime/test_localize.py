@@ -27,9 +27,12 @@ def test_cell_finding_recall_on_synthetic_fields(fields: list[Path]) -> None:
 def test_crops_are_square_at_the_training_scale_and_padded_at_the_edge(fields: list[Path]) -> None:
     image = decode_image(fields[0])
     cfg = LocalizerConfig(crop_scale=4.0)
-    for det in find_cells(image, cfg):
+    found = find_cells(image, cfg)
+    side = max(16, round(4.0 * np.median([np.sqrt(d.area) for d in found])))  # one scale for the whole field
+    for det in found:
         x0, y0, x1, y1 = det.crop_box
-        assert x1 - x0 == y1 - y0 == max(16, round(4.0 * np.sqrt(det.area)))
+        assert x1 - x0 == y1 - y0 == side
+        assert abs((x0 + x1) / 2 - det.center[0]) <= 1 and abs((y0 + y1) / 2 - det.center[1]) <= 1
         assert crop(image, det.crop_box).shape == (y1 - y0, x1 - x0, 3)
     fixed = find_cells(image, LocalizerConfig(crop_size=100))
     assert all(d.crop_box[2] - d.crop_box[0] == 100 for d in fixed)
@@ -48,3 +51,10 @@ def test_an_empty_slide_has_no_cells_and_crop_mode_takes_the_whole_frame() -> No
     assert find_cells(empty) == []
     det = whole_frame(empty)
     assert det.crop_box == det.head_box == (0, 0, 320, 240)
+
+
+def test_the_bundle_framing_sets_the_crop_scale_unless_overridden() -> None:
+    framing = {"head_width_px": 28.2, "crop_side_px": 131.0, "crop_scale": 4.64}
+    assert LocalizerConfig.framed(framing).crop_scale == 4.64
+    assert LocalizerConfig.framed(framing, crop_scale=5.0).crop_scale == 5.0
+    assert LocalizerConfig.framed(None).crop_scale == 4.6 and LocalizerConfig.framed({}, crop_size=90).crop_size == 90

@@ -50,6 +50,22 @@ def test_field_mode_counts_each_cell_of_the_clip_once(
         assert (tmp_path / "out" / event["crop"]).is_file() and (tmp_path / "out" / event["frame_image"]).is_file()
 
 
+def test_the_bundle_temperature_scales_every_confidence(tiny_bundle: Path, tmp_path: Path) -> None:
+    from tests.runtime._bundle import make_crops
+
+    crops = make_crops(tmp_path / "crops", n=6, seed=2)
+    events = {}
+    for t in (1.0, 3.0):
+        outputs, _ = _run(tiny_bundle, crops, tmp_path / f"out-{t}", mode="crop", temperature=t)
+        events[t] = sorted(outputs.events, key=lambda e: e["name"])
+    for plain, scaled in zip(events[1.0], events[3.0], strict=True):
+        assert plain["class"] == scaled["class"]  # calibration never changes a prediction
+        logp = np.log([plain["probs"][c] for c in sorted(plain["probs"])])
+        expected = np.exp(logp / 3.0) / np.exp(logp / 3.0).sum()  # softmax(z / T) from softmax(z)
+        got = [scaled["probs"][c] for c in sorted(scaled["probs"])]
+        assert np.allclose(got, expected, atol=2e-4)
+
+
 def test_crop_mode_classifies_each_image_as_one_cell(tiny_bundle: Path, tmp_path: Path) -> None:
     from tests.runtime._bundle import make_crops
 
@@ -58,7 +74,7 @@ def test_crop_mode_classifies_each_image_as_one_cell(tiny_bundle: Path, tmp_path
     names = sorted(e["name"] for e in outputs.events)
     assert len(names) == 8 and names[0] == "01_Normal/synth_00000.png"
     assert all(e["box"] == [0, 0, 131, 131] and e["frames_seen"] == 1 for e in outputs.events)
-    assert stats["frames"] == 8
+    assert stats["frames"] == 8 and stats["stages_ms"]["tracking"]["n"] == 0  # crop mode tracks nothing
 
 
 def test_the_explain_worker_does_not_hold_up_the_stream(

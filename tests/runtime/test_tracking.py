@@ -82,3 +82,44 @@ def test_a_cell_that_stays_in_view_is_reported_after_report_after_sightings() ->
         _ids, ended = tracker.update([_obs(frame, 80, 80)], (200, 200))
         reported_at += [frame] * len(ended)
     assert reported_at == [3] and tracker.flush() == []
+
+
+def test_assignment_matches_every_head_where_greedy_nearest_first_would_leave_one_out() -> None:
+    # tracks a (x=50) and b (x=62), gate 10 px. Head p at 53 is nearest a (3 px; b is 9 px); head q at 44 can
+    # only be a (6 px; b is 18 px). Greedy nearest-first gives p to a and leaves q a new track; the gated
+    # minimum-cost assignment gives q -> a and p -> b.
+    tracker = Tracker(3, TrackerConfig(motion=False, gate=0.5, min_gate=10.0))
+    (a, b), _ = tracker.update([_obs(0, 50, 50), _obs(0, 62, 50)], (200, 200))
+    ids, _ = tracker.update([_obs(1, 53, 50), _obs(1, 44, 50)], (200, 200))
+    assert ids == [b, a] and len(tracker.tracks) == 2
+
+
+def test_ended_tracks_are_retired_so_the_active_list_stays_the_size_of_the_view() -> None:
+    tracker = Tracker(3, TrackerConfig(motion=False, max_missed=0, grid=64.0))
+    reported = 0
+    for step in range(200):  # a long scan: the stage moves 40 px per frame past a new cell each time
+        tracker.offset = np.array([40.0 * step, 0.0])
+        obs = [_obs(step, 100.0, 60.0), _obs(step, 140.0, 60.0)]
+        _ids, ended = tracker.update(obs, (120, 240))
+        reported += len(ended)
+        assert len(tracker.tracks) <= 4  # only what is in view is matched every frame
+    assert len(tracker.retired) >= 150 and reported >= 150
+    # only retired tracks under the view are candidates, not every track ever seen
+    assert len(tracker._candidates(240, 120)) <= len(tracker.tracks) + 12
+
+
+def test_a_retired_track_wakes_on_a_revisit_and_the_memory_of_the_slide_is_bounded() -> None:
+    tracker = Tracker(3, TrackerConfig(motion=False, max_missed=0, max_retired=5))
+    for frame in range(3):
+        tracker.update([_obs(frame, 60, 60)], (200, 200))
+    tracker.offset = np.array([500.0, 0.0])
+    assert len(tracker.update([], (200, 200))[1]) == 1 and len(tracker.retired) == 1
+    tracker.offset = np.array([0.0, 0.0])
+    ids, ended = tracker.update([_obs(5, 60, 60)], (200, 200))
+    assert ended == [] and len(tracker.retired) == 0 and len(tracker.tracks) == 1  # woken, not counted again
+    for k in range(10):  # ten more cells, each seen twice then gone: only the newest five are remembered
+        tracker.offset = np.array([1000.0 * (k + 1), 0.0])
+        tracker.update([_obs(10 + k, 60, 60)], (200, 200))
+        tracker.update([_obs(10 + k, 60, 60)], (200, 200))
+    tracker.flush()
+    assert len(tracker.retired) == 5

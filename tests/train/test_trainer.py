@@ -101,9 +101,11 @@ def test_train_cli_writes_checkpoint_metrics_and_plots_and_evaluate_reads_them(t
     assert code == 0
     for name in ("best.safetensors", "best.json", "metrics.json", "curves.png", "confusion.png", "split.json"):
         assert (out / name).is_file(), name
+    assert (out / "reliability.png").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"accuracy", "macro_f1", "per_class", "confusion_matrix"} <= set(metrics)
+    assert {"accuracy", "macro_f1", "per_class", "confusion_matrix", "ece", "ece_calibrated"} <= set(metrics)
     ckpt = load_checkpoint(out)
+    assert ckpt.temperature == metrics["temperature"] > 0  # fitted on the val split, stored with the weights
     assert ckpt.classes == ["alpha", "beta", "gamma"] and ckpt.preprocess.img_size == 32
     assert set(ckpt.meta["split"]) >= {"train", "val", "test", "seed"}
     report = tmp_path / "eval.json"
@@ -188,3 +190,20 @@ def test_truncated_checkpoint_is_refused(tiny_folder, tmp_path, capsys) -> None:
     weights.write_bytes(weights.read_bytes()[:100])
     assert run_cli(["evaluate", str(out), "--data", str(tiny_folder)]) == 2
     assert "truncated or altered" in capsys.readouterr().err
+
+
+def test_calibrate_fits_an_older_run_on_its_validation_split(tiny_folder, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    train(_cfg(tiny_folder, out, phase2_epochs=1))
+    meta = json.loads((out / "best.json").read_text())
+    meta.pop("temperature")  # as written before temperature scaling existed
+    (out / "best.json").write_text(json.dumps(meta))
+    (out / "reliability.png").unlink()
+    assert load_checkpoint(out).temperature == 1.0
+    assert run_cli(["calibrate", str(out)]) == 0
+    assert "test ECE" in capsys.readouterr().out
+    ckpt = load_checkpoint(out)  # still verifies: weights and their hash unchanged
+    assert ckpt.temperature != 1.0 and ckpt.meta["metrics"]["test"]["temperature"] == ckpt.temperature
+    assert (out / "reliability.png").is_file()
+    assert run_cli(["calibrate", str(tmp_path / "nowhere")]) == 2
+    assert "checkpoint file not found" in capsys.readouterr().err
