@@ -56,7 +56,7 @@ def test_without_a_gpu_the_probe_says_so(monkeypatch) -> None:
     fake = type(sys)("tensorrt")
     fake.__version__ = "10.3.0"
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(tb, "_cuda_driver_gpu", lambda: None)
+    monkeypatch.setattr(tb, "cuda_driver_gpu", lambda: None)
     with pytest.raises(SpermEdgeError, match="needs an NVIDIA GPU"):
         tb.probe_target()
 
@@ -201,7 +201,7 @@ def test_engines_are_added_to_a_bundle_named_and_recorded(tiny_bundle, tmp_path,
 
     fake = _FakeTensorRT(version)
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(tb, "_cuda_driver_gpu", lambda: ("Orin", "8.7"))
+    monkeypatch.setattr(tb, "cuda_driver_gpu", lambda: ("Orin", "8.7"))
     out, cache = tmp_path / "with-engines", tmp_path / "caches"
     args = ["export", str(tiny_bundle), "--out", str(out), "--trt", "--fp16", "--max-batch", "8"]
     assert run_cli([*args, "--timing-cache", str(cache)]) == 0

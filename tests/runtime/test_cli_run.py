@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli
 
 
@@ -155,3 +157,43 @@ def test_explanations_come_from_the_engine_or_a_worker_that_leaves_torch_threads
     before = torch.get_num_threads()
     with GradCamExplainer(loaded.checkpoint_stem()):  # threads=None: the process setting is not touched
         assert torch.get_num_threads() == before
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_frames_read_writes_the_report_and_exits_0(
+    tiny_bundle: Path, numbered_video: Path, tmp_path: Path
+) -> None:
+    """What `systemctl stop` does to the service: SIGTERM to a real `sperm-edge run` on a looping source."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "sperm_edge", "run", str(tiny_bundle), "--source", str(numbered_video), "--loop",
+            "--mode", "crop", "--headless", "--out", str(out), "--fps", "60"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        events = out / "events.jsonl"
+        while time.monotonic() < deadline and process.poll() is None:
+            if events.is_file() and len(events.read_text().splitlines()) >= 30:  # past one loop of the clip
+                break
+            time.sleep(0.1)
+        assert process.poll() is None, process.stdout.read()
+        process.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        output, _ = process.communicate(timeout=20)
+        took = time.monotonic() - start
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert took < 10, took
+    report = json.loads((out / "report.json").read_text())
+    lines = events.read_text().splitlines()
+    # every frame read was classified and logged (crop mode: one cell per frame)
+    assert report["frames"] == report["source_stats"]["delivered"] == len(lines) == sum(report["counts"].values())
+    assert report["frames"] >= 30 and "SIGTERM" in output
