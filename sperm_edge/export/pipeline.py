@@ -2,9 +2,9 @@
 
 Order: validate everything the user gave (options, output folder, checkpoint, TensorRT, image
 folders) before any work; then, inside a temporary folder renamed into place only on success:
-FP32 ONNX (+ checker, smoke run, parity with PyTorch), INT8 Q/DQ (+ TensorRT rules, accuracy
-gate), the CPU-only U8S8 variant if it is faster, CPU latencies, TensorRT engines, the retained
-checkpoint, and the manifest last.
+FP32 ONNX (+ checker, smoke run, parity with PyTorch), the drift description (`export.drift`),
+INT8 Q/DQ (+ TensorRT rules, accuracy gate), the CPU-only U8S8 variant if it is faster, CPU
+latencies, TensorRT engines, the retained checkpoint, and the manifest last.
 
 The INT8 gate decides on the validation split (choices are made on validation data); accuracy on
 the test split is measured and reported beside it, never used to decide.
@@ -146,6 +146,7 @@ def export_bundle(
             writer.manifest["framing"] = framing
         stages = _stages.Stages(writer, Path(work), ckpt.preprocess, ckpt.classes, options, reporter)
         stages.fp32(model, parity_set, held_out)
+        stages.drift(ckpt.meta)
         if options.int8:
             stages.int8(calib, gate_set, held_out)
         stages.latencies()
