@@ -42,6 +42,7 @@ CELL_QUANTILE = 0.95
 RUN_FALSE_ALARM = 0.05
 BOOTSTRAP_RUNS = 2000
 MIN_CELLS = 5  # fewer cells than this: no run-level verdict
+MAX_BOOTSTRAP_CELLS = 1000  # longer runs use the threshold of 1000 cells (a little stricter; bounded memory)
 
 
 @dataclass
@@ -88,7 +89,7 @@ class DriftModel:
     def run_threshold(self, n: int, runs: int = BOOTSTRAP_RUNS, seed: int = 0) -> float:
         """95th percentile of the median score of bootstrap runs of `n` validation cells (fixed seed)."""
         rng = np.random.default_rng(seed)
-        picks = rng.integers(0, len(self.val_scores), size=(runs, max(1, n)))
+        picks = rng.integers(0, len(self.val_scores), size=(runs, min(max(1, n), MAX_BOOTSTRAP_CELLS)))
         medians = np.median(self.val_scores[picks], axis=1)
         return float(np.quantile(medians, 1.0 - RUN_FALSE_ALARM))
 
