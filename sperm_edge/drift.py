@@ -19,7 +19,8 @@ sit closer to the means than any new crop's, nor the test split):
   share of a run's cells above it (about 5% in distribution);
 - the run rule: warn when the run's median cell score exceeds the 95th percentile of the medians
   of bootstrap runs of the same number of cells drawn from the validation scores, so the
-  in-distribution false-alarm rate is about 5% whatever the run's size.
+  in-distribution false-alarm rate is about 5% whatever the run's size (runs of over 1000 cells
+  use the threshold of 1000, a little stricter). Fewer than 5 cells get no verdict.
 
 Stored in the bundle as `drift.npz` (plain arrays, read with `allow_pickle=False`). numpy only:
 the classify-only runtime scores cells with it.

@@ -22,7 +22,10 @@ def run_drift(model: DriftModel | None, events: Sequence[dict]) -> dict | None:
     """report.json's `drift` from the counted cells' scores; None for a bundle without a drift model."""
     if model is None:
         return None
-    return model.summarize([e.get("drift_score") for e in events])
+    summary = model.summarize([e.get("drift_score") for e in events])
+    if events and summary["n"] == 0:
+        summary["note"] = "the engine gave no pooled features (a model exported without the `features` output)"
+    return summary
 
 
 def drift_message(drift: dict | None) -> str:
