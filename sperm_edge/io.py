@@ -1,5 +1,5 @@
 """Files: atomic output (write beside the target under a temporary name, then rename over it), image suffixes
-and the natural sort order that every stage lists image folders in."""
+and the natural sort order that every stage lists image folders in, and persisted cache folders."""
 
 from __future__ import annotations
 
@@ -96,3 +96,16 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def natural_key(path: str | Path) -> list:
     """Sort `img 2.png` before `img 10.png`."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(path))]
+
+
+CACHE_ENV = "SPERM_EDGE_CACHE"
+
+
+def cache_dir(kind: str) -> Path:
+    """A persisted cache folder for `kind` (TensorRT timing caches, ONNX Runtime's TensorRT engines):
+    `$SPERM_EDGE_CACHE/kind` when set (a container's volume, a service's state folder), else
+    `~/.cache/sperm-edge/kind`. Created if missing."""
+    base = Path(os.environ[CACHE_ENV]) if os.environ.get(CACHE_ENV) else Path.home() / ".cache" / "sperm-edge"
+    path = base / kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -2,7 +2,8 @@
 
 Benchmark numbers mean little without these, so every run writes them beside its rows
 (`machine.json`). Nothing here imports torch or a GPU library: the GPU is found with `nvidia-smi`
-(desktop) or `/etc/nv_tegra_release` (Jetson), and versions are read from package metadata.
+(desktop) or `/etc/nv_tegra_release` and the device tree (Jetson, `sperm_edge.hardware`), and
+versions are read from package metadata.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import platform
 import shutil
 import subprocess
 from pathlib import Path
+
+from sperm_edge.hardware import jetson
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +120,16 @@ def gpu_facts() -> list[dict]:
                         "compute_capability": parts[3] if len(parts) > 3 else "",
                     }
                 )
-    tegra = Path("/etc/nv_tegra_release")
-    if not gpus and tegra.is_file():
-        model = Path("/proc/device-tree/model")
-        name = model.read_text(errors="replace").strip("\x00\n ") if model.is_file() else "NVIDIA Jetson"
-        gpus.append({"name": name, "driver": tegra.read_text(errors="replace").splitlines()[0], "memory": "shared"})
+    board = jetson()
+    if not gpus and board is not None:
+        gpus.append(
+            {
+                "name": board["model"],
+                "driver": f"L4T {board['l4t']} (JetPack {board['jetpack']})",
+                "memory": "shared",
+                "compute_capability": board["compute_capability"] or "",
+            }
+        )
     return gpus
 
 

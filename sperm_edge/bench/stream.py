@@ -1,9 +1,10 @@
 """End-to-end figures: the runtime's stream FPS per mode, with and without explanations, and Grad-CAM++ latency.
 
 The network is one stage of the stream; localisation, cropping, preprocessing, tracking and
-writing outputs take their share, and a Grad-CAM++ worker competes for the same cores. So the
-stream is measured as `sperm-edge run` runs it — the runtime's `Pipeline` and `RunOutputs`, with
-an `ExplainWorker` for flagged cells or without — on frames written to a scratch folder:
+writing outputs take their share, and explanations add theirs. So the stream is measured as
+`sperm-edge run` runs it — the runtime's `Pipeline` and `RunOutputs`, with explanations from the
+engine's `cam` output (`--explain flagged|every`; an `ExplainWorker` for a model without one) or
+without — on frames written to a scratch folder:
 microscope fields rendered by the synthetic generator (field mode) and single-cell crops from
 the labelled folder, or synthetic crops without one (crop mode). Files are read as fast as they
 decode (no pacing), so FPS is what the machine sustains. Grad-CAM++ latency is measured on its
@@ -23,7 +24,8 @@ import numpy as np
 
 from sperm_edge.bench.harness import StepCallback
 from sperm_edge.bundle import Bundle
-from sperm_edge.io import IMAGE_SUFFIXES, atomic_write_bytes
+from sperm_edge.io import atomic_write_bytes
+from sperm_edge.runtime.sources.uri import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -93,30 +95,33 @@ def write_crop_frames(folder: Path, bundle: Bundle, cfg: StreamConfig, data: Pat
     return folder
 
 
-def _run_stream(
-    bundle: Bundle, frames: Path, out: Path, mode: str, explain: bool, cfg: StreamConfig, threads: int
+def run_stream(
+    bundle: Bundle, frames: Path, out: Path, mode: str, explain: str, cfg: StreamConfig, threads: int
 ) -> dict:
-    """One pass of the runtime over `frames`; its FPS, cells and stage times."""
+    """One pass of the runtime over `frames` with `--explain` `explain` (none, flagged, every); FPS, cells, stages."""
     from sperm_edge.explain.worker import ExplainWorker
     from sperm_edge.runtime.backends import open_backend
+    from sperm_edge.runtime.explanations import EngineExplanations
     from sperm_edge.runtime.flagging import FlagPolicy
     from sperm_edge.runtime.outputs import EXPLANATIONS_DIR, RunOutputs, stream
     from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
     from sperm_edge.runtime.sources import SourceOptions, open_source
 
     shutil.rmtree(out, ignore_errors=True)
-    worker = (
-        ExplainWorker(bundle.checkpoint_stem(), out / EXPLANATIONS_DIR, queue_size=cfg.explain_queue)
-        if explain
-        else None
-    )
+    worker = maps = None
+    section = bundle.manifest.get("explain") or {}
+    if explain != "none" and section.get("engine"):
+        size, layer = bundle.preprocess.img_size, section.get("layer", "")
+        maps = EngineExplanations(out / EXPLANATIONS_DIR, bundle.classes, size, layer, explain)
+    elif explain != "none":
+        worker = ExplainWorker(bundle.checkpoint_stem(), out / EXPLANATIONS_DIR, queue_size=cfg.explain_queue)
     policy = FlagPolicy.for_classes(bundle.abnormal_classes)
     config = PipelineConfig(mode=mode, track=False, keep_frames=False, temperature=bundle.temperature)
     with (
         open_source(str(frames), SourceOptions()) as source,
         open_backend(bundle, cfg.backend, cfg.precision, threads) as engine,
         worker or nullcontext(),
-        RunOutputs(out, worker) as outputs,
+        RunOutputs(out, worker, explanations=maps) as outputs,
         Pipeline(source, engine, bundle.classes, bundle.preprocess, config, policy) as pipeline,
     ):
         stream(pipeline, outputs)
@@ -125,7 +130,7 @@ def _run_stream(
         finishing = time.perf_counter()
     row = {
         "mode": mode,
-        "explain": "flagged" if explain else "none",
+        "explain": explain,
         "backend": described.get("backend"),
         "precision": described.get("precision"),
         "frames": stats["frames"],
@@ -141,9 +146,12 @@ def _run_stream(
             {
                 "explained": len(worker.done),
                 "explain_dropped": worker.dropped,
+                "explain_source": "torch",
                 "explain_drain_s": round(time.perf_counter() - finishing, 2),
             }
         )
+    elif maps is not None:
+        row.update({"explained": maps.explained, "explain_dropped": 0, "explain_source": "engine"})
     return row
 
 
@@ -183,10 +191,10 @@ def measure_stream(
             write_field_frames(frames, bundle, cfg)
         else:
             write_crop_frames(frames, bundle, cfg, data)
-        for explain in (False, True):
+        for explain in ("none", "flagged"):
             if on_step:
-                on_step(f"stream {mode}{' + Grad-CAM++' if explain else ''}", len(runs), total)
-            runs.append(_run_stream(bundle, frames, work / f"{mode}-out", mode, explain, cfg, threads))
+                on_step(f"stream {mode}{' + Grad-CAM++' if explain != 'none' else ''}", len(runs), total)
+            runs.append(run_stream(bundle, frames, work / f"{mode}-out", mode, explain, cfg, threads))
     if on_step:
         on_step("Grad-CAM++ latency", len(runs), total)
     crop_dir = work / "gradcam-crops"

@@ -1,4 +1,4 @@
-"""`sperm-edge data ...`: synthetic crop sets, fields and panning videos for offline use."""
+"""`sperm-edge data ...`: synthetic crop sets, fields and panning videos, and fields composed from real crops."""
 
 from __future__ import annotations
 
@@ -92,3 +92,26 @@ def synth_video(
         path = write_video(out, frames, seed, style, (width, height), fps, force=force, progress=update)
     gt = path.with_suffix(".json").name
     console.print(f"wrote {frames} frames ({width}x{height} @ {fps:g} fps) to [bold]{path}[/] (+ {gt})")
+
+
+@data_app.command("real-field")
+def real_field(
+    data: Path = typer.Option(..., "--data", help="Folder holding the real sets hushem/ and smids/ (../shared/data)."),
+    out: Path = typer.Option(..., "--out", help="Folder to create: clip.mp4 + clip.json, field.png + field.json."),
+    cells: int = typer.Option(40, "--cells", min=1, help="Sperm cells on the slide (debris comes on top)."),
+    frames: int = typer.Option(90, "--frames", min=1, help="Frames of the panning clip."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same slide and clip."),
+    style: str = typer.Option("hushem", "--style", help="hushem or smids: the set the cells come from."),
+    width: int = typer.Option(960, "--width"),
+    height: int = typer.Option(720, "--height"),
+    fps: float = typer.Option(15.0, "--fps"),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+) -> None:
+    """Compose a slide from real labelled crops and write a clip panning over it, with per-frame ground truth."""
+    from sperm_edge.data.real_fields import write_real_field
+
+    with _progress(f"composing a {style} field from real crops") as update:
+        path = write_real_field(data, out, cells, frames, seed, style, (width, height), fps, force=force,
+                                progress=update)  # fmt: skip
+    console.print(f"wrote {frames} frames ({width}x{height}) of real {style} cells to [bold]{path}[/]"
+                  " (clip.mp4 + clip.json, field.png + field.json)")  # fmt: skip

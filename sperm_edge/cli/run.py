@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import typer
@@ -24,6 +27,24 @@ def _stage_table(stats: dict, title: str) -> Table:
         if row["n"]:
             table.add_row(stage, *(f"{row[k]:.2f}" for k in ("mean", "p50", "p95")))
     return table
+
+
+@contextmanager
+def _stop_on_sigterm(pipeline) -> Iterator[None]:
+    """SIGTERM (systemd stop, docker stop) ends capture; the frames already read are finished and reported."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame) -> None:
+        console.print("[yellow]SIGTERM:[/] finishing the frames already read, then writing the report")
+        pipeline.stop()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -70,6 +91,10 @@ def run(
         0.7, help="Flag cells whose frames agree with their class less often than this."
     ),
     max_frames: int = typer.Option(None, min=1, help="Stop after this many frames."),
+    loop: bool = typer.Option(False, "--loop", help="Replay a video, folder or glob from the start when it ends."),
+    stall_timeout: float = typer.Option(
+        5.0, min=0.1, help="Reopen a live source that delivers no frame for this many seconds."
+    ),
     explain_threads: int = typer.Option(
         1, min=1, help="PyTorch threads of the explanation worker (only for models without a cam output)."
     ),
@@ -98,7 +123,9 @@ def run(
     truth_data = json.loads(truth.read_text()) if truth else None
     prepare_output_dir(out, force)
     window = not headless and gui_available()
-    options = SourceOptions(width=width, height=height, fps=fps, latest_only=latest_only)
+    options = SourceOptions(
+        width=width, height=height, fps=fps, latest_only=latest_only, loop=loop, stall_timeout=stall_timeout
+    )
     config = PipelineConfig(
         mode=mode,
         track=track,
@@ -124,13 +151,13 @@ def run(
             f"[bold]{engine.name}[/] {engine.precision} on {source} ({mode} mode)"
             + ("" if not window else ", window: press q to stop")
         )
-        with Live(console=console, refresh_per_second=2, transient=True) as live:
+        with Live(console=console, refresh_per_second=2, transient=True) as live, _stop_on_sigterm(pipeline):
 
             def show(result) -> None:
                 if pipeline.frames % 10 == 0:
                     ms = {k: v["p50"] or 0.0 for k, v in pipeline.times.summary().items()}
                     live.update(
-                        f"frames {pipeline.frames}  cells counted {len(outs.events)}  flagged {outs.flags.count}  "
+                        f"frames {pipeline.frames}  cells counted {outs.count}  flagged {outs.flags.count}  "
                         f"[bold]{pipeline.recent_fps:.1f} FPS[/]  (ms: find {ms['localisation']:.1f}, "
                         f"prep {ms['preprocessing']:.1f}, network {ms['network']:.1f})"
                     )

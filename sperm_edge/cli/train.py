@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sperm_edge.cli._app import app
-from sperm_edge.train.config import TrainConfig
+from sperm_edge.train.config import AdaptConfig, TrainConfig
 
 console = Console()
 
@@ -88,16 +88,21 @@ def train(
     balance: str = typer.Option("loss", help="Class balance: loss (weighted), sampler, none."),
     mixup: float = typer.Option(0.0, help="MixUp Beta(alpha, alpha); 0 disables."),
     label_smoothing: float = typer.Option(0.0, min=0.0, max=0.5),
+    augment: str = typer.Option(
+        "standard", help="standard, or robust: plus stain (HED), gamma, greyscale, noise, JPEG and scale jitter."
+    ),
     patience: int = typer.Option(TrainConfig.patience, min=1, help="Early-stopping patience (epochs, val macro-F1)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
 ) -> None:
     """Fit a model in two phases (frozen backbone, then all layers) and test the best epoch."""
+    from sperm_edge.data.augment import augmentation
     from sperm_edge.errors import SpermEdgeError
     from sperm_edge.model import get_entry
     from sperm_edge.train.run import train as run_training
 
     get_entry(arch)
+    augmentation(augment)  # refuses an unknown name before any work
     if balance not in ("loss", "sampler", "none"):
         raise SpermEdgeError(f"--balance must be loss, sampler or none, not {balance!r}")
     cfg = TrainConfig(
@@ -117,6 +122,7 @@ def train(
         balance=balance,
         mixup=mixup,
         label_smoothing=label_smoothing,
+        augment=augment,
         patience=patience,
         device=device,
     )
@@ -177,6 +183,27 @@ def calibrate(
     )
     folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
     console.print(f"written: {folder}/best.json, {RELIABILITY_PNG}")
+
+
+@app.command()
+def adapt(
+    source: Path = typer.Argument(..., help="Run folder, checkpoint or bundle to adapt."),
+    data: Path = typer.Option(..., help="The new lab's labelled class folders."),
+    per_class: int = typer.Option(..., "--per-class", min=2, help="Labelled crops per class to adapt on (K)."),
+    out: Path = typer.Option(..., help="Run folder to write (what `sperm-edge export` takes)."),
+    seed: int = typer.Option(0, help="Seed of the K crops drawn per class and of the augmentations."),
+    steps: int = typer.Option(AdaptConfig.steps, min=1, help="Training steps on the cached features."),
+) -> None:
+    """Fit a model to another lab from K labelled crops per class: CBAM and head on a frozen backbone.
+
+    The rest of the new lab's crops are its test split (metrics.json); the temperature is refitted."""
+    from sperm_edge.train.adapt import adapt as run_adapt
+
+    metrics = run_adapt(source, data, out, AdaptConfig(per_class=per_class, seed=seed, steps=steps))
+    print_metrics(f"adapted, on the {metrics['n']} crops of {data} not used to adapt", metrics)
+    console.print(
+        f"written: {out}/best.safetensors, best.json, metrics.json (temperature {metrics['temperature']:.3f})"
+    )
 
 
 @app.command()

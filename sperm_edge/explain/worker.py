@@ -25,6 +25,15 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def lower_thread_priority(nice: int) -> None:
+    """Renice the calling thread (Linux: a thread is a task), so the stream's threads win the cores."""
+    if nice and hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError:
+            pass
+
+
 @dataclass
 class ExplainJob:
     """One crop to explain, written as `out_dir/name.png` and `name.json` (with `extra` merged into the JSON)."""
@@ -41,7 +50,7 @@ class ExplainWorker:
         self,
         checkpoint_stem: str | Path,
         out_dir: str | Path,
-        threads: int = 1,
+        threads: int | None = 1,  # None: leave PyTorch's process-wide setting alone (beside the torch backend)
         queue_size: int = 64,
         nice: int = 10,
         before_job: Callable[[ExplainJob], None] | None = None,
@@ -102,15 +111,8 @@ class ExplainWorker:
     def summary(self) -> dict:
         return {"explained": len(self.done), "dropped": self.dropped, "failed": self.failed, "error": self.error}
 
-    def _lower_priority(self) -> None:
-        if self.nice and hasattr(os, "setpriority"):
-            try:  # on Linux a thread is a task: this renices the worker thread only
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
-            except OSError:
-                pass
-
     def _run(self) -> None:
-        self._lower_priority()
+        lower_thread_priority(self.nice)
         explainer = None
         try:
             if self.preload:

@@ -58,7 +58,7 @@ class Stages:
         self.gates: list = []
         self.rejected: list[dict] = []
 
-    def fp32(self, model, parity_set: ImageSet, held_out: ImageSet | None) -> None:
+    def fp32(self, model, parity_set: ImageSet, held_out: ImageSet | None, cam_set: ImageSet) -> None:
         from sperm_edge.model.inference import predict_logits
 
         self.reporter.step("exporting FP32 ONNX")
@@ -73,9 +73,9 @@ class Stages:
         entry = {"export": exported.describe(), "smoke_test": smoke.describe(), "parity": parity.describe()}
         self.writer.manifest["explain"] = self._explain_section(model, exported)
         if exported.cam_unavailable is None:
-            self.reporter.step(f"checking the cam output against pytorch-grad-cam on {len(parity_set)} images")
-            self.cam_images = parity_set.images
-            self.cam_reference = reference_maps(model, parity_set.images, self.spec, parity_set.source)
+            self.reporter.step(f"checking the cam output against pytorch-grad-cam on {len(cam_set)} images")
+            self.cam_images = cam_set.images
+            self.cam_reference = reference_maps(model, cam_set.images, self.spec, cam_set.source)
             cam_parity = self._cam_parity(path, "fp32")
             entry["cam_parity"] = cam_parity.describe()
             if not cam_parity.passed:

@@ -1,5 +1,8 @@
 """Parity of an engine's `cam` output with pytorch-grad-cam on held-out crops: the explanation gate of export.
 
+The crops are the validation images when INT8 is exported (its verdict ships or refuses a model,
+and choices are made on validation data), else the logit-parity images.
+
 The reference is `GradCAMPlusPlus(model, [model.attention])` of the PyTorch model, for the class
 PyTorch predicts on each crop. An engine's map for that class goes through pytorch-grad-cam's
 own post-processing (`sperm_edge.explain.maps.input_map`), then:

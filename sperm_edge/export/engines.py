@@ -26,7 +26,7 @@ from sperm_edge.export.tensorrt_build import (
     probe_target,
     timing_cache_name,
 )
-from sperm_edge.io import atomic_dir
+from sperm_edge.io import atomic_dir, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,12 @@ def engine_precisions(models: dict, int8: bool, fp16: bool) -> list[str]:
 
 
 def timing_cache_path(target: Target, given: Path | None) -> Path:
-    """A cache file named by TensorRT version and GPU, in `given` (a folder) or ~/.cache/sperm-edge/tensorrt."""
+    """A cache file named by TensorRT version and GPU, in `given` (a folder) or the persisted cache folder
+    (`$SPERM_EDGE_CACHE/tensorrt`, else ~/.cache/sperm-edge/tensorrt)."""
     if given is not None and given.suffix == ".cache":
         path = given
     else:
-        path = (given or Path.home() / ".cache" / "sperm-edge" / "tensorrt") / timing_cache_name(
-            target.tensorrt, target.compute_capability
-        )
+        path = (given or cache_dir("tensorrt")) / timing_cache_name(target.tensorrt, target.compute_capability)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -145,7 +145,9 @@ def export_bundle(
         if framing is not None:
             writer.manifest["framing"] = framing
         stages = _stages.Stages(writer, Path(work), ckpt.preprocess, ckpt.classes, options, reporter)
-        stages.fp32(model, parity_set, held_out)
+        # the INT8 cam verdict ships or refuses a model: it is decided on validation images when there are any
+        cam_set = gate_set.sample(options.parity_count, options.seed) if gate_set is not None else parity_set
+        stages.fp32(model, parity_set, held_out, cam_set)
         stages.drift(ckpt.meta)
         if options.int8:
             stages.int8(calib, gate_set, held_out)

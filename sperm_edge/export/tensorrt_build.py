@@ -11,19 +11,21 @@ IBuilderConfig.set_memory_pool_limit, create_optimization_profile, timing caches
   installed, else ONNX Runtime's float16 converter, keeping FP32 inputs and outputs).
 
 Engines and timing caches only fit the GPU and TensorRT version that made them, so both are
-named by TensorRT version, compute capability and precision. `tensorrt` is imported lazily: this
+named by TensorRT version, compute capability and precision; a build logs its progress
+(`trt_progress`), since it takes minutes on a Jetson. `tensorrt` is imported lazily: this
 module imports (and its naming and version logic is tested) without it.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.export.trt_progress import BuildProgress, attach
+from sperm_edge.hardware import cuda_driver_gpu
 from sperm_edge.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -97,32 +99,10 @@ class Target:
         return trt_major(self.tensorrt)
 
 
-def _cuda_driver_gpu() -> tuple[str, str] | None:
-    """(name, "major.minor") of GPU 0 from the CUDA driver library, or None without one."""
-    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            cuda = ctypes.CDLL(lib)
-            break
-        except OSError:
-            continue
-    else:
-        return None
-    device, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-    name = ctypes.create_string_buffer(256)
-    if cuda.cuInit(0) != 0 or cuda.cuDeviceGet(ctypes.byref(device), 0) != 0:
-        return None
-    # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, _MINOR = 76
-    if cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device) != 0:
-        return None
-    cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)
-    cuda.cuDeviceGetName(name, len(name), device)
-    return name.value.decode(errors="replace"), f"{major.value}.{minor.value}"
-
-
 def probe_target() -> Target:
     """TensorRT version and GPU compute capability; a SpermEdgeError saying how to proceed if either is absent."""
     trt = _import_tensorrt()
-    gpu = _cuda_driver_gpu()
+    gpu = cuda_driver_gpu()
     if gpu is None:
         raise SpermEdgeError(f"--trt needs an NVIDIA GPU, and none is usable here (no CUDA driver); {BUILD_ON_TARGET}")
     target = Target(tensorrt=trt.__version__, compute_capability=gpu[1], gpu=gpu[0])
@@ -209,6 +189,9 @@ def build_engine(
     cache_path = Path(timing_cache) if timing_cache else None
     cached = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
     config.set_timing_cache(config.create_timing_cache(cached), False)
+    if cached:
+        log.info("timing cache %s: %d bytes from earlier builds on this GPU", cache_path, len(cached))
+    monitor = attach(trt, config, BuildProgress(f"TensorRT {precision} build"))  # noqa: F841 (alive for the build)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise SpermEdgeError(f"TensorRT {target.tensorrt} failed to build a {precision} engine (see its log above)")
@@ -238,11 +221,15 @@ def build_engine(
 
 
 def _check_engine(trt, logger, plan: bytes, name: str) -> None:
-    """The plan deserializes on this GPU and has one input and one output."""
+    """The plan deserializes on this GPU and has one input and the ONNX model's outputs (logits[, cam, features])."""
     engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
     if engine is None:
         raise SpermEdgeError(f"the engine {name} just built does not deserialize")
-    if engine.num_io_tensors != 2:
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    outputs = [n for n in names if n not in inputs]
+    if len(inputs) != 1 or outputs not in (["logits"], ["logits", "cam", "features"]):
         raise SpermEdgeError(
-            f"the engine {name} has {engine.num_io_tensors} I/O tensors; expected one input, one output"
+            f"the engine {name} has inputs {inputs} and outputs {outputs}; expected one input and "
+            "logits (with cam and features for a model that explains itself)"
         )

@@ -3,7 +3,10 @@
 `--explain flagged`: each flagged cell gets `OUT/explanations/ID.png` (crop | overlay) and
 `ID.json` (class, score, heat statistics, `method`, `source: "engine"`) as its event is written.
 The map is the one the engine computed for the crop the event reports (the track's best sighting,
-whose `cam` travels with it), for the event's class.
+whose `cam` travels with it), for the event's class. Turning the map into files (resize, overlay,
+PNG encoding, two synced writes: ~5-10 ms) happens on a writer thread at lowered priority, so
+the output thread only queues the crop and its small map; the queue is bounded (a full one makes
+the output thread wait: nothing is dropped) and drained when the run ends.
 
 `--explain every`: the same files for flagged cells, plus a heatmap of every cell kept in
 memory for live views: per track, the latest sighting's thumbnail (`side` px) and its class's
@@ -14,6 +17,7 @@ the overlay as a small PNG on request, so frames that nobody looks at cost only 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -26,6 +30,7 @@ from sperm_edge.errors import SpermEdgeError
 from sperm_edge.explain.engine import engine_explanation
 from sperm_edge.explain.maps import input_map
 from sperm_edge.explain.overlay import encode_png, overlay, write_explanation
+from sperm_edge.explain.worker import lower_thread_priority
 from sperm_edge.runtime.flagging import event_name
 from sperm_edge.runtime.pipeline import CellResult
 
@@ -50,7 +55,7 @@ class TrackHeatmaps:
             h, w = cell.crop.shape[:2]
             scale = self.side / max(h, w)
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            thumb = cv2.resize(cell.crop, size, interpolation=cv2.INTER_AREA)
+            thumb = cv2.resize(cell.crop, size, interpolation=cv2.INTER_LINEAR)  # 0.03 ms a cell
             with self._lock:
                 self._items[cell.track] = (thumb, cell.cam, cell.label, cell.confidence)
                 self._items.move_to_end(cell.track)
@@ -86,47 +91,68 @@ class TrackHeatmaps:
 
 
 class EngineExplanations:
-    """Writes the engine's explanations of flagged cells; with mode `every`, also keeps `heatmaps` of every cell."""
+    """Writes the engine's explanations of flagged cells; with mode `every`, also keeps `heatmaps` of every cell.
+
+    A context manager: entering starts the writer thread, leaving writes what is queued and stops it.
+    """
 
     def __init__(
-        self, out_dir: str | Path, classes: Sequence[str], img_size: int, layer: str, mode: str = "flagged"
+        self,
+        out_dir: str | Path,
+        classes: Sequence[str],
+        img_size: int,
+        layer: str,
+        mode: str = "flagged",
+        queue_size: int = 512,
+        nice: int = 10,
     ) -> None:
         if mode not in EXPLAIN_MODES[1:]:
             raise SpermEdgeError(f"--explain must be one of {', '.join(EXPLAIN_MODES)}, not {mode!r}")
-        self.out_dir, self.classes, self.img_size, self.layer, self.mode = (
-            Path(out_dir),
-            list(classes),
-            img_size,
-            layer,
-            mode,
-        )
+        self.out_dir, self.classes, self.img_size = Path(out_dir), list(classes), img_size
+        self.layer, self.mode, self.nice = layer, mode, nice
         self.heatmaps = TrackHeatmaps() if mode == "every" else None
         self.explained = 0
         self.failed = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> EngineExplanations:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="explanations", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
     def write(self, event: dict, crop: np.ndarray, cam: np.ndarray, probs: np.ndarray) -> dict:
-        """Write `ID.png` and `ID.json` for a flagged event; returns the path to record in the event.
+        """Queue `ID.png` and `ID.json` of a flagged event; returns the path to record in the event.
 
         `crop`, `cam` and `probs` are the reported sighting's (what the network said of that crop);
         the map is for the event's class, which over a track may differ from that crop's top class.
         """
+        if self._thread is None:
+            raise SpermEdgeError("engine explanations are not open: use them in a `with` block")
         name = event_name(event["id"])
-        target = self.classes.index(event["class"])
-        try:
-            explanation = engine_explanation(crop, cam, probs, self.classes, self.img_size, self.layer, target)
-            png = write_explanation(
-                self.out_dir,
-                name,
-                crop,
-                explanation,
-                {"event": event["id"], "frame": event["frame"], "box": event["box"]},
-            )
-        except (OSError, ValueError, cv2.error) as err:  # one bad crop must not end the run
-            self.failed += 1
-            log.warning("explaining event %s failed: %s", event["id"], err)
-            return {}
-        self.explained += 1
-        return {"explanation": f"{self.out_dir.name}/{png.name}"}
+        extra = {"event": event["id"], "frame": event["frame"], "box": event["box"]}
+        self._queue.put((name, crop, cam, probs, self.classes.index(event["class"]), extra))
+        return {"explanation": f"{self.out_dir.name}/{name}.png"}
+
+    def _run(self) -> None:
+        lower_thread_priority(self.nice)
+        while (job := self._queue.get()) is not None:
+            name, crop, cam, probs, target, extra = job
+            try:
+                explanation = engine_explanation(crop, cam, probs, self.classes, self.img_size, self.layer, target)
+                write_explanation(self.out_dir, name, crop, explanation, extra)
+            except (OSError, ValueError, cv2.error) as err:  # one bad crop must not end the run
+                self.failed += 1
+                log.warning("explaining %s failed: %s", name, err)
+                continue
+            self.explained += 1
 
     def summary(self) -> dict:
         info = {"source": "engine", "mode": self.mode, "explained": self.explained, "failed": self.failed}

@@ -13,8 +13,9 @@ measured on the field itself (no stain colour or level is assumed):
 3. Threshold from the field's own glass: `noise_k` times the robust spread (MAD) of the density
    of the lower half of the pixels (the glass), never below `min_threshold`. Low enough to keep a
    pale acrosome: the box is the whole head, not its darkest core.
-4. Open morphologically (a disk of `open_radius`) to cut tails and midpieces (thin) off the heads
-   (thick); fill holes (vacuoles).
+4. Open morphologically to cut tails and midpieces (thin) off the heads (thick), with a disk of
+   half the blob's own half-width (at most `open_radius`), so heads of any magnification survive;
+   fill holes (vacuoles).
 5. Split touching heads: inside each blob, the distance transform's cores (above `split_level`
    of the blob's peak) that are separate seed a watershed (Beucher & Lantuejoul 1979; OpenCV's
    `watershed`) on the inverted distance map.
@@ -49,13 +50,14 @@ class LocalizerConfig:
     max_area: float = 4000.0
     min_solidity: float = 0.75
     max_elongation: float = 3.2  # major / minor axis of the fitted ellipse
-    min_thickness: float = 3.0  # peak of the distance transform (half the head's width), px
+    min_thickness: float = 4.0  # peak of the distance transform (half the head's width), px
     threshold: float | None = None  # optical density; None: from the field's glass
     min_threshold: float = 0.05
     noise_k: float = 6.0
     head_level: float = 0.2  # a head is its blob's pixels above this share of the blob's peak density
     seed_factor: float = 3.0  # a blob whose peak is under this many thresholds is not a head
-    open_radius: int = 3  # at work resolution
+    open_radius: int = 3  # largest opening radius that cuts tails off heads, at work resolution
+    open_fraction: float = 0.5  # ... as a share of the blob's half-width
     split_level: float = 0.5
     split_solidity: float = 0.9  # blobs less convex than this are tried as touching heads
     work_scale: float = 0.5  # detection runs on the frame resized by this factor
@@ -102,35 +104,40 @@ def _disk(radius: int) -> np.ndarray:
     return _DISKS[radius]
 
 
-def channel_density(rgb: np.ndarray) -> np.ndarray:
-    """Per-channel optical density (float32 (h, w, 3), 0 on empty glass) of an RGB uint8 image."""
+def _log_background(rgb: np.ndarray) -> np.ndarray:
+    """log of the empty slide's light per channel, on a coarse grid (float32 (gh, gw, 3)): stained objects removed."""
     h, w = rgb.shape[:2]
     grid = max(1, min(h, w) // 60)
     small = cv2.resize(rgb, (max(1, w // grid), max(1, h // grid)), interpolation=cv2.INTER_AREA)
     background = cv2.dilate(cv2.medianBlur(small, 5), np.ones((5, 5), np.uint8))
-    log_bg = cv2.GaussianBlur(cv2.LUT(background, _LOG), (0, 0), 2.0)
-    log_bg = cv2.resize(log_bg, (w, h), interpolation=cv2.INTER_LINEAR)
-    return cv2.subtract(log_bg, cv2.LUT(rgb, _LOG))
+    return cv2.GaussianBlur(cv2.LUT(background, _LOG), (0, 0), 2.0)
+
+
+def stain_vector(od: np.ndarray) -> np.ndarray:
+    """Unit colour of the stain (3,): the mean per-channel density of the most stained 2% of `od` (n, 3)."""
+    total = od.sum(axis=1)
+    stained = od[total >= max(float(np.percentile(total, 98)), 0.3)]
+    vector = np.maximum(stained.mean(axis=0), 0.0) if len(stained) >= 20 else np.ones(3, np.float32)
+    return (vector / max(float(np.linalg.norm(vector)), 1e-6)).astype(np.float32)
 
 
 def stain_density(rgb: np.ndarray) -> np.ndarray:
     """Optical density of the field's stain (float32 (h, w), 0 on empty glass): per-channel density projected on
-    the stain's colour, estimated from the field's most stained pixels."""
-    od = channel_density(rgb)
-    sample = od[::2, ::2].reshape(-1, 3)
-    total = sample.sum(axis=1)
-    stained = sample[total >= max(float(np.percentile(total, 98)), 0.3)]
-    vector = stained.mean(axis=0) if len(stained) >= 20 else np.ones(3, np.float32)
-    vector = np.maximum(vector, 0.0)
-    vector = vector / max(float(np.linalg.norm(vector)), 1e-6)
-    density = cv2.transform(od, vector.reshape(1, 3).astype(np.float32))
-    return cv2.max(density, 0.0)
+    the stain's colour, estimated from the field's most stained pixels (on every 4th pixel)."""
+    h, w = rgb.shape[:2]
+    log_bg = _log_background(rgb)
+    log_pix = cv2.LUT(rgb, _LOG)
+    sample = log_pix[::4, ::4]
+    od = cv2.resize(log_bg, (sample.shape[1], sample.shape[0]), interpolation=cv2.INTER_LINEAR) - sample
+    vector = stain_vector(od.reshape(-1, 3)).reshape(1, 3)
+    background = cv2.resize(cv2.transform(log_bg, vector), (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.max(cv2.subtract(background, cv2.transform(log_pix, vector)), 0.0)
 
 
 def field_threshold(density: np.ndarray, cfg: LocalizerConfig) -> float:
     """The glass's level plus `noise_k` robust standard deviations (MAD of the lower three quarters of the
     pixels: the glass, whatever the stain covers), at least `min_threshold`."""
-    sample = density[::2, ::2].ravel()
+    sample = density[::3, ::3].ravel()
     glass = sample[sample <= np.percentile(sample, 75)]
     if not glass.size:
         return cfg.min_threshold
@@ -144,11 +151,26 @@ def crop_side(width: float, cfg: LocalizerConfig) -> int:
     return int(cfg.crop_size or max(16, round(cfg.crop_scale * width)))
 
 
-def _solidity(blob: np.ndarray) -> float:
+@dataclass
+class _Shape:
+    contour: np.ndarray
+    solidity: float
+    elongation: float
+
+
+def _shape(blob: np.ndarray) -> _Shape | None:
+    """Outline, solidity (area / convex hull area) and elongation (fitted ellipse's axes) of a blob."""
     contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
     contour = max(contours, key=cv2.contourArea)
     hull = cv2.contourArea(cv2.convexHull(contour))
-    return cv2.contourArea(contour) / hull if hull > 0 else 0.0
+    solidity = cv2.contourArea(contour) / hull if hull > 0 else 0.0
+    elongation = 1.0
+    if len(contour) >= 5:
+        axes = cv2.fitEllipse(contour)[1]
+        elongation = max(axes) / max(min(axes), 1e-3)
+    return _Shape(contour, solidity, elongation)
 
 
 def _split(blob: np.ndarray, cfg: LocalizerConfig) -> list[np.ndarray]:
@@ -182,58 +204,68 @@ def _fill(mask: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _blobs(density: np.ndarray, threshold: float, cfg: LocalizerConfig) -> list[tuple[np.ndarray, int, int]]:
-    """(blob mask, x, y) at work resolution: each stained component (density above the field's `threshold`)
-    thresholded again at `head_level` of its own peak (a pale head keeps its acrosome, a dark one does not
-    swell with its halo), opened (tails off), holes filled."""
+def _blobs(density: np.ndarray, threshold: float, cfg: LocalizerConfig) -> list[tuple[np.ndarray, int, int, int]]:
+    """(blob mask, x, y, opening radius) at work resolution: each stained component (density above the
+    field's `threshold`) thresholded again at `head_level` of its own peak (a pale head keeps its acrosome, a
+    dark one does not swell with its halo), opened (tails off), holes filled."""
     low = (density > threshold).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(low, connectivity=8)
+    contours, _ = cv2.findContours(low, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     pad = cfg.open_radius + 1
     h, w = density.shape
     out = []
-    for k in range(1, n):
-        x, y, bw, bh, area = stats[k]
-        if area < cfg.min_area * cfg.work_scale**2:
+    for contour in contours:
+        if cv2.contourArea(contour) < cfg.min_area * cfg.work_scale**2:
             continue
+        x, y, bw, bh = cv2.boundingRect(contour)
         x0, y0, x1, y1 = max(x - pad, 0), max(y - pad, 0), min(x + bw + pad, w), min(y + bh + pad, h)
-        sub = labels[y0:y1, x0:x1] == k
+        sub = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.drawContours(sub, [contour - np.array([x0, y0])], -1, 1, -1)
+        sub = sub > 0
         patch = density[y0:y1, x0:x1]
-        peak = float(np.percentile(patch[sub], 95))
+        peak = float(patch[sub].max())
         if peak < cfg.seed_factor * threshold:
             continue  # faint all over: a tail, a smear of stain, the glass's texture
         mask = (sub & (patch > max(threshold, cfg.head_level * peak))).astype(np.uint8)
-        if cfg.open_radius > 0:
-            mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disk(cfg.open_radius))
-        out.extend((blob, x0, y0) for blob in _fill(mask))
+        radius = _open_radius(mask, cfg)
+        if radius > 0:
+            mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disk(radius))
+        out.extend((blob, x0, y0, radius) for blob in _fill(mask))
     return out
 
 
-def _elongation(blob: np.ndarray) -> float:
-    contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    contour = max(contours, key=cv2.contourArea)
-    if len(contour) < 5:
-        return 1.0
-    axes = cv2.fitEllipse(contour)[1]
-    return max(axes) / max(min(axes), 1e-3)
+def _open_radius(mask: np.ndarray, cfg: LocalizerConfig) -> int:
+    """Radius of the opening that cuts the tail off this blob: `open_fraction` of its thickest part's half-width
+    (the head's), at most `open_radius`, so small heads (low magnification) survive what cuts tails off large ones."""
+    half_width = float(cv2.distanceTransform(mask, cv2.DIST_L2, 3).max())
+    return int(min(cfg.open_radius, max(1, round(cfg.open_fraction * half_width))))
 
 
-def _candidates(density: np.ndarray, threshold: float, cfg: LocalizerConfig) -> list[tuple[np.ndarray, int, int]]:
-    """(region mask, x, y) of each head candidate at work resolution: the blobs, touching heads split.
+def _candidates(
+    density: np.ndarray, threshold: float, cfg: LocalizerConfig
+) -> list[tuple[np.ndarray, int, int, _Shape]]:
+    """(region mask, x, y, shape) of each head candidate at work resolution: the blobs, touching heads split.
 
     A blob that is not convex (`split_solidity`) or too elongated to be a head still carries a midpiece,
     or is heads touching: it is opened harder, and what is still not convex is split.
     """
     out = []
-    for blob, x0, y0 in _blobs(density, threshold, cfg):
-        if _solidity(blob) >= cfg.split_solidity and _elongation(blob) <= cfg.max_elongation:
-            out.append((blob, x0, y0))
+    for blob, x0, y0, radius in _blobs(density, threshold, cfg):
+        shape = _shape(blob)
+        if shape is None:
             continue
-        opened = cv2.morphologyEx(blob, cv2.MORPH_OPEN, _disk(cfg.open_radius + 1))
+        if shape.solidity >= cfg.split_solidity and shape.elongation <= cfg.max_elongation:
+            out.append((blob, x0, y0, shape))
+            continue
+        opened = cv2.morphologyEx(blob, cv2.MORPH_OPEN, _disk(radius + 1))
         for part in _fill(opened):
-            if _solidity(part) >= cfg.split_solidity:
-                out.append((part, x0, y0))
-            else:
-                out.extend((piece, x0, y0) for piece in _split(part, cfg))
+            part_shape = _shape(part)
+            if part_shape is None:
+                continue
+            pieces = [part] if part_shape.solidity >= cfg.split_solidity else _split(part, cfg)
+            for piece in pieces:
+                piece_shape = part_shape if piece is part else _shape(piece)
+                if piece_shape is not None:
+                    out.append((piece, x0, y0, piece_shape))
     return out
 
 
@@ -247,20 +279,12 @@ def find_cells(rgb: np.ndarray, cfg: LocalizerConfig | None = None) -> list[Dete
     threshold = cfg.threshold if cfg.threshold is not None else field_threshold(density, cfg)
     found = []
     margin = cfg.edge_margin * s
-    for region, ox, oy in _candidates(density, threshold, cfg):
-        contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        if not contours:
-            continue
-        contour = max(contours, key=cv2.contourArea)
+    for region, ox, oy, shape in _candidates(density, threshold, cfg):
+        contour = shape.contour
         area = float(region.sum()) / (s * s)
         if not cfg.min_area <= area <= cfg.max_area or len(contour) < 5:
             continue
-        hull = cv2.contourArea(cv2.convexHull(contour)) / (s * s)
-        if hull <= 0 or cv2.contourArea(contour) / (s * s) / hull < cfg.min_solidity:
-            continue
-        (_cx, _cy), axes, _angle = cv2.fitEllipse(contour)
-        elongation = max(axes) / max(min(axes), 1e-3)
-        if elongation > cfg.max_elongation:
+        if shape.solidity < cfg.min_solidity or shape.elongation > cfg.max_elongation:
             continue
         if float(cv2.distanceTransform(region, cv2.DIST_L2, 3).max()) / s < cfg.min_thickness:
             continue
@@ -272,7 +296,7 @@ def find_cells(rgb: np.ndarray, cfg: LocalizerConfig | None = None) -> list[Dete
         cx, cy = (m["m10"] / m["m00"] + ox) / s, (m["m01"] / m["m00"] + oy) / s
         head = (int(x / s), int(y / s), int(np.ceil((x + bw) / s)), int(np.ceil((y + bh) / s)))
         mean_density = float(density[oy : oy + region.shape[0], ox : ox + region.shape[1]][region > 0].mean())
-        found.append(Detection((cx, cy), head, head, area, elongation, mean_density))
+        found.append(Detection((cx, cy), head, head, area, shape.elongation, mean_density))
     found = _drop_fragments(found)
     if found:
         side = crop_side(float(np.median([np.sqrt(d.area) for d in found])), cfg)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sperm_edge.explain.worker import ExplainJob, ExplainWorker
 from sperm_edge.runtime.annotate import VideoFileOutput, Window, draw
-from sperm_edge.runtime.events import EVENTS_FILE, EventLog
+from sperm_edge.runtime.events import EVENTS_FILE, EventLog, read_events
 from sperm_edge.runtime.explanations import EngineExplanations
 from sperm_edge.runtime.flagging import FlagStore, event_name
 from sperm_edge.runtime.pipeline import FrameResult
@@ -49,7 +49,6 @@ class RunOutputs:
         self.explainer = explainer
         self.explanations = explanations
         self.flags = FlagStore(self.out_dir, flag_capacity)
-        self.events: list[dict] = []
         self.submitted = 0
         self.quit_requested = False
         self._log = EventLog(self.out_dir / EVENTS_FILE)
@@ -59,11 +58,15 @@ class RunOutputs:
     def __enter__(self) -> RunOutputs:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._log.__enter__()
+        if self.explanations is not None:
+            self.explanations.__enter__()
         if self._window is not None:
             self._window.__enter__()
         return self
 
     def __exit__(self, exc_type, *exc: object) -> None:
+        if self.explanations is not None:
+            self.explanations.__exit__()  # writes the explanations still queued
         self._log.close()
         if self._video is not None:
             self._video.close(keep=exc_type is None or exc_type is KeyboardInterrupt)
@@ -86,7 +89,6 @@ class RunOutputs:
                     )
                     self.submitted += int(self.explainer.submit(job))
             self._log.write(event)
-            self.events.append(event)
         if self.explanations is not None and self.explanations.heatmaps is not None:
             self.explanations.heatmaps.update(result.cells)
         if result.frame is not None and (self._video is not None or self._window is not None):
@@ -95,6 +97,16 @@ class RunOutputs:
                 self._video.write(image)
             if self._window is not None and not self._window.show(image):
                 self.quit_requested = True
+
+    @property
+    def count(self) -> int:
+        """Events logged so far."""
+        return self._log.count
+
+    @property
+    def events(self) -> list[dict]:
+        """Every event logged so far, read back from events.jsonl: a run of hours is not held in memory."""
+        return read_events(self._log.path) if self._log.path.is_file() else []
 
     def finish(self, classes: list[str], normal_class: str | None, run: dict) -> dict:
         """Write report.json and report.md (call after the explainer has finished its queue)."""

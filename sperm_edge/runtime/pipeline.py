@@ -67,6 +67,7 @@ class PipelineConfig:
     keep_frames: bool = True
     temperature: float = 1.0
     drift: DriftModel | None = None
+    join_timeout: float = 5.0  # seconds `__exit__` waits for its threads (a read stuck in a driver is left behind)
 
 
 @dataclass
@@ -168,11 +169,15 @@ class Pipeline:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self._abandoned.set()  # nobody reads the results any more: unblock the threads
+        deadline = time.monotonic() + self.config.join_timeout
         for thread in self._threads:
-            while thread.is_alive():
+            while thread.is_alive() and time.monotonic() < deadline:
                 for q in (self._results, self._prepared, self._frames):
                     self._drain_one(q)
                 thread.join(timeout=0.05)
+        stuck = [thread.name for thread in self._threads if thread.is_alive()]
+        if stuck:  # daemon threads: they end with the process, or when their blocked call returns
+            log.warning("pipeline threads still busy after %.1f s, left behind: %s", self.config.join_timeout, stuck)
         self._threads = []
 
     def stop(self) -> None:

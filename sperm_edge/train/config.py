@@ -1,4 +1,4 @@
-"""Training configuration: one dataclass, saved into every checkpoint."""
+"""Training configuration: dataclasses saved into every checkpoint (training, and few-shot adaptation)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class TrainConfig:
     balance: str = "loss"  # loss | sampler | none
     mixup: float = 0.0  # Beta(alpha, alpha) MixUp; 0 disables
     label_smoothing: float = 0.0
+    augment: str = "standard"  # standard | robust (stain, optics and camera variation: see data.augment)
     patience: int = 8  # epochs without a better validation macro-F1 before a phase stops early
     val_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -37,3 +38,15 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """The fixed schedule of `sperm-edge adapt` (chosen beforehand, never on the new lab's test crops)."""
+
+    per_class: int
+    seed: int = 0
+    views: int = 8  # augmented copies of every shot whose backbone features are cached
+    steps: int = 150  # full-batch AdamW steps on the cached features
+    lr: float = 1e-3
+    weight_decay: float = 1e-3

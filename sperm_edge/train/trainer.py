@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from sperm_edge.bundle import cpu_name
-from sperm_edge.data.augment import AugmentConfig
+from sperm_edge.data.augment import augmentation
 from sperm_edge.data.folder import ImageFolder
 from sperm_edge.data.presets import abnormal_classes
 from sperm_edge.errors import SpermEdgeError
@@ -169,7 +169,11 @@ class Trainer:
                 raise SpermEdgeError(f"the {name} split of {dataset.root} is empty; the data set is too small")
         train_labels = [dataset.labels[i] for i in split["train"]]
         self.train_set = TensorImages(
-            [dataset.images[i] for i in split["train"]], train_labels, self.spec, AugmentConfig(), seed=cfg.seed
+            [dataset.images[i] for i in split["train"]],
+            train_labels,
+            self.spec,
+            augmentation(cfg.augment),
+            seed=cfg.seed,
         )
         self.val_set = self._eval_set("val")
         self.test_set = self._eval_set("test")

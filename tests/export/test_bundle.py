@@ -14,8 +14,8 @@ from sperm_edge.bundle import load_bundle
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.ort_cpu import cpu_session
 from sperm_edge.io import sha256_file
+from sperm_edge.model import get_entry
 from sperm_edge.model.checkpoint import load_checkpoint
-from sperm_edge.model.registry import EFFICIENTNET_KEEP_FLOAT
 from tests.export.conftest import CORRUPT_NAME
 
 
@@ -46,9 +46,8 @@ def test_manifest_records_how_everything_was_measured(tiny_bundle) -> None:
     assert parity["max_abs_logit_diff"] <= parity["tolerance"] and parity["top1_agreement"] == 1.0 and parity["n"] > 0
     int8 = manifest["models"]["int8"]
     assert int8["quantization"]["calibration_method"] == "minmax"
-    # by default an EfficientNet's stem and first blocks stay in float (they lose the most to INT8)
-    assert int8["quantization"]["keep_float"] == list(EFFICIENTNET_KEEP_FLOAT)
-    assert int8["quantization"]["excluded_nodes"] > 0
+    # by default the architecture's pattern (Lite0: nothing kept in float, chosen on validation splits)
+    assert int8["quantization"]["keep_float"] == list(get_entry(manifest["arch"]).int8_keep_float)
     assert {"accuracy", "macro_f1", "top1_agreement_fp32"} <= set(int8["accuracy"])
     assert int8["gate"]["max_drop_points"] == 1.0
     # the ship-or-refuse gate decides on validation images; test accuracy is only reported
@@ -63,6 +62,8 @@ def test_manifest_records_how_everything_was_measured(tiny_bundle) -> None:
     assert "onnxruntime" in manifest["versions"] and manifest["engines"] == []
     retained = json.loads((tiny_bundle / "checkpoint.json").read_text())
     assert manifest["temperature"] == retained["temperature"] > 0  # what every backend's logits are divided by
+    framing = manifest["framing"]  # measured on the training split's crops, for the runtime's field crops
+    assert framing["measured"] > 0 and framing["crop_side_px"] == 40.0 and framing["crop_scale"] > 1.0
 
 
 def test_cpu_variant_is_labelled_or_explained(tiny_bundle) -> None:

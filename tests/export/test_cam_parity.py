@@ -74,3 +74,15 @@ def test_int8_maps_are_judged_by_correlation() -> None:
     assert not shuffled.passed and shuffled.pearson_mean < 0.95
     with pytest.raises(SpermEdgeError, match="reference crops"):
         compare_cams(grids[:2], reference, "fp32")
+
+
+def test_a_model_without_a_pool_then_linear_head_exports_logits_only(tmp_path: Path) -> None:
+    import onnx
+
+    from sperm_edge.export.onnx_export import export_onnx
+    from tests.model.test_cam_head import MlpHead
+
+    exported = export_onnx(MlpHead().eval(), 16, tmp_path / "m.onnx")
+    assert [o.name for o in onnx.load(str(tmp_path / "m.onnx")).graph.output] == ["logits"]
+    info = exported.describe()
+    assert info["outputs"] == ["logits"] and "explain --torch" in info["cam_unavailable"]

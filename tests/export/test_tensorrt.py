@@ -56,7 +56,7 @@ def test_without_a_gpu_the_probe_says_so(monkeypatch) -> None:
     fake = type(sys)("tensorrt")
     fake.__version__ = "10.3.0"
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(tb, "_cuda_driver_gpu", lambda: None)
+    monkeypatch.setattr(tb, "cuda_driver_gpu", lambda: None)
     with pytest.raises(SpermEdgeError, match="needs an NVIDIA GPU"):
         tb.probe_target()
 
@@ -167,7 +167,14 @@ class _FakeTensorRT:
                 return True
 
         class Engine:
-            num_io_tensors = 2
+            names = ("input", "logits", "cam", "features")  # the bundle's ONNX model's I/O
+            num_io_tensors = len(names)
+
+            def get_tensor_name(self, i):
+                return self.names[i]
+
+            def get_tensor_mode(self, name):
+                return "in" if name == "input" else "out"
 
         class Runtime:
             def __init__(self, logger) -> None:
@@ -184,6 +191,7 @@ class _FakeTensorRT:
             Runtime,
         )
         self.MemoryPoolType = type("MemoryPoolType", (), {"WORKSPACE": "workspace"})
+        self.TensorIOMode = type("TensorIOMode", (), {"INPUT": "in", "OUTPUT": "out"})
 
 
 @pytest.mark.parametrize("version", ["10.3.0", "11.1.0"])
@@ -193,7 +201,7 @@ def test_engines_are_added_to_a_bundle_named_and_recorded(tiny_bundle, tmp_path,
 
     fake = _FakeTensorRT(version)
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(tb, "_cuda_driver_gpu", lambda: ("Orin", "8.7"))
+    monkeypatch.setattr(tb, "cuda_driver_gpu", lambda: ("Orin", "8.7"))
     out, cache = tmp_path / "with-engines", tmp_path / "caches"
     args = ["export", str(tiny_bundle), "--out", str(out), "--trt", "--fp16", "--max-batch", "8"]
     assert run_cli([*args, "--timing-cache", str(cache)]) == 0

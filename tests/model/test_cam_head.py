@@ -51,16 +51,21 @@ def test_pooled_features_are_what_the_linear_layer_reads() -> None:
     assert torch.allclose(linear(features), logits)
 
 
-class _MlpHead(nn.Module):
+class MlpHead(nn.Module):
+    """A classifier whose head is an MLP: no closed form."""
+
     def __init__(self) -> None:
         super().__init__()
         self.backbone = nn.Conv2d(3, 8, 3)
         self.attention = nn.Identity()
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.attention(self.backbone(x)))
+
 
 def test_a_head_that_is_not_pool_then_linear_says_so() -> None:
-    model = _MlpHead()
+    model = MlpHead()
     assert linear_head(model) is None
     assert "not global-average-pool then one linear layer" in closed_form_reason(model)
     with pytest.raises(ValueError, match="explain --torch"):

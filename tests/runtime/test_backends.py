@@ -101,11 +101,15 @@ def test_auto_ignores_other_machines_and_prefers_an_unmeasured_gpu(tiny_bundle: 
     assert choose_auto(gpu_measured, ["ort-trt", "ort-cuda", "ort-cpu"], here="Test CPU") == ("ort-trt", "fp16")
 
 
-def test_trt_provider_chain_asks_for_int8_and_an_engine_cache(tmp_path: Path) -> None:
+def test_trt_provider_chain_asks_for_int8_and_a_persisted_engine_cache(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SPERM_EDGE_CACHE", str(tmp_path / "cache"))  # the container's volume
     backend = OrtBackend(tmp_path / "model.int8.onnx", "trt", precision="int8")
     (name, options), cuda, cpu = backend.provider_chain()
     assert name == "TensorrtExecutionProvider" and options["trt_int8_enable"] and not options["trt_fp16_enable"]
-    assert options["trt_engine_cache_enable"] and Path(options["trt_engine_cache_path"]).is_dir()
+    cache = Path(options["trt_engine_cache_path"])
+    assert options["trt_engine_cache_enable"] and options["trt_timing_cache_enable"] and cache.is_dir()
+    assert cache.parent == tmp_path / "cache" / "ort-trt" and cache.name.startswith("trt")
+    assert options["trt_timing_cache_path"] == str(cache) and options["trt_engine_cache_prefix"] == "model.int8.int8"
     assert cuda[0] == "CUDAExecutionProvider" and cpu == "CPUExecutionProvider"
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli
 
 
@@ -132,3 +134,66 @@ def test_user_errors_are_one_line_and_exit_2(tiny_bundle: Path, tmp_path: Path, 
     assert "backend ort-cuda is not available here" in capsys.readouterr().err.replace("\n", " ")
     assert run_cli(["explain", str(tiny_bundle), "--event", "3", "--run", str(tmp_path)]) == 2
     assert "event log not found" in capsys.readouterr().err
+
+
+def test_explanations_come_from_the_engine_or_a_worker_that_leaves_torch_threads_alone(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from sperm_edge.bundle import load_bundle
+    from sperm_edge.cli.run import _explainers
+    from sperm_edge.explain import GradCamExplainer
+    from sperm_edge.runtime.explanations import EngineExplanations
+
+    loaded = load_bundle(tiny_bundle)
+    maps, worker = _explainers(loaded, "every", "ort-cpu", tmp_path, 1)
+    assert isinstance(maps, EngineExplanations) and maps.mode == "every" and worker is None
+    assert _explainers(loaded, "none", "ort-cpu", tmp_path, 1) == (None, None)
+    loaded.manifest["explain"] = {"engine": False, "reason": "its head is not pool-then-linear"}
+    for engine, threads in (("torch", None), ("ort-cpu", 1)):  # `torch` whether named or chosen by auto
+        maps, worker = _explainers(loaded, "flagged", engine, tmp_path, 1)
+        assert maps is None and worker.threads == threads
+    before = torch.get_num_threads()
+    with GradCamExplainer(loaded.checkpoint_stem()):  # threads=None: the process setting is not touched
+        assert torch.get_num_threads() == before
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_frames_read_writes_the_report_and_exits_0(
+    tiny_bundle: Path, numbered_video: Path, tmp_path: Path
+) -> None:
+    """What `systemctl stop` does to the service: SIGTERM to a real `sperm-edge run` on a looping source."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "sperm_edge", "run", str(tiny_bundle), "--source", str(numbered_video), "--loop",
+            "--mode", "crop", "--headless", "--out", str(out), "--fps", "60"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        events = out / "events.jsonl"
+        while time.monotonic() < deadline and process.poll() is None:
+            if events.is_file() and len(events.read_text().splitlines()) >= 30:  # past one loop of the clip
+                break
+            time.sleep(0.1)
+        assert process.poll() is None, process.stdout.read()
+        process.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        output, _ = process.communicate(timeout=20)
+        took = time.monotonic() - start
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert took < 10, took
+    report = json.loads((out / "report.json").read_text())
+    lines = events.read_text().splitlines()
+    # every frame read was classified and logged (crop mode: one cell per frame)
+    assert report["frames"] == report["source_stats"]["delivered"] == len(lines) == sum(report["counts"].values())
+    assert report["frames"] >= 30 and "SIGTERM" in output

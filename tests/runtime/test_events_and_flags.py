@@ -45,3 +45,30 @@ def test_flagged_cells_go_to_disk_and_to_a_bounded_ring_buffer(tmp_path: Path) -
     assert np.array_equal(saved, crop)  # lossless
     assert json.loads((tmp_path / "flagged" / "000004.json").read_text())["crop"] == "flagged/000004.png"
     assert not list((tmp_path / "flagged").glob("*.tmp"))
+
+
+def test_run_outputs_keep_events_on_disk_not_in_memory(tmp_path: Path) -> None:
+    """A run of hours counts hundreds of thousands of cells: memory must not grow with each one."""
+    import tracemalloc
+
+    from sperm_edge.runtime.outputs import RunOutputs
+    from sperm_edge.runtime.pipeline import CellEvent, FrameResult
+
+    def result(i: int) -> FrameResult:
+        event = {"id": i, "class": "normal", "confidence": 0.9, "flagged": False, "flag_reasons": [],
+                 "probs": {"normal": 0.9, "tapered": 0.1}, "box": [0, 0, 10, 10], "frame": i}  # fmt: skip
+        return FrameResult(None, [], [CellEvent(event)], 30.0)
+
+    with RunOutputs(tmp_path / "out") as outputs:
+        for i in range(200):
+            outputs.write(result(i))
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        for i in range(200, 3200):
+            outputs.write(result(i))
+        grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename"))
+        tracemalloc.stop()
+    assert grown < 100_000, grown  # ~1 KB per event if they were kept
+    assert outputs.count == 3200 and [e["id"] for e in outputs.events] == list(range(3200))
+    report = outputs.finish(["normal", "tapered"], "normal", {})
+    assert report["counts"] == {"normal": 3200, "tapered": 0}

@@ -132,3 +132,37 @@ def test_annotated_frames_show_boxes(tiny_bundle: Path, clip: tuple[Path, dict],
         for _ in range(3):
             video.write(image)
     assert cv2.VideoCapture(str(tmp_path / "a.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 3
+
+
+def test_a_read_stuck_in_the_driver_does_not_hang_shutdown(tiny_bundle: Path, numbered_video: Path) -> None:
+    """A file read that never returns: the pipeline and the source still close within their deadlines."""
+    import time
+
+    from sperm_edge.runtime.sources import CaptureSource, SourceOptions, parse_uri
+    from tests.runtime.test_sources_stall import Wedged
+
+    bundle = load_bundle(tiny_bundle)
+    wedged: list[Wedged] = []
+
+    def opener(uri, options):
+        wedged.append(Wedged(Path(uri.location), 3))
+        return wedged[-1]
+
+    source = CaptureSource(parse_uri(numbered_video), SourceOptions(), opener=opener)
+    config = PipelineConfig(mode="crop", join_timeout=1.0)
+    with open_backend(bundle, "ort-cpu") as backend, source:
+        pipeline = Pipeline(source, backend, bundle.classes, bundle.preprocess, config).__enter__()
+        results = iter(pipeline)
+        assert [next(results).frame.index for _ in range(3)] == [0, 1, 2]
+        time.sleep(0.2)  # the capture thread is now blocked inside read()
+        start = time.monotonic()
+        pipeline.__exit__(None, None, None)
+        source.close()
+        took = time.monotonic() - start
+    assert took < 1.0 + 1.0 + 1.5, took  # pipeline deadline + the source's wait, not forever
+    assert wedged[0].reading and not wedged[0].released
+    wedged[0].gate.set()
+    deadline = time.monotonic() + 3
+    while not wedged[0].released and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert wedged[0].released and not wedged[0].released_during_read

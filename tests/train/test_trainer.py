@@ -207,3 +207,36 @@ def test_calibrate_fits_an_older_run_on_its_validation_split(tiny_folder, tmp_pa
     assert (out / "reliability.png").is_file()
     assert run_cli(["calibrate", str(tmp_path / "nowhere")]) == 2
     assert "checkpoint file not found" in capsys.readouterr().err
+
+
+def test_adapt_fits_another_lab_from_k_crops_and_writes_an_exportable_run(tiny_folder, tmp_path, capsys) -> None:
+    from tests.conftest import write_tiny_folder
+
+    source = tmp_path / "source"
+    train(_cfg(tiny_folder, source, phase2_epochs=1))
+    # "another lab": other class names and a darker stain
+    lab = write_tiny_folder(tmp_path / "lab b", classes=("normal", "odd"), per_class=10, seed=3)
+    out = tmp_path / "adapted"
+    args = ["adapt", str(source), "--data", str(lab), "--per-class", "4"]
+    assert run_cli([*args, "--out", str(out), "--steps", "20"]) == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt.classes == ["normal", "odd"] and ckpt.temperature > 0
+    split = ckpt.meta["split"]
+    assert len(split["train"]) == 8 and len(split["test"]) == 12 and not set(split["train"]) & set(split["test"])
+    assert ckpt.meta["adapted_from"]["classes"] == ["alpha", "beta", "gamma"]
+    assert ckpt.meta["adapted_from"]["weights_sha256"] == load_checkpoint(source).meta["weights_sha256"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 12 and {"accuracy", "ece"} <= set(metrics)
+    # the frozen backbone is the source's, the head is new
+    src_state = load_checkpoint(source).state_dict
+    assert all(torch.equal(v, src_state[k]) for k, v in ckpt.state_dict.items() if k.startswith("backbone."))
+    assert run_cli(["export", str(out), "--out", str(tmp_path / "bundle")]) == 0
+    capsys.readouterr()
+    # bad input: too few crops to leave a test set, an existing output, a missing source
+    assert run_cli(["adapt", str(source), "--data", str(lab), "--per-class", "10", "--out", str(tmp_path / "x")]) == 2
+    assert "needs more" in capsys.readouterr().err
+    assert run_cli([*args, "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    missing = ["adapt", str(tmp_path / "none"), "--data", str(lab), "--per-class", "4", "--out", str(tmp_path / "y")]
+    assert run_cli(missing) == 2
+    assert "checkpoint file not found" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from sperm_edge.bundle import Bundle, cpu_name
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.runtime.backends.base import Backend, InputSpec, Outputs
 from sperm_edge.runtime.backends.ort import OrtBackend, available_providers
-from sperm_edge.runtime.backends.tensorrt import TensorRTBackend
+from sperm_edge.runtime.backends.tensorrt import TensorRTBackend, rebuild_command
 from sperm_edge.runtime.backends.torch_backend import TorchBackend
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ __all__ = [
     "Outputs",
     "TensorRTBackend",
     "TorchBackend",
+    "auto_choice",
     "available_backends",
     "choose_auto",
     "open_backend",
@@ -49,9 +50,15 @@ def availability(name: str, bundle: Bundle | None = None) -> tuple[bool, str]:
         return OrtBackend.available_for(name[4:])
     if name == "trt":
         ok, why = TensorRTBackend.available()
-        if ok and bundle is not None and not bundle.manifest.get("engines"):
-            return False, f"bundle {bundle.path} has no TensorRT engine (build one with sperm-edge export --tensorrt)"
-        return ok, why
+        if not ok or bundle is None:
+            return ok, why
+        engines = bundle.manifest.get("engines") or []
+        if not engines:
+            return False, f"bundle {bundle.path} has no TensorRT engine; build one here: {rebuild_command(bundle.path)}"
+        fits, misfits = TensorRTBackend.matching(engines)
+        if not fits:
+            return False, f"{'; '.join(misfits)}; rebuild here: {rebuild_command(bundle.path)}"
+        return True, ""
     if name == "torch":
         if importlib.util.find_spec("torch") is None:  # cheap: does not import torch
             return False, "PyTorch is not installed; pip install torch timm"
@@ -76,10 +83,17 @@ def _figures(bundle: Bundle, here: str) -> dict[tuple[str, str], float]:
 
 def choose_auto(bundle: Bundle, available: list[str] | None = None, here: str | None = None) -> tuple[str, str]:
     """The (backend, precision) `auto` runs; see the module docstring for the rule."""
+    backend, precision, _reason = auto_choice(bundle, available, here)
+    return backend, precision
+
+
+def auto_choice(bundle: Bundle, available: list[str] | None = None, here: str | None = None) -> tuple[str, str, str]:
+    """What `auto` runs and why: (backend, precision, reason)."""
     available = available_backends(bundle) if available is None else available
     if not available:
         raise SpermEdgeError("no inference engine is installed: pip install onnxruntime (or onnxruntime-gpu)")
-    measured = {k: v for k, v in _figures(bundle, here or cpu_name()).items() if k[0] in available}
+    here = here or cpu_name()
+    measured = {k: v for k, v in _figures(bundle, here).items() if k[0] in available}
     fair = {}
     for (backend, precision), ms in measured.items():
         if precision.startswith("int8"):
@@ -91,22 +105,42 @@ def choose_auto(bundle: Bundle, available: list[str] | None = None, here: str | 
         best = min(fair, key=fair.get)
         unmeasured_gpu = [b for b in available if b in GPU_BACKENDS and not any(k[0] == b for k in measured)]
         if best[0] not in GPU_BACKENDS and unmeasured_gpu:
-            return unmeasured_gpu[0], "fp32"
-        return best
-    return available[0], "fp32"
+            return (
+                unmeasured_gpu[0],
+                "fp32",
+                (
+                    f"{unmeasured_gpu[0]} runs on the GPU here and was not measured at export; a GPU engine beats "
+                    f"the CPU figures measured ({best[0]} {best[1]} {fair[best]:.2f} ms)"
+                ),
+            )
+        figures = ", ".join(f"{b} {p} {ms:.2f} ms" for (b, p), ms in sorted(fair.items(), key=lambda kv: kv[1]))
+        return best[0], best[1], f"fastest of the latencies the bundle measured on this processor ({figures})"
+    why = "no latencies measured on this processor" if not measured else "no usable latencies measured here"
+    return (
+        available[0],
+        "fp32",
+        (f"{why}: the first available of {', '.join(PREFERENCE)} (available here: {', '.join(available)})"),
+    )
 
 
 def _pick_engine(bundle: Bundle, precision: str | None) -> dict:
-    engines = bundle.manifest.get("engines", [])
+    """The engine to run at `precision` (default: fp16, fp32, int8), among those built for this machine."""
+    engines, misfits = TensorRTBackend.matching(bundle.manifest.get("engines", []))
     if not engines:
-        raise SpermEdgeError(f"bundle {bundle.path} has no TensorRT engine (build one on this machine at export)")
+        raise SpermEdgeError(
+            f"bundle {bundle.path} has no TensorRT engine for this machine ({'; '.join(misfits) or 'none at all'}); "
+            f"build one here: {rebuild_command(bundle.path)}"
+        )
     wanted = [precision] if precision else ["fp16", "fp32", "int8"]
     for p in wanted:
         for engine in engines:
             if engine.get("precision") == p:
                 return engine
     have = ", ".join(sorted({str(e.get("precision")) for e in engines}))
-    raise SpermEdgeError(f"bundle {bundle.path} has no {precision} TensorRT engine (it has: {have})")
+    raise SpermEdgeError(
+        f"bundle {bundle.path} has no {precision} TensorRT engine for this machine (it has: {have}); "
+        f"build one here: {rebuild_command(bundle.path)}"
+    )
 
 
 def open_backend(
@@ -122,9 +156,9 @@ def open_backend(
     A missing engine fails here with what to install, not with an import traceback.
     """
     if name == "auto":
-        name, auto_precision = choose_auto(bundle)
+        name, auto_precision, reason = auto_choice(bundle)
         precision = precision or auto_precision
-        log.info("backend auto: %s %s", name, precision)
+        log.info("backend auto: %s %s (%s)", name, precision, reason)
     ok, why = availability(name, bundle)
     if not ok:
         raise SpermEdgeError(f"backend {name} is not available here: {why}")

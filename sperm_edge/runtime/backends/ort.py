@@ -2,9 +2,11 @@
 
 The CUDA and TensorRT providers come with the `onnxruntime-gpu` build (same `onnxruntime` module);
 the session is refused when the requested provider is missing or ONNX Runtime silently falls back
-to another one, so `--backend ort-trt` never measures the CPU by mistake. TensorRT engines that
-the provider builds are cached beside the bundle (`ort-trt-cache/`), keyed by ONNX Runtime
-itself on the model, GPU and TensorRT version.
+to another one, so `--backend ort-trt` never measures the CPU by mistake. The engines and timing
+cache that the TensorRT provider builds (minutes on a Jetson) are kept in a persisted folder,
+`$SPERM_EDGE_CACHE/ort-trt` (else ~/.cache/sperm-edge/ort-trt; a bundle folder may be read-only),
+in a subfolder named by TensorRT version and GPU, with the model and precision in the file names:
+ONNX Runtime keys its cache on the model, but does not notice a new GPU or TensorRT.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.io import cache_dir
 from sperm_edge.runtime.backends.base import Backend, InputSpec, Outputs, missing
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,15 @@ def available_providers() -> list[str]:
     except ImportError:
         return []
     return list(onnxruntime.get_available_providers())
+
+
+def ort_trt_cache() -> Path:
+    """The TensorRT provider's cache folder for this machine: `ort-trt/trt{version}.sm{XY}` in the cache."""
+    from sperm_edge.hardware import cuda_driver_gpu, tensorrt_library_version
+
+    gpu = cuda_driver_gpu()
+    sm = gpu[1].replace(".", "") if gpu else "unknown"
+    return cache_dir("ort-trt") / f"trt{tensorrt_library_version() or 'unknown'}.sm{sm}"
 
 
 def default_threads() -> int:
@@ -66,7 +78,7 @@ class OrtBackend(Backend):
         self.onnx_path = Path(onnx_path)
         self.threads = threads or default_threads()
         self.device_id = device_id
-        self.cache_dir = Path(cache_dir) if cache_dir else self.onnx_path.parent / "ort-trt-cache"
+        self.cache_dir = Path(cache_dir) if cache_dir else None
         self.spin = spin
         self._session = None
         self._input_name = ""
@@ -92,15 +104,17 @@ class OrtBackend(Backend):
             return ["CPUExecutionProvider"]
         if self.provider == "cuda":
             return [cuda, "CPUExecutionProvider"]
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        cache = Path(self.cache_dir) if self.cache_dir else ort_trt_cache()
+        cache.mkdir(parents=True, exist_ok=True)
         trt = {
             "device_id": self.device_id,
             "trt_fp16_enable": self.precision == "fp16",
             "trt_int8_enable": self.precision.startswith("int8"),  # Q/DQ networks still need the flag on TRT 10
             "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": str(self.cache_dir),
+            "trt_engine_cache_path": str(cache),
             "trt_timing_cache_enable": True,
-            "trt_timing_cache_path": str(self.cache_dir),
+            "trt_timing_cache_path": str(cache),
+            "trt_engine_cache_prefix": f"{self.onnx_path.stem}.{self.precision}",
         }
         return [("TensorrtExecutionProvider", trt), cuda, "CPUExecutionProvider"]
 

@@ -4,9 +4,9 @@ Written against the TensorRT 10 Python API: `Runtime.deserialize_cuda_engine`, a
 context, `set_input_shape` for the dynamic batch, `set_tensor_address` and `execute_async_v3` on a
 CUDA stream; device memory through cuda-python's runtime bindings (`cudaMalloc`,
 `cudaMemcpyAsync`). An engine only runs on the GPU model and TensorRT version it was built with,
-so both are checked against the bundle's manifest before deserializing, and a mismatch is refused
-with what to rebuild. Every output of the engine (`logits`, and `cam`, `features` where the ONNX
-model had them) is copied back and returned by name.
+so both are checked against the bundle's manifest before deserializing (`engine_mismatch`), and a
+mismatch is refused with the command that rebuilds it here. Every output of the engine (`logits`,
+and `cam`, `features` where the ONNX model had them) is copied back and returned by name.
 """
 
 from __future__ import annotations
@@ -53,6 +53,26 @@ def _check(result: tuple) -> object:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def rebuild_command(bundle: str | Path = "BUNDLE") -> str:
+    """The command that builds a bundle's engines on this machine (the flag is --trt)."""
+    bundle = Path(bundle)
+    return f"sperm-edge export {bundle} --out {bundle.parent / (bundle.name + '-trt')} --trt [--fp16]"
+
+
+def engine_mismatch(info: dict, tensorrt_version: str, gpu_capability: str | None) -> str | None:
+    """Why the manifest's engine `info` cannot run with this TensorRT and GPU; None when it can.
+
+    An engine runs only on the TensorRT release (major.minor) and the GPU compute capability it was built for."""
+    name = info.get("file", "engine")
+    built = str(info.get("tensorrt", ""))
+    if built and built.split(".")[:2] != tensorrt_version.split(".")[:2]:
+        return f"engine {name} was built with TensorRT {built}, this machine has {tensorrt_version}"
+    wanted = str(info.get("compute_capability", ""))
+    if wanted and gpu_capability and wanted != gpu_capability:
+        return f"engine {name} was built for GPU compute capability {wanted}, this GPU is {gpu_capability}"
+    return None
+
+
 def compute_capability(device: int = 0) -> str:
     """The GPU's compute capability as 'major.minor'."""
     cudart = _import_cudart()
@@ -87,33 +107,48 @@ class TensorRTBackend(Backend):
             return False, str(err)
         return True, ""
 
+    @staticmethod
+    def matching(engines: list[dict], device: int = 0) -> tuple[list[dict], list[str]]:
+        """The engines this machine's TensorRT and GPU can run, and why each other one cannot."""
+        version = _import_tensorrt().__version__
+        here = compute_capability(device)
+        ok, why = [], []
+        for engine in engines:
+            reason = engine_mismatch(engine, version, here)
+            if reason:
+                why.append(reason)
+            else:
+                ok.append(engine)
+        return ok, why
+
     def check_compatible(self) -> None:
-        """Refuse an engine built for another TensorRT version or GPU."""
-        trt = _import_tensorrt()
-        built = str(self.info.get("tensorrt", ""))
-        if built and built.split(".")[:2] != trt.__version__.split(".")[:2]:
-            raise SpermEdgeError(
-                f"engine {self.engine_path.name} was built with TensorRT {built}, this machine has "
-                f"{trt.__version__}: rebuild it here (sperm-edge export --tensorrt)"
-            )
-        wanted = str(self.info.get("compute_capability", ""))
-        here = compute_capability(self.device)
-        if wanted and wanted != here:
-            raise SpermEdgeError(
-                f"engine {self.engine_path.name} was built for GPU compute capability {wanted}, this GPU is {here}: "
-                "rebuild it here"
-            )
+        """Refuse an engine built for another TensorRT version or GPU, saying how to rebuild it here."""
+        reason = engine_mismatch(self.info, _import_tensorrt().__version__, compute_capability(self.device))
+        if reason:
+            raise SpermEdgeError(f"{reason}: rebuild it here ({rebuild_command(self.engine_path.parent)})")
 
     def _activate_impl(self) -> InputSpec:
         trt = _import_tensorrt()
         cudart = _import_cudart()
         self.check_compatible()
         _check(cudart.cudaSetDevice(self.device))
+        # the stream first, then the buffers: whatever step fails below, everything made so far is freed
+        self._stream = _check(cudart.cudaStreamCreate())
+        try:
+            return self._load(trt, cudart)
+        except BaseException:
+            self._deactivate_impl()
+            raise
+
+    def _load(self, trt, cudart) -> InputSpec:
         logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(logger)
         engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if engine is None:
-            raise SpermEdgeError(f"TensorRT could not deserialize {self.engine_path} (corrupt or incompatible)")
+            raise SpermEdgeError(
+                f"TensorRT could not deserialize {self.engine_path} (corrupt or incompatible): "
+                f"rebuild it here ({rebuild_command(self.engine_path.parent)})"
+            )
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -130,13 +165,13 @@ class TensorRTBackend(Backend):
         self._out_dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in outputs}
         context = engine.create_execution_context()
         per_item_in = int(np.prod(in_shape[1:])) * 4
-        self._buffers = {self._input: _check(cudart.cudaMalloc(per_item_in * self._max_batch))}
+        sizes = {self._input: per_item_in}
         for name in outputs:
-            per_item_out = int(np.prod(tuple(engine.get_tensor_shape(name))[1:])) * self._out_dtypes[name].itemsize
-            self._buffers[name] = _check(cudart.cudaMalloc(per_item_out * self._max_batch))
+            sizes[name] = int(np.prod(tuple(engine.get_tensor_shape(name))[1:])) * self._out_dtypes[name].itemsize
+        for name, size in sizes.items():
+            self._buffers[name] = _check(cudart.cudaMalloc(size * self._max_batch))  # kept at once: freed on failure
         for name, ptr in self._buffers.items():
             context.set_tensor_address(name, int(ptr))
-        self._stream = _check(cudart.cudaStreamCreate())
         self._engine, self._context = engine, context
         log.info("trt: %s, inputs %s, max batch %d", self.engine_path.name, in_shape, self._max_batch)
         return InputSpec(self._input, (-1, *in_shape[1:]), "float32", max_batch=self._max_batch)

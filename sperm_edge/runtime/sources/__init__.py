@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sperm_edge.runtime.sources._handle import Capture
 from sperm_edge.runtime.sources.base import Frame, Gap, SourceOptions, SourceStats, VideoSource
-from sperm_edge.runtime.sources.capture import Capture, CaptureSource, Opener, open_capture
+from sperm_edge.runtime.sources.capture import CaptureSource, Opener, open_capture
 from sperm_edge.runtime.sources.images import ImageSource, list_images
 from sperm_edge.runtime.sources.uri import SourceURI, csi_pipeline, parse_uri
 

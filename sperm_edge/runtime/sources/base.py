@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -31,7 +31,9 @@ class SourceOptions:
     newest frame (no growing lag): by default on for live sources, off for files, which process
     every frame. `live` overrides what the URI implies. A live source that stops delivering is
     reopened up to `reopen_attempts` times in a row (-1: forever), waiting `backoff` seconds,
-    doubling up to `max_backoff`.
+    doubling up to `max_backoff`. A live source that stalls (connection open, no frames) counts as
+    stopped after `stall_timeout` seconds. Sources copy the options they are given: the caller's
+    object is never changed.
     """
 
     width: int | None = None
@@ -43,7 +45,7 @@ class SourceOptions:
     reopen_attempts: int = 5
     backoff: float = 0.5
     max_backoff: float = 8.0
-    read_timeout: float = 5.0
+    stall_timeout: float = 5.0
 
 
 @dataclass
@@ -107,7 +109,7 @@ class VideoSource:
 
     def __init__(self, uri: str, options: SourceOptions | None = None) -> None:
         self.uri = uri
-        self.options = options or SourceOptions()
+        self.options = replace(options) if options is not None else SourceOptions()
         self.stats = SourceStats()
         self._active = False
         self._stop = threading.Event()

@@ -45,10 +45,9 @@ class ImageSource(VideoSource):
     raw_is_bgr = False  # decode_image already returns RGB
 
     def __init__(self, uri: SourceURI, options: SourceOptions | None = None) -> None:
-        options = options or SourceOptions()
-        options.live = False
-        options.latest_only = False
         super().__init__(uri.raw, options)
+        self.options.live = False
+        self.options.latest_only = False
         self.parsed = uri
         self.paths: list[Path] = []
         self._next = 0

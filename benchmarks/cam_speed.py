@@ -1,0 +1,153 @@
+"""What the engine's Grad-CAM++ costs: latency with vs without the extra outputs, stream FPS with vs without maps.
+
+1. Engine latency, ONNX Runtime CPU through the runtime's `OrtBackend` (so `infer` and its named
+   outputs are part of the figure): each bundle model (FP32 and the CPU INT8 one) against the same
+   model with `cam` and `features` cut away (`onnx.utils.extract_model` to `logits` only), at
+   batch 1 and 8. The two run in alternating rounds (order flipped every round) so drift and
+   other load hit both alike; the figure is the median call.
+2. Stream FPS, the runtime's `Pipeline` + `RunOutputs` on synthetic microscope fields (field
+   mode) and single-cell crops (crop mode): `--explain every` (flagged cells' files plus every
+   cell's heatmap kept per track) against `--explain none`, alternating runs.
+
+    flock /tmp/sperm-edge-cpu.lock python benchmarks/cam_speed.py \\
+        --bundle hushem=/work/models/issue14-hushem-224 --bundle smids=/work/models/issue14-smids-128
+
+writes benchmarks/results/explanations/speed.json and speed.md (with the load average before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx.utils
+
+from sperm_edge.bench.stream import StreamConfig, run_stream, write_crop_frames, write_field_frames
+from sperm_edge.bundle import cpu_name, load_bundle
+from sperm_edge.io import atomic_write_bytes, atomic_write_json
+from sperm_edge.runtime.backends import OrtBackend
+
+log = logging.getLogger("cam_speed")
+
+
+def _loadavg() -> str:
+    return Path("/proc/loadavg").read_text().strip() if Path("/proc/loadavg").exists() else "n/a"
+
+
+def _logits_only(model: Path, out: Path) -> Path:
+    onnx.utils.extract_model(str(model), str(out), ["input"], ["logits"])
+    return out
+
+
+def latency(bundle, precision: str, work: Path, rounds: int, iters: int, threads: int) -> list[dict]:
+    """Median ms per call, with and without the extra outputs, at batch 1 and 8, in alternating rounds."""
+    model = bundle.onnx_path(precision)
+    plain = _logits_only(model, work / f"{bundle.path.name}.{precision}.logits.onnx")
+    size = bundle.preprocess.img_size
+    rows = []
+    with OrtBackend(model, precision=precision, threads=threads) as full, \
+            OrtBackend(plain, precision=precision, threads=threads) as bare:  # fmt: skip
+        assert full.has_cam and not bare.has_cam
+        for batch in (1, 8):
+            x = np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
+            times: dict[str, list[float]] = {"with": [], "without": []}
+            for engine in (full, bare):
+                for _ in range(3):
+                    engine.infer(x)  # warm-up
+            for r in range(rounds):
+                order = (("with", full), ("without", bare)) if r % 2 == 0 else (("without", bare), ("with", full))
+                for key, engine in order:
+                    for _ in range(iters if batch == 1 else max(3, iters // 4)):
+                        start = time.perf_counter()
+                        engine.infer(x)
+                        times[key].append((time.perf_counter() - start) * 1000.0)
+            with_ms, without_ms = statistics.median(times["with"]), statistics.median(times["without"])
+            rows.append({
+                "bundle": bundle.path.name, "precision": precision, "batch": batch, "calls": len(times["with"]),
+                "with_outputs_ms": round(with_ms, 3), "logits_only_ms": round(without_ms, 3),
+                "ratio": round(with_ms / without_ms, 4),
+            })  # fmt: skip
+            log.info("%s", rows[-1])
+    return rows
+
+
+def stream_fps(bundle, work: Path, mode: str, frames: int, rounds: int, threads: int) -> dict:
+    """FPS of `--explain every` vs `--explain none`, alternating runs over the same frames."""
+    cfg = StreamConfig(modes=(mode,), frames=frames, backend="ort-cpu", precision="fp32")
+    folder = work / f"{bundle.path.name}-{mode}-frames"
+    folder.mkdir(parents=True, exist_ok=True)
+    (write_field_frames if mode == "field" else lambda f, b, c: write_crop_frames(f, b, c, None))(folder, bundle, cfg)
+    runs: dict[str, list[dict]] = {"none": [], "every": []}
+    run_stream(bundle, folder, work / "warm", mode, "none", cfg, threads)  # warm caches and the page cache
+    for r in range(rounds):
+        for explain in ("none", "every") if r % 2 == 0 else ("every", "none"):
+            runs[explain].append(run_stream(bundle, folder, work / f"out-{explain}", mode, explain, cfg, threads))
+    fps = {k: [row["fps"] for row in v] for k, v in runs.items()}
+    return {
+        "bundle": bundle.path.name, "mode": mode, "frames": frames, "runs_each": rounds,
+        "fps_none": fps["none"], "fps_every": fps["every"],
+        "median_fps_none": statistics.median(fps["none"]), "median_fps_every": statistics.median(fps["every"]),
+        "ratio": round(statistics.median(fps["every"]) / statistics.median(fps["none"]), 4),
+        "cells_per_run": runs["every"][0]["cells"], "explained_per_run": runs["every"][0].get("explained"),
+    }  # fmt: skip
+
+
+def _markdown(report: dict) -> str:
+    lines = ["# Cost of the engine's Grad-CAM++ outputs", "", f"load average before: {report['loadavg_before']}, "
+             f"after: {report['loadavg_after']}; {report['machine']['cpu']}, {report['threads']} threads", "",
+             "| bundle | precision | batch | with cam+features ms | logits only ms | ratio |",
+             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in report["latency"]:
+        lines.append(f"| {r['bundle']} | {r['precision']} | {r['batch']} | {r['with_outputs_ms']:.2f} | "
+                     f"{r['logits_only_ms']:.2f} | {r['ratio']:.3f} |")  # fmt: skip
+    lines += ["", "| bundle | mode | FPS --explain every | FPS --explain none | ratio |"]
+    lines.append("| --- | --- | --- | --- | --- |")
+    for r in report["stream"]:
+        lines.append(f"| {r['bundle']} | {r['mode']} | {r['median_fps_every']:.1f} | {r['median_fps_none']:.1f} | "
+                     f"{r['ratio']:.3f} |")  # fmt: skip
+    lines += ["", f"Command: `{report['command']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bundle", action="append", required=True, help="NAME=BUNDLE (repeatable)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/explanations"))
+    parser.add_argument("--rounds", type=int, default=10, help="alternating latency rounds")
+    parser.add_argument("--iters", type=int, default=20, help="batch-1 calls per round (batch 8: a quarter)")
+    parser.add_argument("--stream-rounds", type=int, default=4, help="stream runs of each setting")
+    parser.add_argument("--field-frames", type=int, default=30)
+    parser.add_argument("--crop-frames", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    report = {"command": " ".join(["python benchmarks/cam_speed.py", *(sys.argv[1:] if argv is None else argv)]),
+              "machine": {"cpu": cpu_name()}, "threads": args.threads, "loadavg_before": _loadavg(),
+              "latency": [], "stream": []}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="cam-speed-") as tmp:
+        work = Path(tmp)
+        for spec in args.bundle:
+            _, path = spec.split("=", 1)
+            bundle = load_bundle(path)
+            precisions = ["fp32"] + [p for p in ("int8_cpu", "int8") if p in bundle.precisions()][:1]
+            for precision in precisions:
+                report["latency"] += latency(bundle, precision, work, args.rounds, args.iters, args.threads)
+            for mode, frames in (("field", args.field_frames), ("crop", args.crop_frames)):
+                report["stream"].append(stream_fps(bundle, work, mode, frames, args.stream_rounds, args.threads))
+                log.info("%s", report["stream"][-1])
+    report["loadavg_after"] = _loadavg()
+    atomic_write_json(args.out / "speed.json", report)
+    atomic_write_bytes(args.out / "speed.md", _markdown(report).encode())
+    log.info("written: %s", args.out / "speed.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

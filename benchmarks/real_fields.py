@@ -1,0 +1,322 @@
+"""Field mode on real cells: recall, precision, double counts, class agreement and % normal per set and seed.
+
+For each set (HuSHeM, SMIDS) and seed, a panning clip is composed from the set's real labelled
+crops (`sperm_edge.data.real_fields`: touching heads, pale and dark stains, SMIDS `Non-Sperm`
+debris) and run through the runtime as `sperm-edge run BUNDLE --source clip.mp4 --mode field`
+runs it (`Pipeline` + `RunOutputs`, ONNX Runtime CPU FP32). Figures per clip:
+
+- recall, precision, double_count_rate: `runtime.scoring.score_events` against the clip's truth
+  (an event on debris called `Non-Sperm` is neither a hit nor a false head);
+- class_agreement: share of the events on a cell whose class is the class the same bundle gives
+  the cell's original crop (the crop it was cut from);
+- percent_normal (with its 95% Wilson interval, `runtime.report.sample_summary`) against
+  percent_normal_truth (the labels of the cells in the clip) and percent_normal_crops (the
+  bundle on the original crops of those cells: the figure a perfect localiser would give);
+- fps: the stream's frames per second.
+
+Each clip also runs with the localiser of commit BASELINE (the one before issue 11, loaded from
+`git show`, reachable only here) for the before/after figures, and a synthetic clip runs with
+both, alternating, for the synthetic recall and the FPS ratio measured side by side.
+
+    flock /tmp/sperm-edge-cpu.lock python benchmarks/real_fields.py \\
+        --hushem-bundle /work/models/issue11-hushem --smids-bundle /work/models/issue11-smids \\
+        --data ../shared/data
+
+writes benchmarks/results/real_fields.json and real_fields.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from sperm_edge.bundle import Bundle, load_bundle
+from sperm_edge.data.real_fields import write_real_field
+from sperm_edge.io import atomic_write_bytes, atomic_write_json
+from sperm_edge.preprocess import decode_image, preprocess_batch
+from sperm_edge.runtime import pipeline as pipeline_module
+from sperm_edge.runtime.backends import open_backend
+from sperm_edge.runtime.flagging import FlagPolicy
+from sperm_edge.runtime.localize import LocalizerConfig
+from sperm_edge.runtime.outputs import RunOutputs, stream
+from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
+from sperm_edge.runtime.report import sample_summary
+from sperm_edge.runtime.scoring import match_box, score_events
+from sperm_edge.runtime.sources import open_source
+
+log = logging.getLogger("real_fields")
+REPO = Path(__file__).resolve().parents[1]
+BASELINE = "a2f9abe"  # main before issue 11: the localiser tuned on synthetic stain
+TARGETS = {"recall": 0.97, "precision": 0.97, "double_count_rate": 0.02, "class_agreement": 0.95}
+
+
+def baseline_localizer(commit: str = BASELINE):
+    """The module `sperm_edge/runtime/localize.py` as it was at `commit` (for the before/after comparison only)."""
+    name = f"_localize_{commit}"
+    if name not in sys.modules:
+        source = subprocess.run(["git", "show", f"{commit}:sperm_edge/runtime/localize.py"], cwd=REPO, check=True,
+                                capture_output=True, text=True).stdout  # fmt: skip
+        module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
+        sys.modules[name] = module  # dataclasses look their module up
+        exec(compile(source, f"{commit}:localize.py", "exec"), module.__dict__)  # our own history
+    return sys.modules[name]
+
+
+@contextmanager
+def localizer(which: str, framing: dict | None):
+    """The pipeline config's localiser: `new` (this tree's, framed by the bundle) or `old` (BASELINE's)."""
+    if which == "new":
+        yield LocalizerConfig.framed(framing)
+        return
+    old = baseline_localizer()
+    saved = pipeline_module.find_cells
+    pipeline_module.find_cells = old.find_cells
+    try:
+        yield old.LocalizerConfig()
+    finally:
+        pipeline_module.find_cells = saved
+
+
+def run_clip(bundle: Bundle, clip: Path, which: str, threads: int | None) -> tuple[list[dict], dict]:
+    """Events and stats of one field-mode run over `clip`, as `sperm-edge run --mode field` makes them."""
+    policy = FlagPolicy.for_classes(bundle.abnormal_classes)
+    with tempfile.TemporaryDirectory(prefix="real-fields-run-") as out, localizer(which, bundle.framing) as cfg:
+        config = PipelineConfig(mode="field", localizer=cfg, keep_frames=False)
+        with (
+            open_source(str(clip)) as source,
+            open_backend(bundle, "ort-cpu", "fp32", threads) as engine,
+            RunOutputs(Path(out)) as outputs,
+            Pipeline(source, engine, bundle.classes, bundle.preprocess, config, policy) as pipeline,
+        ):
+            stream(pipeline, outputs)
+            stats = pipeline.stats()
+        return list(outputs.events), stats
+
+
+def crop_classes(bundle: Bundle, data: Path, sources: list[str], threads: int | None) -> dict[str, str]:
+    """The bundle's class for each original crop (path under `data`)."""
+    from sperm_edge.metrics import softmax
+
+    out = {}
+    with open_backend(bundle, "ort-cpu", "fp32", threads) as engine:
+        for i in range(0, len(sources), 32):
+            chunk = sources[i : i + 32]
+            batch = preprocess_batch([decode_image(data / s) for s in chunk], bundle.preprocess)
+            labels = softmax(engine.infer(batch)).argmax(axis=1)
+            out.update({s: bundle.classes[int(k)] for s, k in zip(chunk, labels, strict=True)})
+    return out
+
+
+def score_clip(events: list[dict], truth: dict, bundle: Bundle, originals: dict[str, str]) -> dict:
+    """The figures of one run (see the module docstring)."""
+    score = score_events(events, truth)
+    frames = {f["index"]: f["cells"] for f in truth["frames"]}
+    agree = on_cell = debris_as_heads = 0
+    for event in events:
+        cell = match_box(event["box"], frames.get(event["frame"], []))
+        if cell is not None and cell.get("debris") and event["class"] != cell["class"]:
+            debris_as_heads += 1
+        if cell is None or cell.get("debris"):
+            continue
+        on_cell += 1
+        agree += int(event["class"] == originals[truth["cells"][str(cell["id"])]["source"]])
+    not_debris = score["events"] - score["debris_rejected"] - debris_as_heads
+    normal = bundle.normal_class
+    summary = sample_summary(events, bundle.classes, normal)
+    countable = sorted({c["id"] for cells in frames.values() for c in cells if not c["partial"] and not c["debris"]})
+    labels = [truth["cells"][str(i)]["class"] for i in countable]
+    predicted = [originals[truth["cells"][str(i)]["source"]] for i in countable]
+    truth_pct = 100.0 * sum(c == normal for c in labels) / max(1, len(labels))
+    ci = summary["ci95"]
+    return {
+        "cells": score["cells"],
+        "counted": score["counted"],
+        "events": score["events"],
+        "recall": round(score["recall"], 4),
+        "precision": round(score["precision"], 4),
+        "double_count_rate": round(score["double_count_rate"], 4),
+        "false_counts": score["false_counts"],
+        "debris_rejected": score["debris_rejected"],
+        "debris": sum(1 for c in truth["cells"].values() if c["debris"]),
+        "debris_as_heads": debris_as_heads,
+        # the localiser's own false heads (tails, fragments, background): debris taken for a head set aside
+        "precision_without_debris": round(1 - (score["false_counts"] - debris_as_heads) / max(1, not_debris), 4),
+        "class_agreement": round(agree / on_cell, 4) if on_cell else None,
+        "percent_normal": summary["percent_normal"],
+        "percent_normal_ci95": ci,
+        "percent_normal_truth": round(truth_pct, 2),
+        "percent_normal_crops": round(100.0 * sum(c == normal for c in predicted) / max(1, len(predicted)), 2),
+        "truth_in_ci95": bool(ci and ci[0] <= truth_pct <= ci[1]),
+    }
+
+
+def synthetic_comparison(bundle: Bundle, work: Path, frames: int, reps: int, threads: int | None) -> list[dict]:
+    """The synthetic clip, old and new localiser alternating `reps` times: recall and FPS side by side."""
+    from sperm_edge.data.synthetic import write_video
+
+    clip = work / "synthetic.mp4"
+    write_video(clip, frames=frames, seed=0, style="hushem")
+    truth = json.loads(clip.with_suffix(".json").read_text())
+    rows = []
+    for rep in range(reps):
+        for which in ("old", "new"):
+            events, stats = run_clip(bundle, clip, which, threads)
+            score = score_events(events, truth)
+            rows.append({"localizer": which, "rep": rep, "recall": round(score["recall"], 4),
+                         "precision": round(score["precision"], 4), "double_counts": score["double_counts"],
+                         "fps": stats["fps"], "localisation_ms": stats["stages_ms"]["localisation"]["mean"],
+                         "loadavg": os.getloadavg()[0]})  # fmt: skip
+            log.info("synthetic %s rep %d: %s", which, rep, rows[-1])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--hushem-bundle", type=Path, required=True)
+    parser.add_argument("--smids-bundle", type=Path, required=True)
+    parser.add_argument("--seeds", default="10,11,12", help="Clip seeds (0-2 were used to tune the localiser).")
+    parser.add_argument("--cells", type=int, default=40)
+    parser.add_argument("--frames", type=int, default=90)
+    parser.add_argument("--synthetic-frames", type=int, default=60)
+    parser.add_argument("--synthetic-reps", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-baseline", action="store_true", help="Skip the BASELINE localiser on the real clips.")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    bundles = {"hushem": load_bundle(args.hushem_bundle), "smids": load_bundle(args.smids_bundle)}
+    started = time.time()
+    load_before = os.getloadavg()
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="real-fields-") as tmp:
+        work = Path(tmp)
+        synthetic = synthetic_comparison(bundles["hushem"], work, args.synthetic_frames, args.synthetic_reps,
+                                         args.threads)  # fmt: skip
+        for name, bundle in bundles.items():
+            for seed in seeds:
+                folder = write_real_field(args.data, work / f"{name}-{seed}", args.cells, args.frames, seed, name)
+                truth = json.loads((folder / "clip.json").read_text())
+                sources = sorted({c["source"] for c in truth["cells"].values() if not c["debris"]})
+                originals = crop_classes(bundle, args.data, sources, args.threads)
+                for which in ("new",) if args.no_baseline else ("new", "old"):
+                    events, stats = run_clip(bundle, folder / "clip.mp4", which, args.threads)
+                    row = {"set": name, "seed": seed, "localizer": which,
+                           **score_clip(events, truth, bundle, originals), "fps": stats["fps"],
+                           "stages_ms_mean": {k: v["mean"] for k, v in stats["stages_ms"].items()},
+                           "loadavg": os.getloadavg()[0]}  # fmt: skip
+                    rows.append(row)
+                    log.info("%s seed %d %s: %s", name, seed, which, {k: row[k] for k in TARGETS} | {"fps": row["fps"]})
+    result = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "elapsed_s": round(time.time() - started, 1),
+        "loadavg_before": [round(v, 2) for v in load_before],
+        "loadavg_after": [round(v, 2) for v in os.getloadavg()],
+        "baseline_commit": BASELINE,
+        "bundles": {k: str(v.path) if hasattr(v, "path") else None for k, v in bundles.items()},
+        "settings": {"cells": args.cells, "frames": args.frames, "seeds": seeds, "backend": "ort-cpu fp32"},
+        "targets": TARGETS,
+        "rows": rows,
+        "totals": totals(rows),
+        "synthetic": synthetic,
+        "synthetic_summary": synthetic_summary(synthetic),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "real_fields.json", result)
+    atomic_write_bytes(args.out / "real_fields.md", render(result).encode())
+    print(render(result))
+    return 0
+
+
+def totals(rows: list[dict]) -> list[dict]:
+    """Per set and localiser: the clips pooled (cells and events summed over seeds)."""
+    out = []
+    for key in sorted({(r["set"], r["localizer"]) for r in rows}):
+        group = [r for r in rows if (r["set"], r["localizer"]) == key]
+        cells, counted = sum(r["cells"] for r in group), sum(r["counted"] for r in group)
+        out.append({
+            "set": key[0], "localizer": key[1], "clips": len(group), "cells": cells,
+            "recall": round(counted / max(1, cells), 4),
+            "precision": round(float(np.mean([r["precision"] for r in group])), 4),
+            "precision_without_debris": round(float(np.mean([r["precision_without_debris"] for r in group])), 4),
+            "double_count_rate": round(float(np.mean([r["double_count_rate"] for r in group])), 4),
+            "class_agreement": round(float(np.mean([r["class_agreement"] or 0 for r in group])), 4),
+            "debris": sum(r["debris"] for r in group),
+            "truth_in_ci95": sum(r["truth_in_ci95"] for r in group),
+            "fps": round(float(np.mean([r["fps"] for r in group])), 2),
+        })  # fmt: skip
+    return out
+
+
+def synthetic_summary(rows: list[dict]) -> dict:
+    fps = {w: float(np.median([r["fps"] for r in rows if r["localizer"] == w])) for w in ("old", "new")}
+    recall = {w: float(np.mean([r["recall"] for r in rows if r["localizer"] == w])) for w in ("old", "new")}
+    return {"fps_old": round(fps["old"], 2), "fps_new": round(fps["new"], 2),
+            "fps_ratio": round(fps["new"] / fps["old"], 3) if fps["old"] else None,
+            "recall_old": round(recall["old"], 4), "recall_new": round(recall["new"], 4)}  # fmt: skip
+
+
+def render(result: dict) -> str:
+    lines = [
+        "# Field mode on real cells (issue 11)",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Made {result['created']} in {result['elapsed_s']} s; load average before {result['loadavg_before']}, "
+        f"after {result['loadavg_after']}. Backend {result['settings']['backend']}; "
+        f"{result['settings']['cells']} cells + debris per clip, {result['settings']['frames']} frames.",
+        "",
+        "Targets: recall and precision >= 0.97, double counts <= 2%, class agreement >= 95%, "
+        "% normal's 95% interval holding the truth. `old`: the localiser of "
+        f"{result['baseline_commit']} (before this issue), `new`: this one.",
+        "",
+        "| set | seed | localiser | cells | recall | precision | precision w/o debris | double counts | "
+        "class agreement | % normal [95% CI] | truth | on orig. crops | debris (rejected, as heads) | fps |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |",
+    ]
+    for r in result["rows"]:
+        ci = r["percent_normal_ci95"] or ["-", "-"]
+        lines.append(
+            f"| {r['set']} | {r['seed']} | {r['localizer']} | {r['cells']} | {r['recall']:.3f} | {r['precision']:.3f} "
+            f"| {r['precision_without_debris']:.3f} | {100 * r['double_count_rate']:.1f}% "
+            f"| {100 * (r['class_agreement'] or 0):.1f}% | {r['percent_normal']} [{ci[0]}, {ci[1]}] "
+            f"| {r['percent_normal_truth']} | {r['percent_normal_crops']} "
+            f"| {r['debris']} ({r['debris_rejected']}, {r['debris_as_heads']}) | {r['fps']:.1f} |"
+        )
+    lines += [
+        "",
+        "Pooled over seeds:",
+        "",
+        "| set | localiser | cells | recall | precision | precision w/o debris | double counts | class agreement "
+        "| truth in CI | fps |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for t in result["totals"]:
+        lines.append(f"| {t['set']} | {t['localizer']} | {t['cells']} | {t['recall']:.3f} | {t['precision']:.3f} | "
+            f"{t['precision_without_debris']:.3f} | "
+                     f"{100 * t['double_count_rate']:.1f}% | {100 * t['class_agreement']:.1f}% | "
+                     f"{t['truth_in_ci95']}/{t['clips']} | {t['fps']:.1f} |")  # fmt: skip
+    s = result["synthetic_summary"]
+    lines += [
+        "",
+        f"Synthetic clip (HuSHeM style, alternating runs): recall old {s['recall_old']:.3f}, new "
+        f"{s['recall_new']:.3f}; FPS old {s['fps_old']}, new {s['fps_new']} (ratio {s['fps_ratio']}).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""Soak: the runtime on a looping source for hours' worth of frames; what must stay flat, sampled over time.
+
+    python benchmarks/soak.py [--bundle B] [--crop-frames 100000] [--field-frames 20000] [--out benchmarks/results]
+
+Runs `sperm-edge run`'s stack (the runtime's `Pipeline` and `RunOutputs`, with tracking in field
+mode) on looping video files: single-cell crops (crop mode) and a synthetic panning field (field
+mode), reopened from the start at every end, as a recording replayed for hours would be. A sampler
+thread records, every `--interval` seconds: frames, FPS over the interval, resident memory (RSS),
+open file descriptors, threads (the kernel's count, so ONNX Runtime's pool is included) and the
+per-frame tracking time (the p50 of the pipeline's recent `tracking` stage; `postprocessing`,
+which holds it, where the pipeline has no such stage).
+
+Checks, after a warm-up of the first `--warmup` fraction of each run: RSS grows by at most 5%
+(median of the last tenth of samples against the median of the tenth after warm-up), and
+descriptors and threads do not grow (the median of the last quarter is no more than the median of
+the first quarter after warm-up; the maxima, which catch a capture's reopening mid-sample, are
+reported too). FPS and tracking time are reported as the ratio of the
+last quarter's median to the second quarter's. Writes `soak.json` (every sample, the checks, the
+machine, the command) and `soak.png`; exits 1 when a check fails.
+
+Without `--bundle` it builds the test suite's tiny bundle (Lite0 + CBAM at 64 px, untrained head):
+the soak is about the runtime's resources, not the network's accuracy, and a small network lets
+100,000 frames run in minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sperm_edge.bundle import Bundle, load_bundle  # noqa: E402
+from sperm_edge.io import atomic_path, atomic_write_json  # noqa: E402
+
+RSS_GROWTH_MAX = 0.05
+
+
+def process_sample() -> dict:
+    """RSS (MB), open descriptors and threads of this process, from /proc."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    field = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in status if ":" in line}
+    return {
+        "rss_mb": round(int(field["VmRSS"].split()[0]) / 1024, 2),
+        "fds": len(os.listdir("/proc/self/fd")),
+        "threads": int(field["Threads"]),
+    }
+
+
+class Sampler(threading.Thread):
+    """Samples the pipeline and the process every `interval` seconds until stopped."""
+
+    def __init__(self, pipeline, interval: float) -> None:
+        super().__init__(name="soak sampler", daemon=True)
+        self.pipeline, self.interval = pipeline, interval
+        self.samples: list[dict] = []
+        self._halt = threading.Event()
+        self._start = time.perf_counter()
+        self._last = (self._start, 0)
+
+    def sample(self) -> None:
+        now, frames = time.perf_counter(), self.pipeline.frames
+        stages = self.pipeline.times.summary()
+        stage = "tracking" if "tracking" in stages else "postprocessing"
+        then, before = self._last
+        self._last = (now, frames)
+        self.samples.append(
+            {
+                "t": round(now - self._start, 2),
+                "frames": frames,
+                "fps": round((frames - before) / max(1e-9, now - then), 2),
+                **process_sample(),
+                "tracking_ms": stages[stage]["p50"],
+                "tracking_stage": stage,
+            }
+        )
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
+        """Stop sampling (before the pipeline shuts down: a sample then would show its threads ending)."""
+        self._halt.set()
+        self.join()
+
+
+def make_crop_clip(path: Path, size: int, n: int = 96, seed: int = 0) -> Path:
+    """An MJPG clip of `n` synthetic single-cell crops at `size` px, one per frame."""
+    from sperm_edge.data.synthetic import write_crop_dataset
+
+    crops = write_crop_dataset(path.parent / "crops", n, "hushem", seed, force=True)
+    images = sorted(p for p in crops.rglob("*.png") if not any(part.startswith("_") for part in p.parts))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (size, size))
+    for image in images:
+        writer.write(cv2.resize(cv2.imread(str(image)), (size, size), interpolation=cv2.INTER_AREA))
+    writer.release()
+    return path
+
+
+def make_field_clip(path: Path, size: tuple[int, int], frames: int = 120, seed: int = 0) -> Path:
+    from sperm_edge.data.synthetic import write_video
+
+    return write_video(path, frames=frames, seed=seed, size=size, fps=15.0, force=True)
+
+
+def soak_mode(bundle: Bundle, clip: Path, mode: str, frames: int, out: Path, args) -> dict:
+    """One soak run: `frames` frames of `clip`, looping; its samples and the pipeline's final stats."""
+    from sperm_edge.runtime.backends import open_backend
+    from sperm_edge.runtime.flagging import FlagPolicy
+    from sperm_edge.runtime.outputs import RunOutputs, stream
+    from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
+    from sperm_edge.runtime.sources import SourceOptions, open_source
+
+    policy = FlagPolicy.for_classes(bundle.abnormal_classes)
+    config = PipelineConfig(mode=mode, max_frames=frames)  # tracking: on for a video in field mode, as `run`
+    with (
+        open_backend(bundle, args.backend, None, args.threads) as engine,
+        open_source(str(clip), SourceOptions(loop=True)) as source,
+        RunOutputs(out) as outputs,
+        Pipeline(source, engine, bundle.classes, bundle.preprocess, config, policy) as pipeline,
+    ):
+        sampler = Sampler(pipeline, args.interval)
+        sampler.start()
+        stream(pipeline, outputs)
+        sampler.stop()
+        stats = pipeline.stats()
+        backend = engine.describe()
+    return {
+        "mode": mode,
+        "clip": clip.name,
+        "frames": stats["frames"],
+        "fps": stats["fps"],
+        "events": outputs.count,
+        "reopens": stats["source_stats"]["reopens"],
+        "backend": backend,
+        "stages_ms_mean": {k: v["mean"] for k, v in stats["stages_ms"].items() if v["n"]},
+        "samples": sampler.samples,
+    }
+
+
+def _window(samples: list[dict], start: float, stop: float) -> list[dict]:
+    n = len(samples)
+    return samples[int(n * start) : max(int(n * start) + 1, int(n * stop))]
+
+
+def flatness(samples: list[dict], warmup: float) -> dict:
+    """The checks of the module docstring on one run's samples (after its warm-up)."""
+    after = [s for s in samples if s["frames"] >= warmup * samples[-1]["frames"]]
+    if len(after) < 8:
+        return {"ok": False, "reason": f"only {len(after)} samples after warm-up; use a shorter --interval"}
+
+    def median(rows: list[dict], key: str) -> float | None:
+        values = [r[key] for r in rows if r[key] is not None]
+        return statistics.median(values) if values else None
+
+    rss_base, rss_end = median(_window(after, 0.0, 0.1), "rss_mb"), median(_window(after, 0.9, 1.0), "rss_mb")
+    checks = {"rss": {"baseline_mb": rss_base, "final_mb": rss_end, "growth": round(rss_end / rss_base - 1, 4)}}
+    checks["rss"]["ok"] = checks["rss"]["growth"] <= RSS_GROWTH_MAX
+    for key in ("fds", "threads"):  # medians: a source reopening at each loop shows a descriptor for a moment
+        early, late = _window(after, 0.0, 0.25), _window(after, 0.75, 1.0)
+        checks[key] = {"early_median": median(early, key), "late_median": median(late, key),
+                       "early_max": max(r[key] for r in early), "late_max": max(r[key] for r in late)}  # fmt: skip
+        checks[key]["ok"] = checks[key]["late_median"] <= checks[key]["early_median"]
+    for key in ("fps", "tracking_ms"):
+        early, late = median(_window(after, 0.25, 0.5), key), median(_window(after, 0.75, 1.0), key)
+        checks[key] = {"q2_median": early, "q4_median": late,
+                       "ratio": round(late / early, 3) if early and late else None}  # fmt: skip
+    checks["ok"] = all(checks[k]["ok"] for k in ("rss", "fds", "threads"))
+    return checks
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = (("fps", "FPS"), ("rss_mb", "RSS (MB)"), ("fds", "open descriptors"), ("threads", "threads"),
+            ("tracking_ms", "tracking p50 (ms)"))  # fmt: skip
+    fig, axes = plt.subplots(len(keys), len(runs), figsize=(5.5 * len(runs), 2.2 * len(keys)), squeeze=False)
+    for col, run in enumerate(runs):
+        frames = np.array([s["frames"] for s in run["samples"]]) / 1000.0
+        for row, (key, label) in enumerate(keys):
+            ax = axes[row][col]
+            values = [np.nan if s[key] is None else s[key] for s in run["samples"]]
+            ax.plot(frames, values, lw=1)
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ok = "flat" if run["checks"].get("ok") else "NOT flat"
+                ax.set_title(f"{run['mode']} mode: {run['frames']} frames, {run['fps']:.0f} FPS ({ok})")
+            if row == len(keys) - 1:
+                ax.set_xlabel("frames (thousands)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def _bundle(args, work: Path) -> Bundle:
+    """--bundle, else the test suite's tiny bundle, built in a subprocess (it needs torch; the soak must not)."""
+    if args.bundle:
+        return load_bundle(args.bundle)
+    script = "import sys; from pathlib import Path; from tests.runtime._bundle import build_tiny_bundle; "
+    script += "print(build_tiny_bundle(Path(sys.argv[1])))"
+    done = subprocess.run([sys.executable, "-c", script, str(work)], cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"building the tiny bundle failed:\n{done.stderr[-2000:]}")
+    return load_bundle(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path, help="Bundle to run (default: build the tiny test bundle).")
+    parser.add_argument("--backend", default="ort-cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--crop-frames", type=int, default=100_000)
+    parser.add_argument("--field-frames", type=int, default=20_000)
+    parser.add_argument("--field-size", default="320x240", help="WIDTHxHEIGHT of the field clip.")
+    parser.add_argument("--interval", type=float, default=2.0, help="Seconds between samples.")
+    parser.add_argument("--warmup", type=float, default=0.1, help="Fraction of each run left out of the checks.")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--work", type=Path, default=None, help="Scratch folder (default: a temporary one).")
+    args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.field_size.lower().split("x"))
+    from sperm_edge.bench.machine import machine_facts
+
+    load_start = Path("/proc/loadavg").read_text().strip()
+    with tempfile.TemporaryDirectory(prefix="sperm-edge-soak-") as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        bundle = _bundle(args, work)
+        size = bundle.preprocess.img_size
+        plan = [("crop", make_crop_clip(work / "crops.avi", size), args.crop_frames),
+                ("field", make_field_clip(work / "field.mp4", (width, height)), args.field_frames)]  # fmt: skip
+        runs = []
+        for mode, clip, frames in plan:
+            if frames <= 0:
+                continue
+            print(f"soak: {mode} mode, {frames} frames of {clip.name} (looping)", flush=True)
+            run = soak_mode(bundle, clip, mode, frames, work / f"out-{mode}", args)
+            run["checks"] = flatness(run["samples"], args.warmup)
+            print(f"  {run['frames']} frames at {run['fps']:.1f} FPS; checks: {run['checks']}", flush=True)
+            runs.append(run)
+        threads = runs[0]["backend"].get("threads", 1) if runs else 1
+        result = {
+            "command": "python benchmarks/soak.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "loadavg_start_end": [load_start, Path("/proc/loadavg").read_text().strip()],
+            "bundle": {"path": str(bundle.path), "arch": bundle.arch, "img_size": size},
+            "python": platform.python_version(),
+            "torch_loaded": "torch" in sys.modules,
+            "machine": machine_facts(threads),
+            "rss_growth_max": RSS_GROWTH_MAX,
+            "ok": bool(runs) and all(r["checks"].get("ok") for r in runs),
+            "runs": runs,
+        }
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "soak.json", result)
+    plot(runs, args.out / "soak.png")
+    print(f"written: {args.out / 'soak.json'}, {args.out / 'soak.png'}; {'flat' if result['ok'] else 'NOT flat'}")
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

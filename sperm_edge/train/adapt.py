@@ -1,0 +1,207 @@
+"""Few-shot lab adaptation: fit a trained model to another lab's stain and optics from K crops per class.
+
+The backbone stays frozen (K crops cannot retrain 3.6M weights); CBAM and the linear head are
+fitted to the new lab's class folders (a new head when its classes differ from the model's). With
+the backbone frozen its feature maps are computed once, for `views` augmented copies of every shot
+(rotations, flips, stain jitter), and the small part on top trains on them in a fixed schedule
+chosen beforehand: nothing is selected on the new lab's test crops.
+
+The temperature is refitted by cross-fitting: the head is trained on one half of the shots and
+scored on the other, both ways, and T is fitted on those out-of-fold logits (scoring the shots a
+head trained on would make it look overconfident). The result is an ordinary run folder
+(`best.*`, `metrics.json` on the rest of the new lab's crops) that `sperm-edge export` takes, and its
+metadata records what it was adapted from.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sperm_edge.calibration import fit_temperature
+from sperm_edge.data.augment import AugmentConfig
+from sperm_edge.data.folder import ImageFolder, load_image_folder
+from sperm_edge.data.presets import abnormal_classes, detect_preset
+from sperm_edge.data.splits import group_ids
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.io import atomic_write_json
+from sperm_edge.metrics import classification_report, softmax
+from sperm_edge.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from sperm_edge.train.calibrate import CHECKPOINT_OWN_KEYS
+from sperm_edge.train.config import AdaptConfig
+from sperm_edge.train.dataset import TensorImages
+
+log = logging.getLogger(__name__)
+
+
+def sample_shots(dataset: ImageFolder, per_class: int, seed: int) -> tuple[list[int], list[int]]:
+    """K random crops per class for adaptation, and the rest for testing; pixel twins never straddle the two."""
+    labels = np.asarray(dataset.labels)
+    groups = group_ids(dataset.pixel_hashes)
+    rng = np.random.default_rng(seed)
+    shots: list[int] = []
+    for label in range(len(dataset.classes)):
+        members = np.flatnonzero(labels == label)
+        if len(members) <= per_class:
+            raise SpermEdgeError(
+                f"class {dataset.classes[label]!r} of {dataset.root} has {len(members)} images; "
+                f"--per-class {per_class} needs more (some must remain to test on)"
+            )
+        shots += rng.choice(members, size=per_class, replace=False).tolist()
+    taken = set(groups[shots].tolist())
+    rest = [i for i in range(len(dataset)) if groups[i] not in taken]
+    return sorted(shots), rest
+
+
+def _features(backbone: nn.Module, images: TensorImages, views: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone feature maps of `views` augmented passes over `images` (view 0 unaugmented), and their labels."""
+    maps, labels = [], []
+    augment_cfg = images.augment_cfg
+    with torch.inference_mode():
+        for view in range(views):
+            images.augment_cfg, images.epoch = (None if view == 0 else augment_cfg), view
+            batch = torch.stack([images[i][0] for i in range(len(images))])
+            maps.append(backbone(batch))
+            labels.append(images.labels)
+    images.augment_cfg = augment_cfg
+    return torch.cat(maps), torch.cat(labels)
+
+
+def _fit_top(top: nn.Module, maps: torch.Tensor, labels: torch.Tensor, cfg: AdaptConfig) -> nn.Module:
+    """Train CBAM + head (a fresh copy of `top`) on cached feature maps, class-balanced, in the fixed schedule."""
+    top = copy.deepcopy(top).train()
+    counts = torch.bincount(labels, minlength=top[-1][-1].out_features).clamp(min=1).float()
+    loss_fn = nn.CrossEntropyLoss(weight=counts.sum() / (len(counts) * counts))
+    optimizer = torch.optim.AdamW(top.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for _ in range(cfg.steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(top(maps), labels).backward()
+        optimizer.step()
+    return top.eval()
+
+
+def _top(model: nn.Module, num_classes: int) -> nn.Sequential:
+    """CBAM + head of `model`, the head replaced by a fresh linear layer when the class count differs."""
+    head = copy.deepcopy(model.head)
+    linear = head[-1]
+    if linear.out_features != num_classes:
+        head[-1] = nn.Linear(linear.in_features, num_classes)
+    return nn.Sequential(copy.deepcopy(model.attention), head)
+
+
+def _source(path: str | Path) -> Path:
+    """The checkpoint of a run folder, a checkpoint file, or a bundle's retained checkpoint."""
+    path = Path(path)
+    if (path / "manifest.json").is_file():
+        from sperm_edge.bundle import load_bundle
+
+        return load_bundle(path).checkpoint_stem()
+    return path
+
+
+def adapt(source: str | Path, data: str | Path, out: str | Path, cfg: AdaptConfig) -> dict:
+    """Adapt the model of `source` (run, checkpoint or bundle) to the lab of `data`; write a run folder at `out`.
+
+    Returns the test metrics on the new lab's crops that were not used to adapt.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise SpermEdgeError(f"run folder {out} already exists; choose another --out")
+    if cfg.per_class < 2:
+        raise SpermEdgeError(f"--per-class must be at least 2 (the temperature is cross-fitted), not {cfg.per_class}")
+    stem = _source(source)
+    ckpt: Checkpoint = load_checkpoint(stem)
+    dataset = load_image_folder(data, min_classes=2)
+    shots, rest = sample_shots(dataset, cfg.per_class, cfg.seed)
+    model, temperature = adapt_model(ckpt, dataset, shots, cfg)
+    test_set = TensorImages([dataset.images[i] for i in rest], [dataset.labels[i] for i in rest], ckpt.preprocess)
+    test = _score(model, test_set, dataset.classes)
+    test["temperature"] = temperature
+    _write_run(out, model, ckpt, stem, dataset, shots, rest, cfg, temperature, test)
+    return test
+
+
+def adapt_model(ckpt: Checkpoint, dataset: ImageFolder, shots: list[int], cfg: AdaptConfig) -> tuple[nn.Module, float]:
+    """The checkpoint's model with CBAM and head fitted to `dataset`'s classes on the `shots`, and its temperature."""
+    model = ckpt.build_model()
+    torch.manual_seed(cfg.seed)
+    top = _top(model, len(dataset.classes))
+    shot_images = TensorImages(
+        [dataset.images[i] for i in shots], [dataset.labels[i] for i in shots], ckpt.preprocess, AugmentConfig(),
+        cfg.seed,
+    )  # fmt: skip
+    maps, labels = _features(model.backbone.eval(), shot_images, cfg.views)
+    temperature = _cross_fitted_temperature(top, maps, labels, len(shots), cfg)
+    fitted = _fit_top(top, maps, labels, cfg)
+    model.attention, model.head = fitted[0], fitted[1]
+    return model.eval(), temperature
+
+
+def _cross_fitted_temperature(top: nn.Module, maps: torch.Tensor, labels: torch.Tensor, n: int, cfg) -> float:
+    """T fitted on out-of-fold logits: heads trained on one half of the shots score the other half (view 0)."""
+    shot_labels = labels[:n]
+    rng = np.random.default_rng(cfg.seed + 1)
+    halves = np.zeros(n, dtype=bool)
+    for label in torch.unique(shot_labels).tolist():  # each half holds about half of every class
+        members = np.flatnonzero(shot_labels.numpy() == label)
+        halves[rng.permutation(members)[: len(members) // 2]] = True
+    view_of = np.arange(len(labels)) % n  # feature rows are view-major: row r is shot r % n
+    logits, truth = [], []
+    for half in (halves, ~halves):
+        train_rows = torch.as_tensor(~half[view_of])
+        head = _fit_top(top, maps[train_rows], labels[train_rows], cfg)
+        with torch.inference_mode():
+            held = torch.as_tensor(np.flatnonzero(half))  # view 0 of the held-out shots
+            logits.append(head(maps[held]).numpy())
+            truth.append(shot_labels[held].numpy())
+    return fit_temperature(np.concatenate(logits), np.concatenate(truth))
+
+
+def _score(model: nn.Module, images: TensorImages, classes: list[str]) -> dict:
+    with torch.inference_mode():
+        logits = torch.cat(
+            [model(torch.stack([images[i][0] for i in range(s, min(s + 64, len(images)))]))
+             for s in range(0, len(images), 64)]
+        ).numpy()  # fmt: skip
+    return classification_report(images.labels.numpy(), softmax(logits), classes)
+
+
+def _write_run(out, model, ckpt, stem, dataset, shots, rest, cfg, temperature, test) -> None:
+    preset = detect_preset(dataset.classes)
+    paths = dataset.relative_paths()
+    meta = {k: v for k, v in ckpt.meta.items() if k not in CHECKPOINT_OWN_KEYS}
+    meta.update(
+        classes=dataset.classes,
+        normal_class=preset.normal_class,
+        abnormal_classes=abnormal_classes(dataset.classes, preset.normal_class),
+        preset=preset.name,
+        temperature=temperature,
+        metrics={"test": test},
+        # the shots trained and (cross-fitted) calibrated it; no separate validation split exists
+        split={
+            "seed": cfg.seed,
+            "data": str(dataset.root.resolve()),
+            "train": [paths[i] for i in shots],
+            "val": [],
+            "test": [paths[i] for i in rest],
+        },  # fmt: skip
+        adapted_from={
+            "checkpoint": str(stem.resolve()),
+            "weights_sha256": ckpt.meta.get("weights_sha256"),
+            "classes": ckpt.classes,
+            "data": ckpt.meta.get("split", {}).get("data"),
+            "config": asdict(cfg),
+            "trained": "CBAM and head on frozen backbone features",
+        },
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "best", model, meta)
+    atomic_write_json(out / "metrics.json", test)
+    atomic_write_json(out / "split.json", meta["split"])
+    log.info("adapted %s to %s: test accuracy %.3f on %d crops", stem, dataset.root, test["accuracy"], test["n"])

@@ -1,0 +1,48 @@
+"""The soak benchmark end to end on a few hundred frames: samples, checks, soak.json and soak.png."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _soak():
+    spec = importlib.util.spec_from_file_location("soak", REPO / "benchmarks" / "soak.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flatness_checks_catch_growth() -> None:
+    soak = _soak()
+    flat = [{"frames": i * 100, "fps": 50.0, "rss_mb": 200.0, "fds": 12, "threads": 9, "tracking_ms": 0.5}
+            for i in range(40)]  # fmt: skip
+    assert soak.flatness(flat, 0.1)["ok"]
+    leaking = [{**s, "rss_mb": 200.0 + 2 * i, "fds": 12 + i // 10} for i, s in enumerate(flat)]
+    checks = soak.flatness(leaking, 0.1)
+    assert not checks["ok"] and not checks["rss"]["ok"] and not checks["fds"]["ok"] and checks["threads"]["ok"]
+    assert "samples after warm-up" in soak.flatness(flat[:5], 0.1)["reason"]
+
+
+@pytest.mark.slow
+def test_a_short_soak_writes_its_figures(tmp_path_factory, tmp_path: Path) -> None:
+    from tests.runtime._bundle import build_tiny_bundle
+
+    bundle = build_tiny_bundle(tmp_path_factory.getbasetemp())
+    out = tmp_path / "results"
+    args = ["--bundle", str(bundle), "--crop-frames", "400", "--field-frames", "60", "--field-size", "240x180",
+            "--interval", "0.05", "--out", str(out), "--work", str(tmp_path / "work")]  # fmt: skip
+    code = _soak().main(args)
+    result = json.loads((out / "soak.json").read_text())
+    assert [run["mode"] for run in result["runs"]] == ["crop", "field"]
+    assert result["runs"][0]["frames"] == 400 and result["runs"][1]["frames"] == 60
+    assert result["runs"][0]["reopens"] == 0  # looping is not a reopen
+    sample = result["runs"][1]["samples"][-1]
+    assert {"t", "frames", "fps", "rss_mb", "fds", "threads", "tracking_ms"} <= set(sample)
+    assert code == (0 if result["ok"] else 1) and (out / "soak.png").stat().st_size > 1000
+    assert result["loadavg_start_end"][0] and "--crop-frames 400" in result["command"]

@@ -1,0 +1,60 @@
+"""The real-cell bench: sprites cut from real crops, slides and clips composed from them, their ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sperm_edge.data.real_fields import RealFieldVideo, make_sprite
+from sperm_edge.data.real_fields.sprites import head_mask
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.preprocess import decode_image
+
+
+def test_a_hushem_crop_gives_a_centred_head_with_a_box_from_its_stain(hushem: Path) -> None:
+    path = sorted((hushem / "01_Normal").iterdir())[0]
+    rgb = decode_image(path)
+    sprite = make_sprite(rgb, "01_Normal", path.relative_to(hushem.parent), debris=False, head_width=28.0)
+    assert sprite is not None and sprite.source.startswith("hushem/01_Normal/")
+    h, w = rgb.shape[:2]
+    cx, cy = sprite.center
+    assert abs(cx - w / 2) < 0.2 * w and abs(cy - h / 2) < 0.2 * h  # the sets are head-centred
+    x0, y0, x1, y1 = sprite.head_box
+    assert x0 <= cx <= x1 and y0 <= cy <= y1
+    assert 15 <= np.sqrt(sprite.head.sum()) <= 45  # a head, not the whole cell or a speck
+    assert sprite.alpha.max() <= 1.0 + 1e-5 and sprite.alpha[sprite.head > 0].min() > 0.5
+    assert np.abs(sprite.density[sprite.alpha < 0.01]).mean() < 0.1  # the glass carries no density
+    assert (head_mask(rgb) > 0).sum() > 0
+
+
+def test_a_clip_of_real_cells_has_stable_ids_debris_and_boxes_in_the_frame(smids: Path) -> None:
+    video = RealFieldVideo(smids.parent, cells=10, frames=6, seed=5, style="smids", size=(480, 360))
+    again = RealFieldVideo(smids.parent, cells=10, frames=6, seed=5, style="smids", size=(480, 360))
+    assert np.array_equal(video.frame(3), again.frame(3))  # deterministic for the seed
+    truth = video.ground_truth()
+    assert truth["kind"] == "real-field" and len(truth["frames"]) == 6
+    cells = truth["cells"]
+    assert sum(not c["debris"] for c in cells.values()) == 10
+    assert any(c["debris"] and c["class"] == "Non-Sperm" for c in cells.values())
+    assert {c["class"] for c in cells.values() if not c["debris"]} <= {"Abnormal_Sperm", "Normal_Sperm"}
+    for frame in truth["frames"]:
+        for cell in frame["cells"]:
+            x0, y0, x1, y1 = cell["box"]
+            assert 0 <= x0 < x1 <= 480 and 0 <= y0 < y1 <= 360
+            assert cells[str(cell["id"])]["class"] == cell["class"]
+    moved = np.array(truth["frames"][-1]["offset"]) - np.array(truth["frames"][0]["offset"])
+    assert np.abs(moved).sum() > 0  # the stage pans
+
+
+def test_bad_styles_and_folders_are_refused_with_a_clear_message(tmp_path: Path) -> None:
+    with pytest.raises(SpermEdgeError, match="unknown real-field style"):
+        RealFieldVideo(tmp_path, style="mouse")
+    with pytest.raises(SpermEdgeError, match="data folder not found"):
+        RealFieldVideo(tmp_path / "nowhere")
+    with pytest.raises(SpermEdgeError, match="has no hushem/ set"):
+        RealFieldVideo(tmp_path)
+    (tmp_path / "hushem" / "01_Normal").mkdir(parents=True)
+    with pytest.raises(SpermEdgeError, match="lacks the class folder"):
+        RealFieldVideo(tmp_path)
