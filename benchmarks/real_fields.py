@@ -106,14 +106,12 @@ def run_clip(bundle: Bundle, clip: Path, which: str, threads: int | None) -> tup
 
 def crop_classes(bundle: Bundle, data: Path, sources: list[str], threads: int | None) -> dict[str, str]:
     """The bundle's class for each original crop (path under `data`)."""
-    from sperm_edge.metrics import softmax
-
     out = {}
     with open_backend(bundle, "ort-cpu", "fp32", threads) as engine:
         for i in range(0, len(sources), 32):
             chunk = sources[i : i + 32]
             batch = preprocess_batch([decode_image(data / s) for s in chunk], bundle.preprocess)
-            labels = softmax(engine.infer(batch)).argmax(axis=1)
+            labels = engine.infer(batch).logits.argmax(axis=1)
             out.update({s: bundle.classes[int(k)] for s, k in zip(chunk, labels, strict=True)})
     return out
 
@@ -226,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_before": [round(v, 2) for v in load_before],
         "loadavg_after": [round(v, 2) for v in os.getloadavg()],
         "baseline_commit": BASELINE,
-        "bundles": {k: str(v.path) if hasattr(v, "path") else None for k, v in bundles.items()},
+        "bundles": {k: str(v.path) for k, v in bundles.items()},
         "settings": {"cells": args.cells, "frames": args.frames, "seeds": seeds, "backend": "ort-cpu fp32"},
         "targets": TARGETS,
         "rows": rows,

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import fnmatch
-
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
+from sperm_edge.bundle import load_bundle
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.bundle_writer import BundleWriter
 from sperm_edge.export.gate import check_drop, score
 from sperm_edge.export.int8 import ImageCalibrationReader, Int8Config, resolve_keep_float
 from sperm_edge.export.qdq_check import check_tensorrt_qdq
-from sperm_edge.model.registry import EFFICIENTNET_KEEP_FLOAT
 from sperm_edge.preprocess import PreprocessSpec
 
 
@@ -28,12 +26,9 @@ def test_every_qdq_is_signed_symmetric_and_weights_are_per_channel(tiny_bundle) 
         zero = consts[node.input[2]]
         assert zero.dtype == np.int8 and not zero.any(), node.name
     convs = [node for node in graph.node if node.op_type in ("Conv", "Gemm")]
-    kept = {n.name for n in convs if any(fnmatch.fnmatch(n.name, glob) for glob in EFFICIENTNET_KEEP_FLOAT)}
-    assert kept and len(kept) < len(convs)
+    kept_float = load_bundle(tiny_bundle).manifest["models"]["int8"]["quantization"]["keep_float"]
+    assert kept_float == []  # Lite0's default, chosen on validation splits: every layer quantized
     for node in convs:
-        if node.name in kept:  # left in float by default: its weight is a plain float initializer
-            assert node.input[1] in consts and consts[node.input[1]].dtype == np.float32, node.name
-            continue
         dq = producers[node.input[1]]
         assert dq.op_type == "DequantizeLinear", node.name
         weight, scale = consts[dq.input[0]], consts[dq.input[1]]
@@ -133,3 +128,23 @@ def test_keep_float_takes_globs_over_node_names(tiny_bundle) -> None:
     assert early and all("conv_stem" in name or "blocks.0/" in name for name in early)
     with pytest.raises(SpermEdgeError, match=r"\*nothing\*"):
         resolve_keep_float(path, ["*nothing*"])
+
+
+def test_layers_kept_in_float_keep_float_weights(tiny_bundle, tmp_path) -> None:
+    """What `--keep-float` promises (the B0 models' default): those convolutions are not quantized."""
+    import fnmatch
+
+    from sperm_edge.export.int8 import prepare_for_quantization, quantize_int8
+    from sperm_edge.model.registry import EFFICIENTNET_KEEP_FLOAT
+
+    bundle = load_bundle(tiny_bundle)
+    prepared = prepare_for_quantization(tiny_bundle / "model.onnx", tmp_path / "pre.onnx")
+    images = [np.full((40, 40, 3), 40 * i, np.uint8) for i in range(6)]
+    config = Int8Config(keep_float=EFFICIENTNET_KEEP_FLOAT)
+    result = quantize_int8(prepared, tmp_path / "int8.onnx", images, bundle.preprocess, "int8", config)
+    graph = onnx.load(str(result.path)).graph
+    consts = {init.name for init in graph.initializer}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    kept = [n for n in convs if any(fnmatch.fnmatch(n.name, glob) for glob in EFFICIENTNET_KEEP_FLOAT)]
+    assert kept and len(kept) < len(convs) and len(result.excluded_nodes) >= len(kept)
+    assert all(node.input[1] in consts for node in kept)  # a plain float initializer, no DequantizeLinear
