@@ -7,7 +7,10 @@
    other load hit both alike; the figure is the median call.
 2. Stream FPS, the runtime's `Pipeline` + `RunOutputs` on synthetic microscope fields (field
    mode) and single-cell crops (crop mode): `--explain every` (flagged cells' files plus every
-   cell's heatmap kept per track) against `--explain none`, alternating runs.
+   cell's heatmap kept per track) against `--explain none`, alternating runs; once with the
+   runtime's flagging (on synthetic frames most cells are flagged, so this mostly measures
+   writing their explanation files) and once with nothing flagged (the maps alone: the engine
+   outputs and every cell's heatmap).
 
     flock /tmp/sperm-edge-cpu.lock python benchmarks/cam_speed.py \\
         --bundle hushem=/work/models/issue14-hushem-224 --bundle smids=/work/models/issue14-smids-128
@@ -78,24 +81,33 @@ def latency(bundle, precision: str, work: Path, rounds: int, iters: int, threads
     return rows
 
 
-def stream_fps(bundle, work: Path, mode: str, frames: int, rounds: int, threads: int) -> dict:
-    """FPS of `--explain every` vs `--explain none`, alternating runs over the same frames."""
+def stream_fps(bundle, work: Path, mode: str, frames: int, rounds: int, threads: int, flag: bool = True) -> dict:
+    """FPS of `--explain every` vs `--explain none`, alternating runs over the same frames.
+
+    `flag` False: a policy that flags nothing, so no file is written and only the maps cost.
+    """
+    from sperm_edge.runtime.flagging import FlagPolicy
+
+    policy = None if flag else FlagPolicy.for_classes([], min_confidence=0.0, min_stability=0.0)
     cfg = StreamConfig(modes=(mode,), frames=frames, backend="ort-cpu", precision="fp32")
     folder = work / f"{bundle.path.name}-{mode}-frames"
     folder.mkdir(parents=True, exist_ok=True)
     (write_field_frames if mode == "field" else lambda f, b, c: write_crop_frames(f, b, c, None))(folder, bundle, cfg)
     runs: dict[str, list[dict]] = {"none": [], "every": []}
-    run_stream(bundle, folder, work / "warm", mode, "none", cfg, threads)  # warm caches and the page cache
+    run_stream(bundle, folder, work / "warm", mode, "none", cfg, threads, policy)  # warm caches and the page cache
     for r in range(rounds):
         for explain in ("none", "every") if r % 2 == 0 else ("every", "none"):
-            runs[explain].append(run_stream(bundle, folder, work / f"out-{explain}", mode, explain, cfg, threads))
+            out = work / f"out-{explain}"
+            runs[explain].append(run_stream(bundle, folder, out, mode, explain, cfg, threads, policy))
     fps = {k: [row["fps"] for row in v] for k, v in runs.items()}
     return {
-        "bundle": bundle.path.name, "mode": mode, "frames": frames, "runs_each": rounds,
+        "bundle": bundle.path.name, "mode": mode, "flagging": "runtime policy" if flag else "nothing flagged",
+        "frames": frames, "runs_each": rounds,
         "fps_none": fps["none"], "fps_every": fps["every"],
         "median_fps_none": statistics.median(fps["none"]), "median_fps_every": statistics.median(fps["every"]),
         "ratio": round(statistics.median(fps["every"]) / statistics.median(fps["none"]), 4),
-        "cells_per_run": runs["every"][0]["cells"], "explained_per_run": runs["every"][0].get("explained"),
+        "cells_per_run": runs["every"][0]["cells"], "flagged_per_run": runs["every"][0]["flagged"],
+        "explained_per_run": runs["every"][0].get("explained"),
     }  # fmt: skip
 
 
@@ -107,11 +119,12 @@ def _markdown(report: dict) -> str:
     for r in report["latency"]:
         lines.append(f"| {r['bundle']} | {r['precision']} | {r['batch']} | {r['with_outputs_ms']:.2f} | "
                      f"{r['logits_only_ms']:.2f} | {r['ratio']:.3f} |")  # fmt: skip
-    lines += ["", "| bundle | mode | FPS --explain every | FPS --explain none | ratio |"]
-    lines.append("| --- | --- | --- | --- | --- |")
+    lines += ["", "| bundle | mode | flagging | cells (flagged) | FPS --explain every | FPS --explain none | ratio |"]
+    lines.append("| --- | --- | --- | --- | --- | --- | --- |")
     for r in report["stream"]:
-        lines.append(f"| {r['bundle']} | {r['mode']} | {r['median_fps_every']:.1f} | {r['median_fps_none']:.1f} | "
-                     f"{r['ratio']:.3f} |")  # fmt: skip
+        cells = f"{r['cells_per_run']} ({r['flagged_per_run']})"
+        lines.append(f"| {r['bundle']} | {r['mode']} | {r['flagging']} | {cells} | "
+                     f"{r['median_fps_every']:.1f} | {r['median_fps_none']:.1f} | {r['ratio']:.3f} |")  # fmt: skip
     lines += ["", f"Command: `{report['command']}`"]
     return "\n".join(lines) + "\n"
 
@@ -139,9 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             precisions = ["fp32"] + [p for p in ("int8_cpu", "int8") if p in bundle.precisions()][:1]
             for precision in precisions:
                 report["latency"] += latency(bundle, precision, work, args.rounds, args.iters, args.threads)
-            for mode, frames in (("field", args.field_frames), ("crop", args.crop_frames)):
-                report["stream"].append(stream_fps(bundle, work, mode, frames, args.stream_rounds, args.threads))
-                log.info("%s", report["stream"][-1])
+            for flag in (True, False):
+                for mode, frames in (("field", args.field_frames), ("crop", args.crop_frames)):
+                    row = stream_fps(bundle, work, mode, frames, args.stream_rounds, args.threads, flag)
+                    report["stream"].append(row)
+                    log.info("%s", row)
     report["loadavg_after"] = _loadavg()
     atomic_write_json(args.out / "speed.json", report)
     atomic_write_bytes(args.out / "speed.md", _markdown(report).encode())

@@ -96,9 +96,12 @@ def write_crop_frames(folder: Path, bundle: Bundle, cfg: StreamConfig, data: Pat
 
 
 def run_stream(
-    bundle: Bundle, frames: Path, out: Path, mode: str, explain: str, cfg: StreamConfig, threads: int
+    bundle: Bundle, frames: Path, out: Path, mode: str, explain: str, cfg: StreamConfig, threads: int, policy=None
 ) -> dict:
-    """One pass of the runtime over `frames` with `--explain` `explain` (none, flagged, every); FPS, cells, stages."""
+    """One pass of the runtime over `frames` with `--explain` `explain` (none, flagged, every); FPS, cells, stages.
+
+    `policy`: the FlagPolicy (default: the bundle's abnormal classes and the runtime's thresholds).
+    """
     from sperm_edge.explain.worker import ExplainWorker
     from sperm_edge.runtime.backends import open_backend
     from sperm_edge.runtime.explanations import EngineExplanations
@@ -115,7 +118,7 @@ def run_stream(
         maps = EngineExplanations(out / EXPLANATIONS_DIR, bundle.classes, size, layer, explain)
     elif explain != "none":
         worker = ExplainWorker(bundle.checkpoint_stem(), out / EXPLANATIONS_DIR, queue_size=cfg.explain_queue)
-    policy = FlagPolicy.for_classes(bundle.abnormal_classes)
+    policy = policy or FlagPolicy.for_classes(bundle.abnormal_classes)
     config = PipelineConfig(mode=mode, track=False, keep_frames=False, temperature=bundle.temperature)
     with (
         open_source(str(frames), SourceOptions()) as source,

@@ -308,9 +308,9 @@ def _engine_explanation(loaded, rgb, target: str | None, threads: int | None):
     """Grad-CAM++ from the FP32 ONNX model's `cam` output on ONNX Runtime (CPU): no torch."""
     import time
 
+    from sperm_edge.calibration import calibrated_probs
     from sperm_edge.errors import SpermEdgeError
     from sperm_edge.explain.engine import engine_explanation
-    from sperm_edge.metrics import softmax
     from sperm_edge.preprocess import preprocess_batch
     from sperm_edge.runtime.backends import open_backend
 
@@ -322,7 +322,7 @@ def _engine_explanation(loaded, rgb, target: str | None, threads: int | None):
     with open_backend(loaded, "ort-cpu", "fp32", threads) as engine:
         start = time.perf_counter()
         outputs = engine.infer(preprocess_batch([rgb], loaded.preprocess))
-    probs = softmax(outputs.logits)[0]
+    probs = calibrated_probs(outputs.logits, loaded.temperature)[0]  # as the runtime reports them
     explanation = engine_explanation(
         rgb, outputs.cam[0], probs, loaded.classes, loaded.preprocess.img_size, section.get("layer", ""), index
     )

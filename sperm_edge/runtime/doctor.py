@@ -129,8 +129,10 @@ def fixes(report: dict) -> list[dict]:
         add("ONNX Runtime (the default engine)", RUNTIME_INSTALL)
     gpu = bool(report["gpus"])
     if gpu and not any(p in ort["providers"] for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")):
-        where = "NVIDIA's onnxruntime-gpu wheel for this JetPack (docs/jetson.md)" if jetson else "onnxruntime-gpu"
-        add("ONNX Runtime's GPU providers (ort-cuda, ort-trt)", f"pip uninstall -y onnxruntime && pip install {where}")
+        fix = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
+        if jetson:  # PyPI's onnxruntime-gpu is built for desktop GPUs
+            fix = "pip uninstall -y onnxruntime, then NVIDIA's onnxruntime-gpu wheel for JetPack 6 (docs/jetson.md)"
+        add("ONNX Runtime's GPU providers (ort-cuda, ort-trt)", fix)
     trt = report["tensorrt"]
     if gpu and (trt is None or not trt["python"]):
         fix = "sudo apt install python3-libnvinfer (ships with JetPack)" if jetson else "pip install tensorrt"

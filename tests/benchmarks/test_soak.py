@@ -27,6 +27,8 @@ def test_flatness_checks_catch_growth() -> None:
     checks = soak.flatness(leaking, 0.1)
     assert not checks["ok"] and not checks["rss"]["ok"] and not checks["fds"]["ok"] and checks["threads"]["ok"]
     assert "samples after warm-up" in soak.flatness(flat[:5], 0.1)["reason"]
+    flickering = [{**s, "fds": 12 + (i * 7 % 3 == 0)} for i, s in enumerate(flat)]  # a descriptor now and then
+    assert soak.flatness(flickering, 0.1)["fds"]["ok"]
 
 
 @pytest.mark.slow
@@ -46,3 +48,5 @@ def test_a_short_soak_writes_its_figures(tmp_path_factory, tmp_path: Path) -> No
     assert {"t", "frames", "fps", "rss_mb", "fds", "threads", "tracking_ms"} <= set(sample)
     assert code == (0 if result["ok"] else 1) and (out / "soak.png").stat().st_size > 1000
     assert result["loadavg_start_end"][0] and "--crop-frames 400" in result["command"]
+    assert _soak().main(["--recheck", str(out / "soak.json")]) == code
+    assert json.loads((out / "soak.json").read_text())["runs"][0]["checks_as_run"]
