@@ -16,7 +16,11 @@ size}}), `models` ({precision: {file, ...figures}}, precision in
 "fp32", "int8", "int8_cpu"), `engines` (list of {file, precision, tensorrt, compute_capability,
 max_batch}), `checkpoint` ({weights, meta}), `benchmarks` (list of measured latencies:
 {backend, precision, batch, p50_ms, machine}), `framing` (optional: how the training crops frame a
-head, {head_width_px, crop_side_px, crop_scale, ...}; see `export.framing`), `versions`, `created`.
+head, {head_width_px, crop_side_px, crop_scale, ...}; see `export.framing`), `drift` (the drift
+warning's description: {file, method, dims, cell_threshold, run_rule, ...}, or {available: false,
+reason}; see `sperm_edge.drift`), `versions`, `created`.
+
+BUNDLE/drift.npz (optional) holds the drift model's arrays (read with `allow_pickle=False`).
 
 torch-free on purpose: the classify-only runtime loads bundles with this module.
 """
@@ -93,6 +97,15 @@ class Bundle:
     def temperature(self) -> float:
         """Temperature scaling every backend's logits get before the softmax (1.0: none recorded)."""
         return float(self.manifest.get("temperature", 1.0))
+
+    def drift_model(self):
+        """The drift warning's model (`sperm_edge.drift.DriftModel`), or None for a bundle without one."""
+        from sperm_edge.drift import DriftModel
+
+        section = self.manifest.get("drift") or {}
+        if not section.get("file"):
+            return None
+        return DriftModel.load(self.file(section["file"]))
 
     def file(self, name: str) -> Path:
         if name not in self.manifest["files"]:

@@ -115,6 +115,7 @@ def run(
     from sperm_edge.io import prepare_output_dir
     from sperm_edge.runtime.annotate import gui_available
     from sperm_edge.runtime.backends import open_backend
+    from sperm_edge.runtime.drift import run_drift
     from sperm_edge.runtime.explanations import EXPLAIN_MODES
     from sperm_edge.runtime.flagging import FlagPolicy
     from sperm_edge.runtime.localize import LocalizerConfig
@@ -139,6 +140,7 @@ def run(
         max_batch=batch,
         max_frames=max_frames,
         temperature=loaded.temperature,
+        drift=loaded.drift_model(),
         localizer=LocalizerConfig.framed(loaded.framing, crop_scale, crop_size),
     )
     policy = FlagPolicy.for_classes(loaded.abnormal_classes, min_confidence, min_stability)
@@ -185,6 +187,9 @@ def run(
         info = {"bundle": str(bundle), "source": source, "mode": mode, "backend": engine.describe(), **stats}
     if truth_data is not None:
         info["truth"] = score_events(outs.events, truth_data)
+    drift = run_drift(config.drift, outs.events)
+    if drift is not None:
+        info["drift"] = drift
     report = outs.finish(loaded.classes, loaded.normal_class, info)
     _print_summary(report, stats, out)
     if page is not None:
@@ -264,6 +269,7 @@ def _print_summary(report: dict, stats: dict, out: Path) -> None:
     console.print(line)
     if report.get("warning"):
         console.print(f"[yellow]warning:[/] {report['warning']}")
+    _print_drift(report.get("drift"))
     if report.get("truth"):
         t = report["truth"]
         console.print(
@@ -278,6 +284,15 @@ def _print_summary(report: dict, stats: dict, out: Path) -> None:
         + (", flagged/" if report["flagged"] else "")
         + (", explanations/" if explanations and explanations["explained"] else "")
     )
+
+
+def _print_drift(drift: dict | None) -> None:
+    from sperm_edge.runtime.drift import drift_message
+
+    if drift is not None and drift.get("warning"):
+        console.print(f"[bold red]drift warning:[/] {drift_message(drift)}")
+    else:
+        console.print(f"drift: {drift_message(drift)}")
 
 
 @app.command("explain")

@@ -92,6 +92,13 @@ class Stages:
             self.writer.manifest["evaluation"] = _set_summary(held_out)
         self.writer.set_model("fp32", FP32_FILE, **entry)
 
+    def drift(self, meta: dict) -> None:
+        """The drift description from the FP32 model's features (training split; thresholds on validation)."""
+        from sperm_edge.export.drift import add_drift
+
+        self.reporter.step("describing the training distribution for the drift warning")
+        add_drift(self.writer, FP32_FILE, meta, self.classes, self.spec)
+
     @staticmethod
     def _explain_section(model, exported) -> dict:
         """How the bundle's explanations are made: by the engine (the `cam` output) or by the retained checkpoint."""

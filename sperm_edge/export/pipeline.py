@@ -2,9 +2,9 @@
 
 Order: validate everything the user gave (options, output folder, checkpoint, TensorRT, image
 folders) before any work; then, inside a temporary folder renamed into place only on success:
-FP32 ONNX (+ checker, smoke run, parity with PyTorch), INT8 Q/DQ (+ TensorRT rules, accuracy
-gate), the CPU-only U8S8 variant if it is faster, CPU latencies, TensorRT engines, the retained
-checkpoint, and the manifest last.
+FP32 ONNX (+ checker, smoke run, parity with PyTorch), the drift description (`export.drift`),
+INT8 Q/DQ (+ TensorRT rules, accuracy gate), the CPU-only U8S8 variant if it is faster, CPU
+latencies, TensorRT engines, the retained checkpoint, and the manifest last.
 
 The INT8 gate decides on the validation split (choices are made on validation data); accuracy on
 the test split is measured and reported beside it, never used to decide.
@@ -148,6 +148,7 @@ def export_bundle(
         # the INT8 cam verdict ships or refuses a model: it is decided on validation images when there are any
         cam_set = gate_set.sample(options.parity_count, options.seed) if gate_set is not None else parity_set
         stages.fp32(model, parity_set, held_out, cam_set)
+        stages.drift(ckpt.meta)
         if options.int8:
             stages.int8(calib, gate_set, held_out)
         stages.latencies()

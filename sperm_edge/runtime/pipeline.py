@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from sperm_edge.calibration import calibrated_probs
+from sperm_edge.drift import DriftModel
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
 from sperm_edge.runtime.backends.base import Backend
@@ -52,7 +53,9 @@ class PipelineConfig:
     """How frames become cells. `track` None: on for videos and cameras in field mode, off for still images.
 
     `temperature`: the bundle's temperature scaling (`Bundle.temperature`), applied to every backend's
-    logits before the softmax, so confidences (and the flags that read them) are calibrated."""
+    logits before the softmax, so confidences (and the flags that read them) are calibrated.
+    `drift`: the bundle's drift model (`Bundle.drift_model()`): each cell's pooled features get a
+    drift score, carried by its event as `drift_score`."""
 
     mode: str = "field"
     localizer: LocalizerConfig = field(default_factory=LocalizerConfig)
@@ -63,6 +66,7 @@ class PipelineConfig:
     max_frames: int | None = None
     keep_frames: bool = True
     temperature: float = 1.0
+    drift: DriftModel | None = None
     join_timeout: float = 5.0  # seconds `__exit__` waits for its threads (a read stuck in a driver is left behind)
 
 
@@ -337,11 +341,15 @@ class Pipeline:
             )
             cams = np.concatenate([o.cam for o in outputs]) if outputs and outputs[0].cam is not None else None
             t1 = time.perf_counter()
+            drift = self._drift_scores(outputs)  # postprocessing time: a few matrix products
             results, k, tracking = [], 0, 0.0
             for frame, dets, shift in zip(item.frames, item.cells, item.shifts, strict=True):
                 n = len(dets)
                 cam = cams[k : k + n] if cams is not None else [None] * n
-                result, seconds = self._postprocess(frame, dets, item.crops[k : k + n], probs[k : k + n], cam, shift)
+                scores = drift[k : k + n] if drift is not None else [None] * n
+                result, seconds = self._postprocess(
+                    frame, dets, item.crops[k : k + n], probs[k : k + n], cam, shift, scores
+                )
                 results.append(result)
                 tracking += seconds
                 k += n
@@ -358,9 +366,15 @@ class Pipeline:
             self.times.add("tracking", time.perf_counter() - start, 0)
             self._put(self._results, FrameResult(None, [], events, self.fps))
 
+    def _drift_scores(self, outputs: list) -> np.ndarray | None:
+        """Each cell's drift score from its pooled features; None without a drift model or a `features` output."""
+        if self.config.drift is None or not outputs or outputs[0].features is None:
+            return None
+        return self.config.drift.score(np.concatenate([o.features for o in outputs]))
+
     def _postprocess(
         self, frame: Frame, dets: list[Detection], crops: list[np.ndarray], probs: np.ndarray,
-        cams: Sequence[np.ndarray | None], shift: tuple[float, float],
+        cams: Sequence[np.ndarray | None], shift: tuple[float, float], drift: Sequence[float | None],
     ) -> tuple[FrameResult, float]:  # fmt: skip
         """The frame's cells and events, and the seconds spent in the tracker (its own stage)."""
         self.frames += 1
@@ -369,8 +383,8 @@ class Pipeline:
         self._stamps.append(now)
         keep = frame.image if self.config.keep_frames and self.config.mode == "field" else None
         observations = [
-            Observation(frame.index, d, p, c, keep, now - self._started, frame.name, cam)
-            for d, p, c, cam in zip(dets, probs, crops, cams, strict=True)
+            Observation(frame.index, d, p, c, keep, now - self._started, frame.name, cam, score)
+            for d, p, c, cam, score in zip(dets, probs, crops, cams, drift, strict=True)
         ]
         tracking = 0.0
         if self.tracker is not None:
@@ -433,5 +447,7 @@ class Pipeline:
         }
         if obs.name:
             event["name"] = obs.name
+        if obs.drift is not None:
+            event["drift_score"] = round(float(obs.drift), 4)
         self.events += 1
         return CellEvent(event, obs.crop if reasons else None, obs.frame if reasons else None, obs.cam, obs.probs)

@@ -4,7 +4,8 @@ WHO's laboratory manual (6th ed., 2021) asks for at least 200 assessed sperm per
 warns below that. The interval is Wilson's score interval (Wilson 1927), which stays inside
 [0, 100] and keeps its coverage for small counts and proportions near 0 or 1, unlike the normal
 approximation. Classes that are not sperm (e.g. SMIDS' "Non-Sperm") are listed but left out of
-the percentage.
+the percentage. `drift` (when the bundle has a drift model) says whether the cells look like the
+training data (`runtime.drift`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
+from sperm_edge.runtime.drift import drift_message
 
 WHO_MINIMUM = 200
 NON_SPERM = re.compile(r"non[-_ ]?sperm", re.IGNORECASE)
@@ -116,6 +118,11 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {cls}{note} | {n} | {100.0 * n / total:.1f}% |")
     reasons = ", ".join(f"{k} {v}" for k, v in report["flag_reasons"].items()) or "none"
     lines += ["", f"Flagged for review: {report['flagged']} ({reasons}).", ""]
+    drift = report.get("drift")
+    if drift is not None and drift.get("warning"):
+        lines += [f"> **Drift warning:** {drift_message(drift)}.", ""]
+    else:
+        lines += [f"Drift check: {drift_message(drift)}.", ""]
     stages = report.get("stages_ms", {})
     if stages:
         lines += [

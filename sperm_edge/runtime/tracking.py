@@ -92,6 +92,7 @@ class Observation:
     time: float = 0.0
     name: str = ""
     cam: np.ndarray | None = None  # the engine's Grad-CAM++ maps of this crop (K x Hf x Wf), when it has them
+    drift: float | None = None  # the crop's drift score (`sperm_edge.drift`), when the bundle has a drift model
 
 
 @dataclass

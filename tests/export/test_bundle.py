@@ -125,3 +125,4 @@ def test_library_export_without_any_real_images_falls_back_to_noise(tiny_run, tm
     assert set(manifest["models"]) == {"fp32"} and "accuracy" not in manifest["models"]["fp32"]
     assert manifest["models"]["fp32"]["parity"]["images"].startswith("uniform noise")
     assert [b["precision"] for b in manifest["benchmarks"]] == ["fp32"]
+    assert manifest["drift"]["available"] is False and "drift.npz" not in manifest["files"]  # no split to fit on

@@ -58,3 +58,33 @@ def build_tiny_bundle(base: Path) -> Path:
 
     export_bundle(run / "best", bundle, ExportOptions(parity_count=4, latency_runs=3))
     return bundle
+
+
+def build_drift_bundle(base: Path) -> tuple[Path, Path]:
+    """A copy of the tiny bundle with a drift model fitted on generated crops (its train/val split), and the crops.
+
+    Goes through the export stage's own `add_drift` on a writer over the copy, then re-hashes the files.
+    """
+    import json
+    import shutil
+
+    from sperm_edge.bundle import load_bundle
+    from sperm_edge.export.bundle_writer import BundleWriter
+    from sperm_edge.export.drift import add_drift
+    from sperm_edge.io import natural_key
+
+    crops = make_crops(base / "drift-crops", n=48, seed=5)
+    bundle = base / "drift-bundle"
+    if (bundle / "manifest.json").is_file():
+        return bundle, crops
+    tiny = load_bundle(build_tiny_bundle(base))
+    work = base / "drift-bundle.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(tiny.path, work)
+    files = sorted((p.relative_to(crops).as_posix() for p in crops.glob("[!_]*/*.png")), key=natural_key)
+    meta = {"split": {"data": str(crops), "train": files[0::2], "val": files[1::2]}}
+    writer = BundleWriter.from_manifest(work, json.loads((work / "manifest.json").read_text()))
+    add_drift(writer, "model.onnx", meta, tiny.classes, tiny.preprocess)
+    writer.finish(writer.manifest.get("versions"))
+    work.rename(bundle)
+    return bundle, crops

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.runtime._bundle import build_tiny_bundle
+from tests.runtime._bundle import build_drift_bundle, build_tiny_bundle
 
 CLIP_FRAMES = 24
 CLIP_SIZE = (480, 360)
@@ -18,6 +18,12 @@ CLIP_SIZE = (480, 360)
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     return build_tiny_bundle(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def drift_bundle(tmp_path_factory) -> tuple[Path, Path]:
+    """The tiny bundle with a drift model (fitted on generated crops), and those crops."""
+    return build_drift_bundle(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

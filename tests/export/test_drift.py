@@ -1,0 +1,30 @@
+"""Export writes the drift model from the FP32 model's features: fitted on training, thresholds on validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from sperm_edge.bundle import load_bundle
+from sperm_edge.drift import DRIFT_FILE
+from sperm_edge.export.images import split_images
+from sperm_edge.export.ort_cpu import cpu_session, ort_outputs
+
+
+def test_export_fits_the_drift_model_on_the_training_split(tiny_bundle, tiny_run) -> None:
+    bundle = load_bundle(tiny_bundle)
+    section = bundle.manifest["drift"]
+    meta = json.loads((tiny_run / "best.json").read_text())
+    train, val = (split_images(meta, part, bundle.classes) for part in ("train", "val"))
+    assert section["file"] == DRIFT_FILE and DRIFT_FILE in bundle.manifest["files"]
+    assert section["fitted_on"]["n"] == len(train) and section["thresholds_on"]["n"] == len(val)
+    assert section["fitted_on"]["source"].startswith("train split")
+    assert section["thresholds_on"]["source"].startswith("val split")
+    assert {"method", "dims", "cell_threshold", "cell_threshold_rule", "run_rule"} <= set(section)
+    model = bundle.drift_model()
+    assert len(model.val_scores) == len(val)
+    assert np.isclose(model.threshold, section["cell_threshold"], atol=1e-4)
+    # the stored validation scores are what the bundle's own FP32 model gives those crops
+    features = ort_outputs(cpu_session(bundle.onnx_path("fp32")), val.images, bundle.preprocess)["features"]
+    np.testing.assert_allclose(model.score(features), model.val_scores, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,118 @@
+"""The drift warning at run time: each counted cell scored from its features, the run's verdict in the report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sperm_edge.bundle import load_bundle
+from sperm_edge.errors import SpermEdgeError
+from tests.conftest import run_cli
+
+
+def _write(images: list[np.ndarray], folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for i, rgb in enumerate(images):
+        cv2.imwrite(str(folder / f"c{i:03d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def _sets(tmp_path: Path) -> tuple[Path, Path]:
+    """Held-out generated crops of the training style (never fitted on), and crops of another lab's style."""
+    from sperm_edge.data.synthetic import write_crop_dataset
+
+    def flat(root: Path, name: str) -> Path:
+        images = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(root.glob("[!_]*/*.png"))]
+        return _write(images, tmp_path / name)
+
+    same = write_crop_dataset(tmp_path / "fresh", 24, "hushem", 11)
+    other = write_crop_dataset(tmp_path / "other-lab", 24, "smids", 11)
+    return flat(same, "same"), flat(other, "shifted")
+
+
+def _run(bundle: Path, source: Path, out: Path) -> dict:
+    args = ["run", str(bundle), "--source", str(source), "--mode", "crop", "--headless", "--out", str(out)]
+    assert run_cli(args) == 0
+    return json.loads((out / "report.json").read_text())
+
+
+def test_shifted_crops_score_high_and_the_run_warns(drift_bundle, tmp_path: Path) -> None:
+    bundle, _ = drift_bundle
+    same, shifted = _sets(tmp_path)
+    quiet, loud = _run(bundle, same, tmp_path / "quiet"), _run(bundle, shifted, tmp_path / "loud")
+    for report in (quiet, loud):
+        assert set(report["drift"]) >= {"score", "share_out", "threshold", "warning"}
+        assert isinstance(report["drift"]["warning"], bool) and report["drift"]["n"] == 24
+    assert loud["drift"]["score"] > loud["drift"]["run_threshold"] > quiet["drift"]["score"]
+    assert loud["drift"]["warning"] is True and loud["drift"]["share_out"] > quiet["drift"]["share_out"]
+    assert quiet["drift"]["warning"] is False
+    events = [json.loads(line) for line in (tmp_path / "loud" / "events.jsonl").read_text().splitlines()]
+    assert np.median([e["drift_score"] for e in events]) == pytest.approx(loud["drift"]["score"], abs=1e-3)
+    md = (tmp_path / "loud" / "report.md").read_text()
+    assert "Drift warning" in md and "unlike the training data" in md and "sperm-edge adapt" in md
+    assert "look like the training data" in (tmp_path / "quiet" / "report.md").read_text()
+
+
+def test_manifest_lists_the_drift_file_and_a_tampered_one_is_refused(drift_bundle, tmp_path: Path, capsys) -> None:
+    bundle, _ = drift_bundle
+    manifest = load_bundle(bundle).manifest
+    assert manifest["drift"]["file"] == "drift.npz" and "drift.npz" in manifest["files"]
+    assert manifest["drift"]["method"] == "mahalanobis-pca" and manifest["drift"]["thresholds_on"]["n"] == 24
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    data = bytearray((copy / "drift.npz").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (copy / "drift.npz").write_bytes(bytes(data))
+    with pytest.raises(SpermEdgeError, match=r"drift\.npz does not match its sha256"):
+        load_bundle(copy)
+    assert run_cli(["run", str(copy), "--source", str(tmp_path), "--headless", "--out", str(tmp_path / "o")]) != 0
+    assert "drift.npz" in capsys.readouterr().err
+
+
+def test_a_bundle_without_a_drift_model_says_so(tiny_bundle: Path, tmp_path: Path) -> None:
+    source = _write([np.full((40, 40, 3), 128, np.uint8)], tmp_path / "one")
+    report = _run(tiny_bundle, source, tmp_path / "out")
+    assert "drift" not in report
+    assert "no drift check" in (tmp_path / "out" / "report.md").read_text()
+
+
+SCRIPT = r"""
+import json, sys
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+from sperm_edge.bundle import load_bundle
+from sperm_edge.runtime.backends import open_backend
+from sperm_edge.runtime.drift import run_drift
+from sperm_edge.runtime.outputs import RunOutputs, stream
+from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
+from sperm_edge.runtime.sources import open_source
+
+bundle = load_bundle(sys.argv[1])
+config = PipelineConfig(mode="crop", drift=bundle.drift_model())
+with open_backend(bundle, "ort-cpu") as backend, open_source(sys.argv[2]) as source, \
+        RunOutputs(sys.argv[3]) as outputs, \
+        Pipeline(source, backend, bundle.classes, bundle.preprocess, config) as p:
+    stream(p, outputs)
+drift = run_drift(config.drift, outputs.events)
+print(json.dumps({"drift": drift, "torch_loaded": sys.modules.get("torch") is not None}))
+"""
+
+
+def test_drift_scoring_needs_no_torch(drift_bundle, tmp_path: Path) -> None:
+    bundle, crops = drift_bundle
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(bundle), str(next(crops.glob("[!_]*"))), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not result["torch_loaded"] and isinstance(result["drift"]["warning"], bool) and result["drift"]["n"] > 0
