@@ -23,7 +23,30 @@ from sperm_edge.view.server import ViewServer
 from sperm_edge.view.state import Conflict, FinishedControls, RunControls, RunState, load_run
 
 
-class LiveView:
+class _Page:
+    """A page served on (host, port) with an optional token: its URL, and its server's lifetime."""
+
+    host: str
+    token: str | None
+    _server: ViewServer
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def url(self) -> str:
+        return url_for(self.host, self.port, self.token)
+
+    def __enter__(self):
+        self._server.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.__exit__()
+
+
+class LiveView(_Page):
     """Serves a run while it goes; see the module docstring for the calls, in order."""
 
     def __init__(
@@ -47,21 +70,9 @@ class LiveView:
         self._pipeline: Any = None
         self._outputs: Any = None
 
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def url(self) -> str:
-        return url_for(self.host, self.port, self.token)
-
-    def __enter__(self) -> LiveView:
-        self._server.__enter__()
-        return self
-
     def __exit__(self, *exc: object) -> None:
         self.slot.close()
-        self._server.__exit__()
+        super().__exit__(*exc)
 
     # -- the stream's side --------------------------------------------------------------------------
     def attach(self, pipeline, outputs, backend: dict | None = None) -> None:
@@ -112,7 +123,7 @@ class LiveView:
         return self._controls.explain(event_id)
 
 
-class RunView:
+class RunView(_Page):
     """`sperm-edge view RUN_DIR`: the page over a finished run (report, gallery, explanations), no stream."""
 
     def __init__(self, run_dir: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
@@ -120,18 +131,3 @@ class RunView:
         self.host, self.token = host, token
         self.state = load_run(run_dir)
         self._server = ViewServer(build_app(self.state, FinishedControls(self.state), None, 1.0, token), host, port)
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def url(self) -> str:
-        return url_for(self.host, self.port, self.token)
-
-    def __enter__(self) -> RunView:
-        self._server.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.__exit__()
