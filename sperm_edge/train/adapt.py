@@ -59,17 +59,17 @@ def sample_shots(dataset: ImageFolder, per_class: int, seed: int) -> tuple[list[
     return sorted(shots), rest
 
 
-def _features(backbone: nn.Module, images: TensorImages, views: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backbone feature maps of `views` augmented passes over `images` (view 0 unaugmented), and their labels."""
+def _features(
+    backbone: nn.Module, plain: TensorImages, augmented: TensorImages, views: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone feature maps of the shots as they are (view 0) and of `views - 1` augmented passes, with labels."""
     maps, labels = [], []
-    augment_cfg = images.augment_cfg
     with torch.inference_mode():
         for view in range(views):
-            images.augment_cfg, images.epoch = (None if view == 0 else augment_cfg), view
-            batch = torch.stack([images[i][0] for i in range(len(images))])
-            maps.append(backbone(batch))
+            images = plain if view == 0 else augmented
+            images.epoch = view  # each augmented pass draws fresh transforms
+            maps.append(backbone(torch.stack([images[i][0] for i in range(len(images))])))
             labels.append(images.labels)
-    images.augment_cfg = augment_cfg
     return torch.cat(maps), torch.cat(labels)
 
 
@@ -132,11 +132,10 @@ def adapt_model(ckpt: Checkpoint, dataset: ImageFolder, shots: list[int], cfg: A
     model = ckpt.build_model()
     torch.manual_seed(cfg.seed)
     top = _top(model, len(dataset.classes))
-    shot_images = TensorImages(
-        [dataset.images[i] for i in shots], [dataset.labels[i] for i in shots], ckpt.preprocess, AugmentConfig(),
-        cfg.seed,
-    )  # fmt: skip
-    maps, labels = _features(model.backbone.eval(), shot_images, cfg.views)
+    images, labels = [dataset.images[i] for i in shots], [dataset.labels[i] for i in shots]
+    plain = TensorImages(images, labels, ckpt.preprocess)
+    augmented = TensorImages(images, labels, ckpt.preprocess, AugmentConfig(), cfg.seed)
+    maps, labels = _features(model.backbone.eval(), plain, augmented, cfg.views)
     temperature = _cross_fitted_temperature(top, maps, labels, len(shots), cfg)
     fitted = _fit_top(top, maps, labels, cfg)
     model.attention, model.head = fitted[0], fitted[1]

@@ -35,14 +35,14 @@ def calibrate_run(checkpoint: str | Path, device: str = "auto") -> dict:
     """Fit temperature scaling for an existing run on its own validation split and store it in its checkpoint."""
     from sperm_edge.model.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
     from sperm_edge.model.inference import pick_device, predict_logits
-    from sperm_edge.train.run import split_images
+    from sperm_edge.train.run import images_to_score
 
     stem = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(stem)
     model = ckpt.build_model().to(pick_device(device))
     outputs = {}
     for part in ("val", "test"):
-        dataset, _ = split_images(ckpt, None, part)
+        dataset, _ = images_to_score(ckpt, None, part)
         outputs[part] = predict_logits(model, dataset.images, ckpt.preprocess), np.asarray(dataset.labels)
     result = fit_and_report(outputs["val"], outputs["test"], stem.parent)
     meta = {k: v for k, v in ckpt.meta.items() if k not in CHECKPOINT_OWN_KEYS}

@@ -97,7 +97,7 @@ def evaluate(
     and warns when some of them were in the run's train or val split (matched by pixel content).
     """
     ckpt = load_checkpoint(checkpoint)
-    dataset, root = split_images(ckpt, data, split)
+    dataset, root = images_to_score(ckpt, data, split)
     record = ckpt.meta.get("split") or {}
     seen = _seen_in_training(dataset, record, root)
     if seen:
@@ -117,7 +117,7 @@ def evaluate(
     return report
 
 
-def split_images(ckpt, data: str | Path | None, split: str):
+def images_to_score(ckpt, data: str | Path | None, split: str):
     """The images to score: `split` of the run's own data, or (`all`) every image of `data`; and their root."""
     if split not in EVAL_SPLITS:
         raise SpermEdgeError(f"--split must be one of {', '.join(EVAL_SPLITS)}, not {split!r}")
