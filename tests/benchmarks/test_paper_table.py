@@ -98,6 +98,7 @@ def test_packing_is_lossless_after_the_resize_and_keeps_the_folds(tmp_path) -> N
         ("paper_table.py", ["--pick", "smids/simple_cnn=nope", "--table-only", "--out", "{tmp}/o"], "no recipe"),
         ("cuda_latency.py", ["{tmp}/missing", "--data", "{tmp}", "--out", "{tmp}/c.json"], "not found"),
         ("keep_float.py", ["--runs", "{tmp}/missing", "--out", "{tmp}/o"], "checkpoint file not found"),
+        ("crosslab.py", ["--hushem", "{tmp}/h", "--smids", "{tmp}/s", "--data-root", "{tmp}/none"], "not found"),
     ],
 )
 def test_scripts_refuse_bad_input_in_one_line(script, args, message, tmp_path) -> None:
