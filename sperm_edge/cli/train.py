@@ -92,6 +92,12 @@ def train(
         "standard", help="standard, or robust: plus stain (HED), gamma, greyscale, noise, JPEG and scale jitter."
     ),
     patience: int = typer.Option(TrainConfig.patience, min=1, help="Early-stopping patience (epochs, val macro-F1)."),
+    ema_decay: float = typer.Option(
+        TrainConfig.ema_decay, min=0.0, max=0.9999, help="Per-step EMA of the weights (validated and kept); 0 disables."
+    ),
+    keep: str = typer.Option(
+        TrainConfig.keep, help="Weights to keep: best (best validation macro-F1 epoch) or last (the final ones)."
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
 ) -> None:
@@ -103,6 +109,8 @@ def train(
 
     get_entry(arch)
     augmentation(augment)  # refuses an unknown name before any work
+    if keep not in ("best", "last"):
+        raise SpermEdgeError(f"--keep must be best or last, not {keep!r}")
     if balance not in ("loss", "sampler", "none"):
         raise SpermEdgeError(f"--balance must be loss, sampler or none, not {balance!r}")
     cfg = TrainConfig(
@@ -124,6 +132,8 @@ def train(
         label_smoothing=label_smoothing,
         augment=augment,
         patience=patience,
+        ema_decay=ema_decay,
+        keep=keep,
         device=device,
     )
     result = run_training(cfg, folds=folds, resume=resume, reporter=RichReporter())

@@ -2,8 +2,13 @@
 
 Phase 1 trains CBAM and the head on a frozen ImageNet backbone; phase 2 unfreezes everything at a
 lower rate with linear warm-up and cosine decay. Each epoch is checkpointed atomically (`last.*`);
-the best validation macro-F1 becomes `best.*`. A model with no pretrained backbone (SimpleCNN, or
---no-pretrained) has nothing worth freezing, so both its phases train all layers.
+the weights kept (`best.*`) are those of the best validation macro-F1 (`keep="best"`) or the final ones
+(`keep="last"`). With `ema_decay` set, an exponential moving average of the weights is kept beside
+them and is what gets validated, early-stopped on and kept. Every candidate (raw and EMA, best epoch
+and final) is saved under `candidates/` and scored on validation and test, with and without
+dihedral test-time augmentation, so recipe levers are compared on validation from one run. A model
+with no pretrained backbone (SimpleCNN, or --no-pretrained) has nothing worth freezing, so both its
+phases train all layers.
 
 A pretrained backbone keeps its BatchNorm running statistics in both phases (its affine weights
 train in phase 2): with batches of 16 smear crops, switching BatchNorm to batch statistics at the
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +29,7 @@ from typing import Protocol
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from sperm_edge.bundle import cpu_name
@@ -35,6 +42,7 @@ from sperm_edge.metrics import classification_report, softmax
 from sperm_edge.model import create_model, get_entry
 from sperm_edge.model.checkpoint import save_checkpoint
 from sperm_edge.model.inference import pick_device
+from sperm_edge.model.tta import dihedral_views, mean_over_views
 from sperm_edge.train.calibrate import CHECKPOINT_OWN_KEYS, fit_and_report
 from sperm_edge.train.config import TrainConfig
 from sperm_edge.train.dataset import TensorImages
@@ -42,6 +50,9 @@ from sperm_edge.train.plots import plot_confusion, plot_curves
 from sperm_edge.train.resume import load_optimizer, save_optimizer
 
 log = logging.getLogger(__name__)
+
+CANDIDATES = "candidates"  # folder of a run holding every candidate's weights: {raw,ema}-{best,last}
+KEEP = ("best", "last")
 
 
 class Reporter(Protocol):
@@ -77,8 +88,9 @@ class Progress:
 
     phase: int = 1
     epoch: int = 0  # epochs completed in the current phase
-    best_f1: float = -1.0
+    best_f1: float = -1.0  # of the kept model (the EMA when there is one)
     best_epoch: int = 0
+    candidate_f1: dict[str, float] = field(default_factory=dict)  # best validation macro-F1 per tracked model
     bad_epochs: int = 0
     seconds: float = 0.0  # training wall time, summed over resumed sessions
     history: list[dict] = field(default_factory=list)
@@ -117,13 +129,19 @@ def _class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+def _predict(
+    model: nn.Module, loader: DataLoader, device: torch.device, tta: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of a whole loader; `tta` averages the logits of the 8 dihedral views."""
     model.eval()
     logits, labels = [], []
     for images, targets in loader:
-        images = images.to(device).contiguous(memory_format=torch.channels_last)
+        images = images.to(device)
+        if tta:
+            images = dihedral_views(images)
         with torch.autocast(device.type, enabled=device.type == "cuda"):
-            logits.append(model(images).float().cpu().numpy())
+            out = model(images.contiguous(memory_format=torch.channels_last)).float()
+        logits.append((mean_over_views(out) if tta else out).cpu().numpy())
         labels.append(targets.numpy())
     return np.concatenate(logits), np.concatenate(labels)
 
@@ -157,6 +175,15 @@ class Trainer:
             cfg.arch, len(dataset.classes), pretrained=cfg.pretrained and cfg.weights is None, weights=cfg.weights
         )
         self.model = self.model.to(self.device).to(memory_format=torch.channels_last)
+        if cfg.keep not in KEEP:
+            raise SpermEdgeError(f"keep must be one of {', '.join(KEEP)}, got {cfg.keep!r}")
+        if not 0.0 <= cfg.ema_decay < 1.0:
+            raise SpermEdgeError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+        self.ema = (
+            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            if cfg.ema_decay > 0
+            else None
+        )
         self.pretrained = (cfg.pretrained and self.entry.pretrained is not None) or cfg.weights is not None
         p1 = cfg.phase1_epochs if cfg.phase1_epochs is not None else preset.phase1_epochs
         p2 = cfg.phase2_epochs if cfg.phase2_epochs is not None else preset.phase2_epochs
@@ -188,6 +215,14 @@ class Trainer:
             "data": str(dataset.root.resolve()),
             **{name: [paths[i] for i in idx] for name, idx in split.items()},
         }
+
+    def _tracked(self) -> dict[str, nn.Module]:
+        """The models validated every epoch: the trained weights and, with EMA, their average."""
+        return {"raw": self.model} | ({"ema": self.ema.module} if self.ema is not None else {})
+
+    @property
+    def _selected(self) -> str:
+        return "ema" if self.ema is not None else "raw"
 
     def _eval_set(self, name: str) -> TensorImages:
         idx = self.split[name]
@@ -229,6 +264,8 @@ class Trainer:
         """Run both phases (continuing from `last.*` when resuming), then test the best model."""
         self.out.mkdir(parents=True, exist_ok=True)
         progress = self._restore() if resume else Progress()
+        if not resume:  # candidates of an earlier run in this folder must not be scored with this one's
+            shutil.rmtree(self.out / CANDIDATES, ignore_errors=True)
         for phase in self.phases:
             if phase.number < progress.phase or phase.epochs == 0:
                 continue
@@ -255,31 +292,44 @@ class Trainer:
             self.reporter.epoch_start(phase.number, epoch + 1, len(loader))
             started = time.perf_counter()
             loss = self._train_epoch(phase, loader, optimizer, scaler, epoch)
-            logits, labels = _predict(self.model, self._loader(self.val_set, train=False), self.device)
-            val = classification_report(labels, softmax(logits), self.dataset.classes)
             progress.epoch += 1
+            record = {"phase": phase.number, "epoch": progress.epoch, "train_loss": loss}
+            scores = self._validate(progress)
+            val = scores[self._selected]
+            record |= {"val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"]}
+            if self.ema is not None:
+                record |= {"raw_val_accuracy": scores["raw"]["accuracy"], "raw_val_macro_f1": scores["raw"]["macro_f1"]}
+            record["lr"] = optimizer.param_groups[0]["lr"]
             progress.seconds += time.perf_counter() - started
-            record = {
-                "phase": phase.number,
-                "epoch": progress.epoch,
-                "train_loss": loss,
-                "val_accuracy": val["accuracy"],
-                "val_macro_f1": val["macro_f1"],
-                "lr": optimizer.param_groups[0]["lr"],
-            }
             progress.history.append(record)
             if val["macro_f1"] > progress.best_f1:
                 progress.best_f1, progress.best_epoch, progress.bad_epochs = val["macro_f1"], len(progress.history), 0
-                save_checkpoint(self.out / "best", self.model, self._meta(progress, {"val": val}))
             else:
                 progress.bad_epochs += 1
+            for name, model in self._tracked().items():
+                if scores[name]["macro_f1"] > progress.candidate_f1.get(name, -1.0):
+                    progress.candidate_f1[name] = scores[name]["macro_f1"]
+                    save_checkpoint(
+                        self.out / CANDIDATES / f"{name}-best", model, self._meta(progress, {"val": scores[name]})
+                    )
             save_checkpoint(self.out / "last", self.model, self._meta(progress))
+            if self.ema is not None:
+                save_checkpoint(self.out / "last-ema", self.ema, self._meta(progress))
             save_optimizer(self.out / "last.optim.safetensors", optimizer)
             self.reporter.epoch_end(record)
         if progress.bad_epochs >= self.cfg.patience:
             log.info(
                 "phase %d stopped early: no better validation macro-F1 for %d epochs", phase.number, self.cfg.patience
             )
+
+    def _validate(self, progress: Progress) -> dict[str, dict]:
+        """The validation report of every tracked model."""
+        loader = self._loader(self.val_set, train=False)
+        scores = {}
+        for name, model in self._tracked().items():
+            logits, labels = _predict(model, loader, self.device)
+            scores[name] = classification_report(labels, softmax(logits), self.dataset.classes)
+        return scores
 
     def _train_epoch(
         self,
@@ -307,6 +357,8 @@ class Trainer:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             total += loss.item() * len(targets)
             count += len(targets)
             self.reporter.step(loss.item())
@@ -327,6 +379,8 @@ class Trainer:
             raise SpermEdgeError(f"nothing to resume in {self.out}: no last.json (was the run started there?)")
         last = load_checkpoint(self.out / "last")
         self.model.load_state_dict(last.state_dict)
+        if self.ema is not None:
+            self.ema.load_state_dict(load_checkpoint(self.out / "last-ema").state_dict)
         progress = Progress(**last.meta["progress"])
         log.info("resuming %s at phase %d after epoch %d", self.out, progress.phase, progress.epoch)
         return progress
@@ -334,14 +388,20 @@ class Trainer:
     def _finish(self, progress: Progress) -> dict:
         from sperm_edge.model.checkpoint import load_checkpoint
 
-        best = load_checkpoint(self.out / "best")
+        for name, model in self._tracked().items():
+            save_checkpoint(self.out / CANDIDATES / f"{name}-last", model, self._meta(progress))
+        candidates = self._score_candidates()
+        kept = f"{self._selected}-{self.cfg.keep}"
+        best = load_checkpoint(self.out / CANDIDATES / kept)
         self.model.load_state_dict(best.state_dict)
         val = _predict(self.model, self._loader(self.val_set, train=False), self.device)
         logits, labels = _predict(self.model, self._loader(self.test_set, train=False), self.device)
         test = classification_report(labels, softmax(logits), self.dataset.classes)
         calibration = fit_and_report(val, (logits, labels), self.out)  # T from validation only
         test["temperature"], test["ece_calibrated"] = calibration["temperature"], calibration["ece_calibrated"]
-        test["best_epoch"] = progress.best_epoch
+        test["kept"] = kept
+        test["best_epoch"] = progress.best_epoch if self.cfg.keep == "best" else len(progress.history)
+        test["candidates"] = candidates
         test["train_seconds"] = round(progress.seconds, 1)
         test["train_device"] = _device_name(self.device)
         meta = best.meta
@@ -359,3 +419,20 @@ class Trainer:
         plot_confusion(np.array(test["confusion_matrix"]), self.dataset.classes, self.out / "confusion.png")
         atomic_write_json(self.out / "skipped.json", self.dataset.skipped)
         return test
+
+    def _score_candidates(self) -> dict[str, dict]:
+        """Accuracy and macro-F1 of every saved candidate on validation and test, plain and with TTA."""
+        from sperm_edge.model.checkpoint import load_checkpoint
+
+        loaders = {"val": self._loader(self.val_set, train=False), "test": self._loader(self.test_set, train=False)}
+        scores = {}
+        for meta_file in sorted((self.out / CANDIDATES).glob("*.json")):
+            self.model.load_state_dict(load_checkpoint(meta_file.with_suffix("")).state_dict)
+            scores[meta_file.stem] = {}
+            for split, loader in loaders.items():
+                for tta in (False, True):
+                    logits, labels = _predict(self.model, loader, self.device, tta=tta)
+                    report = classification_report(labels, softmax(logits), self.dataset.classes)
+                    key = f"{split}_tta" if tta else split
+                    scores[meta_file.stem][key] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+        return scores

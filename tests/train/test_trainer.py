@@ -77,6 +77,45 @@ def test_resume_after_interruption_reaches_the_same_epoch_count(tiny_folder, tmp
     assert len(straight) == len(history)
 
 
+def test_ema_run_scores_every_candidate_and_keeps_the_final_average(tiny_folder, tmp_path) -> None:
+    metrics = train(_cfg(tiny_folder, tmp_path / "run", ema_decay=0.9, keep="last"))
+    names = {"raw-best", "raw-last", "ema-best", "ema-last"}
+    assert set(metrics["candidates"]) == names
+    assert {p.stem for p in (tmp_path / "run" / "candidates").glob("*.safetensors")} == names
+    for scores in metrics["candidates"].values():
+        assert set(scores) == {"val", "val_tta", "test", "test_tta"}
+    assert metrics["kept"] == "ema-last"
+    kept = load_checkpoint(tmp_path / "run")
+    final_average = load_checkpoint(tmp_path / "run" / "candidates" / "ema-last")
+    raw_final = load_checkpoint(tmp_path / "run" / "candidates" / "raw-last")
+    for key, value in kept.state_dict.items():
+        assert torch.equal(value, final_average.state_dict[key]), key
+    assert any(not torch.equal(v, raw_final.state_dict[k]) for k, v in kept.state_dict.items())
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert all("raw_val_macro_f1" in record for record in history)
+
+
+def test_resume_restores_the_weight_average_where_it_stopped(tiny_folder, tmp_path) -> None:
+    class Interrupt(SilentReporter):
+        def epoch_end(self, record: dict) -> None:
+            if record["phase"] == 2:
+                raise KeyboardInterrupt
+
+    cfg = _cfg(tiny_folder, tmp_path / "run", ema_decay=0.8, keep="last")
+    data = load_image_folder(tiny_folder)
+    split = train_val_test_split(data.labels, data.pixel_hashes, 0)
+    interrupted = Trainer(cfg, data, split, tmp_path / "run", reporter=Interrupt())
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    resumed = Trainer(cfg, data, split, tmp_path / "run")
+    resumed._restore()
+    assert int(resumed.ema.n_averaged) == int(interrupted.ema.n_averaged) > 0
+    for key, value in interrupted.ema.module.state_dict().items():
+        assert torch.equal(resumed.ema.module.state_dict()[key], value), key
+    metrics = train(cfg, resume=True)
+    assert metrics["kept"] == "ema-last"
+
+
 def test_train_cli_writes_checkpoint_metrics_and_plots_and_evaluate_reads_them(tiny_folder, tmp_path) -> None:
     out = tmp_path / "run"
     code = run_cli(

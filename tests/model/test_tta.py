@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sperm_edge.model.tta import VIEWS, dihedral_views, mean_over_views
+
+
+def test_dihedral_views_are_the_eight_distinct_symmetries_of_each_image() -> None:
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    views = dihedral_views(images)
+    assert views.shape == (VIEWS * 2, 3, 4, 4)
+    first = views.reshape(VIEWS, 2, 3, 4, 4)[:, 0]
+    assert len({tuple(v.flatten().tolist()) for v in first}) == VIEWS
+    torch.testing.assert_close(first[0], images[0])
+    torch.testing.assert_close(first[1], torch.rot90(images[0], 1, dims=(-2, -1)))
+    torch.testing.assert_close(first[4], images[0].flip(-1))
+
+
+def test_mean_over_views_averages_each_images_own_views() -> None:
+    per_view = torch.tensor([[float(v), float(v) + 10 * n] for v in range(VIEWS) for n in range(3)])
+    mean = mean_over_views(per_view)
+    expected = torch.tensor([[3.5, 3.5 + 10 * n] for n in range(3)])
+    torch.testing.assert_close(mean, expected)
+
+
+def test_a_rotation_invariant_model_is_unchanged_by_tta() -> None:
+    images = torch.rand(3, 3, 8, 8)
+
+    def pooled(x: torch.Tensor) -> torch.Tensor:  # global average pooling is rotation invariant
+        return x.mean(dim=(-2, -1))
+
+    torch.testing.assert_close(mean_over_views(pooled(dihedral_views(images))), pooled(images))
+
+
+def test_non_square_images_are_refused() -> None:
+    with pytest.raises(ValueError, match="square"):
+        dihedral_views(torch.zeros(1, 3, 4, 6))
