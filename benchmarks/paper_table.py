@@ -125,7 +125,7 @@ def train_job(config: dict, folds: int) -> str:
     return f"{run.name}: {folds} folds in {time.perf_counter() - started:.0f} s"
 
 
-def int8_job(fold: str, out_json: str, bundle: str) -> str:
+def int8_job(fold: str, out_json: str, bundle: str, keep_bundle: bool = False) -> str:
     """Export one fold with INT8; record the ONNX models' accuracy on its test fold and the gate's verdict on val."""
     from sperm_edge.export.pipeline import ExportOptions, export_bundle
 
@@ -141,7 +141,8 @@ def int8_job(fold: str, out_json: str, bundle: str) -> str:
         "gate": int8 and int8["gate"],  # decided on the fold's validation split
         "seconds": round(time.perf_counter() - started, 1),
     }
-    shutil.rmtree(bundle)
+    if not keep_bundle:
+        shutil.rmtree(bundle)
     atomic_write_json(Path(out_json), result)
     return f"{out_json}: int8 {result['int8'] and result['int8']['accuracy']} fp32 {result['fp32']['accuracy']}"
 
@@ -512,7 +513,7 @@ class Scheduler:
                         continue
                     self.exported.add(name)
                     bundle = a.runs / "bundles" / name
-                    future = self.export_pool.submit(int8_job, str(fold), str(out_json), str(bundle))
+                    future = self.export_pool.submit(int8_job, str(fold), str(out_json), str(bundle), a.keep_bundles)
                     self.pending[future] = ("int8", dataset, arch, fold.name)
 
     def write(self) -> None:
@@ -555,6 +556,9 @@ def main() -> None:
     parser.add_argument("--start-share", type=float, default=0.55, help="Share of --budget after which no job starts.")
     parser.add_argument("--archive", type=Path, help="Also write the folds' JSON records into this tar.gz.")
     parser.add_argument("--no-int8", action="store_true", help="Skip the INT8 rows.")
+    parser.add_argument(
+        "--keep-bundles", action="store_true", help="Keep each fold's exported bundle under RUNS/bundles (drift, ECE)."
+    )
     parser.add_argument("--b0-pretrained", action="store_true", help="B0 from timm's hub (needs the internet).")
     parser.add_argument(
         "--pick", nargs="*", default=[], metavar="DATASET/ARCH=RECIPE", help="Train only this recipe for that pair."
