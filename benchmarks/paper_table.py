@@ -582,6 +582,8 @@ def main() -> None:
         update_readme(json.loads((args.out / "paper_table.json").read_text()))
     elif args.table_only:
         write_table(args)
+        if args.archive:
+            archive_results(args.runs, args.archive)
     else:
         Scheduler(args).run()
 
