@@ -84,7 +84,6 @@ class Detection:
     area: float
     elongation: float
     density: float  # mean optical density of the head
-    solidity: float = 1.0  # area / convex hull area
 
     def to_dict(self) -> dict:
         return {
@@ -297,7 +296,7 @@ def find_cells(rgb: np.ndarray, cfg: LocalizerConfig | None = None) -> list[Dete
         cx, cy = (m["m10"] / m["m00"] + ox) / s, (m["m01"] / m["m00"] + oy) / s
         head = (int(x / s), int(y / s), int(np.ceil((x + bw) / s)), int(np.ceil((y + bh) / s)))
         mean_density = float(density[oy : oy + region.shape[0], ox : ox + region.shape[1]][region > 0].mean())
-        found.append(Detection((cx, cy), head, head, area, shape.elongation, mean_density, shape.solidity))
+        found.append(Detection((cx, cy), head, head, area, shape.elongation, mean_density))
     found = _drop_fragments(found)
     if found:
         side = crop_side(float(np.median([np.sqrt(d.area) for d in found])), cfg)

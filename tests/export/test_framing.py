@@ -21,9 +21,7 @@ def test_the_training_crops_head_width_and_crop_scale_are_measured_by_the_locali
     assert framing is not None and framing["of"] == 10 and framing["measured"] >= 9
     assert 20 <= framing["head_width_px"] <= 40 and framing["crop_side_px"] == 131.0
     assert 3.5 <= framing["crop_scale"] <= 6.0  # HuSHeM crops are about 4.8 head widths across
-    shape = framing["shape"]
-    assert shape["area_ratio"]["q50"] == 1.0 and shape["elongation"]["q1"] >= 1.0
-    assert 0.0 < shape["solidity"]["q1"] <= shape["solidity"]["q99"] <= 1.0
+    assert framing["method"].startswith("runtime localiser")
 
 
 def test_crops_of_a_class_that_is_not_sperm_are_left_out(smids: Path) -> None:
