@@ -160,3 +160,19 @@ def test_field_cells_beyond_the_set_aside_score_are_flagged_for_review_and_not_c
         report["cells"] == len(gated.events)
         and "Set aside, not counted" in (tmp_path / "gated" / "report.md").read_text()
     )
+
+
+def test_the_cli_sets_aside_at_the_bundle_threshold_unless_told_to_count_all(
+    drift_bundle, clip: tuple[Path, dict], tmp_path: Path
+) -> None:
+    bundle, _ = drift_bundle
+    threshold = round(load_bundle(bundle).drift_model().set_aside_threshold, 4)
+    base = ["run", str(bundle), "--source", str(clip[0]), "--mode", "field", "--headless"]
+    assert run_cli([*base, "--out", str(tmp_path / "default")]) == 0
+    assert run_cli([*base, "--out", str(tmp_path / "all"), "--count-all"]) == 0
+    default = json.loads((tmp_path / "default" / "report.json").read_text())
+    every = json.loads((tmp_path / "all" / "report.json").read_text())
+    assert default["set_aside_above"] == threshold and "set_aside_above" not in every
+    aside = (default.get("set_aside") or {}).get("cells", 0)
+    assert default["cells"] + aside == every["cells"]
+    assert default["drift"]["n"] == every["drift"]["n"] == every["cells"]  # the verdict scores every cell
