@@ -18,8 +18,8 @@ runs it (`Pipeline` + `RunOutputs`, ONNX Runtime CPU FP32). Figures per clip:
   crops': chosen on the validation seeds 0-2 against the 0.95 and 0.99 quantiles; see
   `sperm_edge.drift`), and how many of them lay on heads (lost) and on debris.
 
-The clips run as `sperm-edge run` runs them by default (bundle temperature, drift model, cells
-set aside): row `new`. `new, count all` (`--count-all`) is the same run with nothing set aside:
+The clips run as `sperm-edge run` runs them (bundle temperature, drift model): row `new, set
+aside` as it runs by default, `new, count all` as with `--count-all`, nothing set aside:
 a cell is set aside exactly when its event's drift score (the median over its sightings) exceeds
 the threshold (tests/runtime/test_drift.py checks it), so both rows come from one run.
 
@@ -170,14 +170,14 @@ def score_clip(events: list[dict], truth: dict, bundle: Bundle, originals: dict[
 
 
 def variants(which: str, events: list[dict], bundle: Bundle) -> list[tuple[str, list[dict], list[dict]]]:
-    """(row name, counted events, events set aside): for the new localiser, as run by default and with `--count-all`."""
+    """(row name, counted events, events set aside): the new localiser with cells set aside and with `--count-all`."""
     model = bundle.drift_model()
     if which != "new" or model is None:
         return [(which, events, [])]
     gate = model.set_aside_threshold
     aside = [e for e in events if e.get("drift_score") is not None and e["drift_score"] > gate]
     kept = [e for e in events if e not in aside]
-    return [("new", kept, aside), ("new, count all", events, [])]
+    return [("new, set aside", kept, aside), ("new, count all", events, [])]
 
 
 def set_aside_figures(aside: list[dict], truth: dict) -> dict:
@@ -320,10 +320,10 @@ def render(result: dict) -> str:
         "",
         "Targets: recall and precision >= 0.97, double counts <= 2%, class agreement >= 95%, "
         "% normal's 95% interval holding the truth. `old`: the localiser of "
-        f"{result['baseline_commit']} (before this issue), `new`: this one as `sperm-edge run` runs it (cells "
-        "unlike every validation cell set aside, uncounted, for review), `new, count all`: the same run with "
-        f"`--count-all`. Crop scales (the bundles' framing): {result['crop_scale']}; set-aside drift thresholds "
-        f"(the highest validation crop's score, chosen on seeds 0-2): {result['set_aside_threshold']}.",
+        f"{result['baseline_commit']} (before this issue), `new, set aside`: this one as `sperm-edge run` runs it "
+        "by default (cells unlike every validation cell set aside, uncounted, for review), `new, count all`: the same "
+        f"run with `--count-all`. Crop scales (the bundles' framing): {result['crop_scale']}; set-aside drift "
+        f"thresholds (the highest validation crop's score, chosen on seeds 0-2): {result['set_aside_threshold']}.",
         "",
         "| set | seed | localiser | cells | recall | precision | precision w/o debris | double counts | "
         "class agreement | % normal [95% CI] | truth | on orig. crops | debris (rejected, as heads) "
