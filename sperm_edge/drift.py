@@ -78,8 +78,8 @@ class DriftModel:
     @property
     def set_aside_threshold(self) -> float:
         """The score beyond which field mode sets a cell aside, uncounted, for review: the highest of the validation
-        cells' (`SET_ASIDE_QUANTILE`). Chosen against the 0.95 and 0.99 quantiles on real-crop fields of seeds 0-2
-        (`benchmarks/real_fields.py`, validation seeds): the fewest heads lost for the debris removed."""
+        cells' (`SET_ASIDE_QUANTILE`). Chosen against the 0.95 and 0.99 quantiles on the real-crop clips of the
+        validation seeds 0-2 (`benchmarks/set_aside.py`): it lost the fewest heads for the debris it removed."""
         return float(np.quantile(self.val_scores, SET_ASIDE_QUANTILE))
 
     def score(self, features: np.ndarray) -> np.ndarray:
