@@ -131,8 +131,8 @@ def render(result: dict) -> str:
         "# Field mode's set-aside threshold, on validation clips",
         "",
         f"Command: `{result['command']}`  ",
-        f"Made {result['created']} in {result['elapsed_s']} s; seeds {result['settings']['seeds']}, every "
-        f"{result['settings']['step']}th frame. A cell is set aside when the median of its sightings' drift scores "
+        f"Made {result['created']} in {result['elapsed_s']} s; seeds {result['settings']['seeds']}, one frame in "
+        f"{result['settings']['step']}. A cell is set aside when the median of its sightings' drift scores "
         "exceeds the quantile of the bundle's validation crops' scores.",
         "",
         "| set | quantile | threshold | heads set aside | debris set aside | debris sightings set aside "

@@ -7,8 +7,8 @@ training heads must be measured by that same localiser. They were measured by an
 definition (the real-field bench's stain mask, `data.real_fields.sprites.head_mask`, 20% of the
 head core's density at full resolution), which finds heads 3% (HuSHeM) to 5% (SMIDS) wider than
 the localiser does, over every class (SMIDS' `Non-Sperm` crops included): the crop scales came
-out 4.64 and 5.14 where the localiser's measure of the same training splits gives 4.83 and 5.66,
-so field crops were 4% and 10% tighter than the training crops.
+out 4.64 and 5.14 where the localiser's measure of the same training splits gives 4.83 and 5.56,
+so field crops were 4% and 8% tighter than the training crops.
 
 So each training crop is laid on a canvas of its own glass colour, three crops wide (the
 localiser estimates the glass from around the objects, as it does in a field), and the

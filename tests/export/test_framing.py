@@ -40,7 +40,7 @@ def test_a_real_crop_composed_into_a_field_is_cut_back_at_its_training_scale(hus
     """A head's width as the localiser measures it in a field composed from real crops is its width in the crop
     it came from (within 4%, median over the cells), so a field crop of `crop_scale` head widths frames it as the
     training crops were framed. The stain mask that measured the training heads before was 3-5% wider: the
-    crops it implied were that much (with SMIDS' non-sperm crops, 9%) too tight."""
+    crops it implied were that much (with SMIDS' non-sperm crops, 8%) too tight."""
     video = RealFieldVideo(hushem.parent, cells=14, frames=1, seed=7, style=style, size=(640, 480))
     image, truth = video.frame(0), video.truth(0)
     sources = {c.id: decode_image(hushem.parent / c.sprite.source) for c in video.cells if not c.sprite.debris}
