@@ -125,7 +125,7 @@ def train_job(config: dict, folds: int) -> str:
     return f"{run.name}: {folds} folds in {time.perf_counter() - started:.0f} s"
 
 
-def int8_job(fold: str, out_json: str, bundle: str) -> str:
+def int8_job(fold: str, out_json: str, bundle: str, keep_bundle: bool = False) -> str:
     """Export one fold with INT8; record the ONNX models' accuracy on its test fold and the gate's verdict on val."""
     from sperm_edge.export.pipeline import ExportOptions, export_bundle
 
@@ -141,7 +141,8 @@ def int8_job(fold: str, out_json: str, bundle: str) -> str:
         "gate": int8 and int8["gate"],  # decided on the fold's validation split
         "seconds": round(time.perf_counter() - started, 1),
     }
-    shutil.rmtree(bundle)
+    if not keep_bundle:
+        shutil.rmtree(bundle)
     atomic_write_json(Path(out_json), result)
     return f"{out_json}: int8 {result['int8'] and result['int8']['accuracy']} fp32 {result['fp32']['accuracy']}"
 
@@ -200,11 +201,36 @@ def fp32_row(runs: Path, dataset: str, arch: str, recipe: str, selection: dict, 
         "per_class_f1": summary["per_class_f1"],
         "img_size": RECIPES[dataset][recipe]["img_size"],
         "seconds": round(sum(m.get("train_seconds", 0.0) for m in metrics), 1),
+        "seconds_per_fold": [m.get("train_seconds") for m in metrics],
+        "device_per_fold": [m.get("train_device", "unrecorded") for m in metrics],
         "pretrained": _pretrained_note(arch, b0_pretrained),
         "trained_on": dict(Counter(m.get("train_device", "unrecorded") for m in metrics)),
+        "kept": metrics[0].get("kept", "raw-best"),
+        "candidates": candidate_means(metrics),
         "recipe_name": recipe,
         "recipe": RECIPES[dataset][recipe],
         "recipe_selection": selection,
+    }
+
+
+def candidate_means(metrics: list[dict]) -> dict | None:
+    """Mean accuracy over folds of every candidate a run scored (raw/EMA x best/last, plain and TTA).
+
+    The levers are compared on the `val` columns; `test` is reported beside them, never chosen on.
+    A best-epoch candidate's `val` is inflated by the choice itself; a last one's is not.
+    """
+    if any("candidates" not in m for m in metrics):
+        return None
+    names = metrics[0]["candidates"]
+    return {
+        name: {
+            split: {
+                "accuracy_mean": float(np.mean([m["candidates"][name][split]["accuracy"] for m in metrics])),
+                "accuracy_per_fold": [m["candidates"][name][split]["accuracy"] for m in metrics],
+            }
+            for split in names[name]
+        }
+        for name in names
     }
 
 
@@ -287,10 +313,32 @@ def markdown(rows: list[dict]) -> str:
                 f"| {r['macro_f1_mean']:.3f} ± {r['macro_f1_std']:.3f} "
                 f"| {r['img_size']} | {r['recipe_name']} | {_trained_on(r)} | {r.get('pretrained', 'as fp32')} |"
             )
+    for r in rows:
+        if r.get("candidates"):
+            lines += _candidate_lines(r)
     return "\n".join(lines) + "\n"
 
 
+def _candidate_lines(row: dict) -> list[str]:
+    """The lever table of one row: each candidate's mean accuracy on validation and test folds."""
+    first = next(iter(row["candidates"].values()))
+    splits = [s for s in ("val", "val_tta", "test", "test_tta") if s in first]
+    lines = [
+        "",
+        f"Levers of {row['dataset']} `{row['arch']}` ({row['recipe_name']}), mean accuracy over "
+        f"{row['folds']} folds; kept: `{row['kept']}`. Chosen on `val` only (a best-epoch candidate's `val` "
+        "is inflated by its own choice); `test` reported beside it.",
+        "",
+        "| candidate | " + " | ".join(splits) + " |",
+        "| --- |" + " --- |" * len(splits),
+    ]
+    for name, scores in row["candidates"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{scores[s]['accuracy_mean']:.3f}" for s in splits) + " |")
+    return lines
+
+
 README = Path(__file__).resolve().parents[1] / "README.md"
+RESULTS = Path(__file__).resolve().parent / "results"
 README_START, README_END = (
     "<!-- paper-table:start (written by benchmarks/paper_table.py) -->",
     "<!-- paper-table:end -->",
@@ -362,7 +410,10 @@ def write_table(args: argparse.Namespace) -> None:
     rows = table_rows(args.runs, args.datasets, args.archs, args.folds, args.b0_pretrained)
     atomic_write_json(args.out / "paper_table.json", rows)
     atomic_write_bytes(args.out / "paper_table.md", markdown(rows).encode())
-    update_readme(rows)
+    if args.out.resolve() == RESULTS.resolve():
+        update_readme(rows)
+    else:  # a trial table elsewhere must not rewrite the repository's README
+        log.info("README left as it is: --out %s is not %s", args.out, RESULTS)
 
 
 # ---- the scheduler ----
@@ -462,7 +513,7 @@ class Scheduler:
                         continue
                     self.exported.add(name)
                     bundle = a.runs / "bundles" / name
-                    future = self.export_pool.submit(int8_job, str(fold), str(out_json), str(bundle))
+                    future = self.export_pool.submit(int8_job, str(fold), str(out_json), str(bundle), a.keep_bundles)
                     self.pending[future] = ("int8", dataset, arch, fold.name)
 
     def write(self) -> None:
@@ -493,7 +544,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=Path("runs/paper"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--jobs", type=int, default=1, help="Training processes at once (a few can share one GPU).")
     parser.add_argument(
         "--train-threads", type=int, default=1, help="CPU threads of each training process (1 beside a GPU)."
@@ -505,6 +556,9 @@ def main() -> None:
     parser.add_argument("--start-share", type=float, default=0.55, help="Share of --budget after which no job starts.")
     parser.add_argument("--archive", type=Path, help="Also write the folds' JSON records into this tar.gz.")
     parser.add_argument("--no-int8", action="store_true", help="Skip the INT8 rows.")
+    parser.add_argument(
+        "--keep-bundles", action="store_true", help="Keep each fold's exported bundle under RUNS/bundles (drift, ECE)."
+    )
     parser.add_argument("--b0-pretrained", action="store_true", help="B0 from timm's hub (needs the internet).")
     parser.add_argument(
         "--pick", nargs="*", default=[], metavar="DATASET/ARCH=RECIPE", help="Train only this recipe for that pair."

@@ -45,7 +45,7 @@ def _fold(run: Path, fold: int, test_acc: float, val_f1: float, device: str = "c
 
 
 def test_the_recipe_with_better_validation_wins_even_when_its_test_folds_are_worse(paper_table, tmp_path) -> None:
-    first, second = list(paper_table.RECIPES["hushem"])
+    first, second = list(paper_table.RECIPES["hushem"])[:2]
     arch = "cbam_efficientnet_lite0"
     for fold in range(1, 6):
         _fold(paper_table.run_dir(tmp_path, "hushem", arch, first), fold, test_acc=0.95, val_f1=0.80)
@@ -75,6 +75,22 @@ def test_a_recipe_with_every_fold_beats_a_better_one_with_fewer(paper_table, tmp
         _fold(paper_table.run_dir(tmp_path, "smids", arch, first), fold, test_acc=0.8, val_f1=0.8)
     _fold(paper_table.run_dir(tmp_path, "smids", arch, second), 1, test_acc=0.9, val_f1=0.95)
     assert paper_table.choose_recipe(tmp_path, "smids", arch, 5)[0] == first
+
+
+def test_a_run_that_keeps_its_final_weights_is_chosen_on_their_validation_score(paper_table, tmp_path) -> None:
+    """Not on the best epoch's score in its history, which the run did not keep."""
+    run = paper_table.run_dir(tmp_path, "hushem", "cbam_efficientnet_lite0", "224-lr5e-4-mixup-ema-last")
+    for fold in range(1, 3):
+        _fold(run, fold, test_acc=0.9, val_f1=0.99)
+        metrics = json.loads((run / f"fold-{fold}" / "metrics.json").read_text())
+        scores = {"val": {"accuracy": 0.8, "macro_f1": 0.7 + fold / 100}, "test": {"accuracy": 0.9, "macro_f1": 0.9}}
+        metrics |= {"kept": "ema-last", "candidates": {"ema-last": scores, "raw-last": scores}}
+        (run / f"fold-{fold}" / "metrics.json").write_text(json.dumps(metrics))
+    assert paper_table.best_val_f1(run / "fold-1") == pytest.approx(0.71)
+    row = paper_table.fp32_row(tmp_path, "hushem", "cbam_efficientnet_lite0", "224-lr5e-4-mixup-ema-last", {}, False)
+    assert row["kept"] == "ema-last" and row["seconds_per_fold"] == [2.0, 2.0]
+    assert row["candidates"]["raw-last"]["val"]["accuracy_per_fold"] == [0.8, 0.8]
+    assert "| ema-last | 0.800 |" in "\n".join(paper_table._candidate_lines({**row, "folds": 2}))
 
 
 def test_packing_is_lossless_after_the_resize_and_keeps_the_folds(tmp_path) -> None:
