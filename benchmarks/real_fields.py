@@ -12,7 +12,16 @@ runs it (`Pipeline` + `RunOutputs`, ONNX Runtime CPU FP32). Figures per clip:
 - percent_normal (with its 95% Wilson interval, `runtime.report.sample_summary`) against
   percent_normal_truth (the labels of the cells in the clip) and percent_normal_crops (the
   bundle on the original crops of those cells: the figure a perfect localiser would give);
-- fps: the stream's frames per second.
+- fps: the stream's frames per second;
+- set_aside: cells field mode sets aside, uncounted, as unlike every validation cell of the
+  bundle (drift score above `DriftModel.set_aside_threshold`, the highest of its validation
+  crops': chosen on the validation seeds 0-2 against the 0.95 and 0.99 quantiles; see
+  `sperm_edge.drift`), and how many of them lay on heads (lost) and on debris.
+
+The clips run as `sperm-edge run` runs them (bundle temperature, drift model): row `new, set
+aside` as it runs by default, `new, count all` as with `--count-all`, nothing set aside:
+a cell is set aside exactly when its event's drift score (the median over its sightings) exceeds
+the threshold (tests/runtime/test_drift.py checks it), so both rows come from one run.
 
 Each clip also runs with the localiser of commit BASELINE (the one before issue 11, loaded from
 `git show`, reachable only here) for the before/after figures, and a synthetic clip runs with
@@ -92,7 +101,8 @@ def run_clip(bundle: Bundle, clip: Path, which: str, threads: int | None) -> tup
     """Events and stats of one field-mode run over `clip`, as `sperm-edge run --mode field` makes them."""
     policy = FlagPolicy.for_classes(bundle.abnormal_classes)
     with tempfile.TemporaryDirectory(prefix="real-fields-run-") as out, localizer(which, bundle.framing) as cfg:
-        config = PipelineConfig(mode="field", localizer=cfg, keep_frames=False)
+        config = PipelineConfig(mode="field", localizer=cfg, keep_frames=False, temperature=bundle.temperature,
+                                drift=bundle.drift_model())  # fmt: skip
         with (
             open_source(str(clip)) as source,
             open_backend(bundle, "ort-cpu", "fp32", threads) as engine,
@@ -159,6 +169,25 @@ def score_clip(events: list[dict], truth: dict, bundle: Bundle, originals: dict[
     }
 
 
+def variants(which: str, events: list[dict], bundle: Bundle) -> list[tuple[str, list[dict], list[dict]]]:
+    """(row name, counted events, events set aside): the new localiser with cells set aside and with `--count-all`."""
+    model = bundle.drift_model()
+    if which != "new" or model is None:
+        return [(which, events, [])]
+    gate = model.set_aside_threshold
+    aside = [e for e in events if e.get("drift_score") is not None and e["drift_score"] > gate]
+    kept = [e for e in events if e not in aside]
+    return [("new, set aside", kept, aside), ("new, count all", events, [])]
+
+
+def set_aside_figures(aside: list[dict], truth: dict) -> dict:
+    """How many cells were set aside, and how many of them lay on a head (lost) or on debris."""
+    frames = {f["index"]: f["cells"] for f in truth["frames"]}
+    cells = [match_box(e["box"], frames.get(e["frame"], [])) for e in aside]
+    return {"set_aside": len(aside), "set_aside_on_heads": sum(1 for c in cells if c is not None and not c["debris"]),
+            "set_aside_on_debris": sum(1 for c in cells if c is not None and c["debris"])}  # fmt: skip
+
+
 def synthetic_comparison(bundle: Bundle, work: Path, frames: int, reps: int, threads: int | None) -> list[dict]:
     """The synthetic clip, old and new localiser alternating `reps` times: recall and FPS side by side."""
     from sperm_edge.data.synthetic import write_video
@@ -170,6 +199,7 @@ def synthetic_comparison(bundle: Bundle, work: Path, frames: int, reps: int, thr
     for rep in range(reps):
         for which in ("old", "new"):
             events, stats = run_clip(bundle, clip, which, threads)
+            events = variants(which, events, bundle)[0][1]  # `new` as run by default: cells set aside
             score = score_events(events, truth)
             rows.append({"localizer": which, "rep": rep, "recall": round(score["recall"], 4),
                          "precision": round(score["precision"], 4), "double_counts": score["double_counts"],
@@ -184,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--hushem-bundle", type=Path, required=True)
     parser.add_argument("--smids-bundle", type=Path, required=True)
-    parser.add_argument("--seeds", default="10,11,12", help="Clip seeds (0-2 were used to tune the localiser).")
+    parser.add_argument(
+        "--seeds", default="10,11,12", help="Clip seeds (0-2, validation: tuned the localiser and the set-aside rule)."
+    )
     parser.add_argument("--cells", type=int, default=40)
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--synthetic-frames", type=int, default=60)
@@ -211,12 +243,15 @@ def main(argv: list[str] | None = None) -> int:
                 originals = crop_classes(bundle, args.data, sources, args.threads)
                 for which in ("new",) if args.no_baseline else ("new", "old"):
                     events, stats = run_clip(bundle, folder / "clip.mp4", which, args.threads)
-                    row = {"set": name, "seed": seed, "localizer": which,
-                           **score_clip(events, truth, bundle, originals), "fps": stats["fps"],
-                           "stages_ms_mean": {k: v["mean"] for k, v in stats["stages_ms"].items()},
-                           "loadavg": os.getloadavg()[0]}  # fmt: skip
-                    rows.append(row)
-                    log.info("%s seed %d %s: %s", name, seed, which, {k: row[k] for k in TARGETS} | {"fps": row["fps"]})
+                    for variant, counted, aside in variants(which, events, bundle):
+                        stages = {k: v["mean"] for k, v in stats["stages_ms"].items()}
+                        row = {"set": name, "seed": seed, "localizer": variant,
+                               **score_clip(counted, truth, bundle, originals), **set_aside_figures(aside, truth),
+                               "fps": stats["fps"], "stages_ms_mean": stages,
+                               "loadavg": os.getloadavg()[0]}  # fmt: skip
+                        rows.append(row)
+                        brief = {k: row[k] for k in (*TARGETS, "fps", "set_aside")}
+                        log.info("%s seed %d %s: %s", name, seed, variant, brief)
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -225,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_after": [round(v, 2) for v in os.getloadavg()],
         "baseline_commit": BASELINE,
         "bundles": {k: str(v.path) for k, v in bundles.items()},
+        "crop_scale": {k: (v.framing or {}).get("crop_scale") for k, v in bundles.items()},
+        "set_aside_threshold": {
+            k: round(m.set_aside_threshold, 4) if (m := v.drift_model()) else None for k, v in bundles.items()
+        },  # fmt: skip
         "settings": {"cells": args.cells, "frames": args.frames, "seeds": seeds, "backend": "ort-cpu fp32"},
         "targets": TARGETS,
         "rows": rows,
@@ -253,6 +292,9 @@ def totals(rows: list[dict]) -> list[dict]:
             "double_count_rate": round(float(np.mean([r["double_count_rate"] for r in group])), 4),
             "class_agreement": round(float(np.mean([r["class_agreement"] or 0 for r in group])), 4),
             "debris": sum(r["debris"] for r in group),
+            "set_aside": sum(r["set_aside"] for r in group),
+            "set_aside_on_heads": sum(r["set_aside_on_heads"] for r in group),
+            "set_aside_on_debris": sum(r["set_aside_on_debris"] for r in group),
             "truth_in_ci95": sum(r["truth_in_ci95"] for r in group),
             "fps": round(float(np.mean([r["fps"] for r in group])), 2),
         })  # fmt: skip
@@ -278,11 +320,15 @@ def render(result: dict) -> str:
         "",
         "Targets: recall and precision >= 0.97, double counts <= 2%, class agreement >= 95%, "
         "% normal's 95% interval holding the truth. `old`: the localiser of "
-        f"{result['baseline_commit']} (before this issue), `new`: this one.",
+        f"{result['baseline_commit']} (before this issue), `new, set aside`: this one as `sperm-edge run` runs it "
+        "by default (cells unlike every validation cell set aside, uncounted, for review), `new, count all`: the same "
+        f"run with `--count-all`. Crop scales (the bundles' framing): {result['crop_scale']}; set-aside drift "
+        f"thresholds (the highest validation crop's score, chosen on seeds 0-2): {result['set_aside_threshold']}.",
         "",
         "| set | seed | localiser | cells | recall | precision | precision w/o debris | double counts | "
-        "class agreement | % normal [95% CI] | truth | on orig. crops | debris (rejected, as heads) | fps |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |",
+        "class agreement | % normal [95% CI] | truth | on orig. crops | debris (rejected, as heads) "
+        "| set aside (on heads, on debris) | fps |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- | ---: |",
     ]
     for r in result["rows"]:
         ci = r["percent_normal_ci95"] or ["-", "-"]
@@ -291,25 +337,28 @@ def render(result: dict) -> str:
             f"| {r['precision_without_debris']:.3f} | {100 * r['double_count_rate']:.1f}% "
             f"| {100 * (r['class_agreement'] or 0):.1f}% | {r['percent_normal']} [{ci[0]}, {ci[1]}] "
             f"| {r['percent_normal_truth']} | {r['percent_normal_crops']} "
-            f"| {r['debris']} ({r['debris_rejected']}, {r['debris_as_heads']}) | {r['fps']:.1f} |"
+            f"| {r['debris']} ({r['debris_rejected']}, {r['debris_as_heads']}) "
+            f"| {r['set_aside']} ({r['set_aside_on_heads']}, {r['set_aside_on_debris']}) | {r['fps']:.1f} |"
         )
     lines += [
         "",
         "Pooled over seeds:",
         "",
         "| set | localiser | cells | recall | precision | precision w/o debris | double counts | class agreement "
-        "| truth in CI | fps |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| truth in CI | set aside (on heads, on debris) | fps |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for t in result["totals"]:
         lines.append(f"| {t['set']} | {t['localizer']} | {t['cells']} | {t['recall']:.3f} | {t['precision']:.3f} | "
             f"{t['precision_without_debris']:.3f} | "
                      f"{100 * t['double_count_rate']:.1f}% | {100 * t['class_agreement']:.1f}% | "
-                     f"{t['truth_in_ci95']}/{t['clips']} | {t['fps']:.1f} |")  # fmt: skip
+                     f"{t['truth_in_ci95']}/{t['clips']} | {t['set_aside']} ({t['set_aside_on_heads']}, "
+                     f"{t['set_aside_on_debris']}) | {t['fps']:.1f} |")  # fmt: skip
     s = result["synthetic_summary"]
     lines += [
         "",
-        f"Synthetic clip (HuSHeM style, alternating runs): recall old {s['recall_old']:.3f}, new "
+        "Synthetic clip (HuSHeM style, alternating runs; `new` with cells set aside): recall old "
+        f"{s['recall_old']:.3f}, new "
         f"{s['recall_new']:.3f}; FPS old {s['fps_old']}, new {s['fps_new']} (ratio {s['fps_ratio']}).",
         "",
     ]

@@ -87,6 +87,12 @@ def run(
         None, help="Crop side / head width (default: as measured on the training crops at export, else 4.6)."
     ),
     crop_size: int = typer.Option(None, help="Fixed crop side in pixels (overrides --crop-scale)."),
+    set_aside: bool = typer.Option(
+        True,
+        "--set-aside/--count-all",
+        help="Field mode: set aside, uncounted and flagged for review, the objects unlike every validation cell "
+        "of the training data (drift score above the highest of the bundle's validation cells).",
+    ),
     min_confidence: float = typer.Option(0.6, help="Flag cells whose top probability is below this."),
     min_stability: float = typer.Option(
         0.7, help="Flag cells whose frames agree with their class less often than this."
@@ -134,13 +140,15 @@ def run(
     options = SourceOptions(
         width=width, height=height, fps=fps, latest_only=latest_only, loop=loop, stall_timeout=stall_timeout
     )
+    drift_model = loaded.drift_model()
     config = PipelineConfig(
         mode=mode,
         track=track,
         max_batch=batch,
         max_frames=max_frames,
         temperature=loaded.temperature,
-        drift=loaded.drift_model(),
+        drift=drift_model,
+        set_aside_above=drift_model.set_aside_threshold if set_aside and drift_model is not None else None,
         localizer=LocalizerConfig.framed(loaded.framing, crop_scale, crop_size),
     )
     policy = FlagPolicy.for_classes(loaded.abnormal_classes, min_confidence, min_stability)
@@ -185,9 +193,11 @@ def run(
             console.print(f"finishing {worker.pending} queued explanations...")
         stats = pipeline.stats()
         info = {"bundle": str(bundle), "source": source, "mode": mode, "backend": engine.describe(), **stats}
+        if config.set_aside_above is not None and mode == "field":
+            info["set_aside_above"] = round(config.set_aside_above, 4)
     if truth_data is not None:
         info["truth"] = score_events(outs.events, truth_data)
-    drift = run_drift(config.drift, outs.events)
+    drift = run_drift(config.drift, outs.events + outs.set_aside)  # every cell scored, counted or not
     if drift is not None:
         info["drift"] = drift
     report = outs.finish(loaded.classes, loaded.normal_class, info)
@@ -263,6 +273,8 @@ def _explainers(loaded, explain: str, engine_name: str, out: Path, threads: int)
 def _print_summary(report: dict, stats: dict, out: Path) -> None:
     console.print(_stage_table(stats, f"{stats['frames']} frames, {stats['fps']:.1f} FPS"))
     line = f"{report['cells']} cells counted, {report['flagged']} flagged"
+    if report.get("set_aside"):
+        line += f", {report['set_aside']['cells']} set aside as unlike the training cells (set_aside.jsonl)"
     if report.get("percent_normal") is not None:
         lo, hi = report["ci95"]
         line += f"; normal forms [bold]{report['percent_normal']:.1f}%[/] (95% CI {lo:.1f}-{hi:.1f})"

@@ -89,7 +89,7 @@ def _framing(meta: dict, classes: list[str]) -> dict | None:
     from sperm_edge.export.framing import measure_framing
 
     try:
-        return measure_framing(split_images(meta, "train", classes))
+        return measure_framing(split_images(meta, "train", classes), classes)
     except SpermEdgeError as err:
         log.warning("no framing recorded (the runtime will use its default crop scale): %s", err)
         return None

@@ -18,6 +18,7 @@ from sperm_edge.errors import SpermEdgeError
 log = logging.getLogger(__name__)
 
 EVENTS_FILE = "events.jsonl"
+SET_ASIDE_FILE = "set_aside.jsonl"  # cells not counted: unlike the training cells (same lines as events.jsonl)
 
 
 class EventLog:
@@ -38,6 +39,10 @@ class EventLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._handle is not None
 
     def write(self, event: dict) -> None:
         if self._handle is None:

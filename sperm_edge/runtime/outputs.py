@@ -1,6 +1,8 @@
 """Everything a run leaves behind, written on the output thread as results arrive.
 
 OUT/events.jsonl            one line per counted cell (see `events`)
+OUT/set_aside.jsonl         cells set aside as unlike the training cells (`counted` False, see
+                            `PipelineConfig.set_aside_above`): flagged for review, not counted; only when any
 OUT/flagged/ID.png|.frame.jpg|.json   flagged cells (see `flagging`)
 OUT/explanations/ID.png|.json         Grad-CAM++ of flagged cells (`--explain flagged|every`, or one asked
                                       for by `explain_event`, e.g. a click in the live view): from the
@@ -19,7 +21,7 @@ from pathlib import Path
 from sperm_edge.explain.worker import ExplainJob, ExplainWorker
 from sperm_edge.preprocess import decode_image
 from sperm_edge.runtime.annotate import VideoFileOutput, Window, draw
-from sperm_edge.runtime.events import EVENTS_FILE, EventLog, read_events
+from sperm_edge.runtime.events import EVENTS_FILE, SET_ASIDE_FILE, EventLog, read_events
 from sperm_edge.runtime.explanations import EngineExplanations
 from sperm_edge.runtime.flagging import FlagStore, event_name
 from sperm_edge.runtime.pipeline import CellEvent, FrameResult
@@ -69,6 +71,7 @@ class RunOutputs:
         self.submitted = 0
         self.quit_requested = False
         self._log = EventLog(self.out_dir / EVENTS_FILE)
+        self._set_aside = EventLog(self.out_dir / SET_ASIDE_FILE)  # opened on the first cell set aside
         self._video = VideoFileOutput(video, video_fps) if video else None
         self._window = Window() if window else None
 
@@ -87,6 +90,7 @@ class RunOutputs:
         if self.explanations is not None:
             self.explanations.__exit__()  # writes the explanations still queued
         self._log.close()
+        self._set_aside.close()
         if self._video is not None:
             self._video.close(keep=exc_type is None or exc_type is KeyboardInterrupt)
         if self._window is not None:
@@ -105,8 +109,11 @@ class RunOutputs:
                 self._keep(CellEvent(event, None, None, cell.cam, cell.crop_probs))
                 if self.explain_flagged:
                     event.update(self._explain(event, cell.crop, cell.cam, cell.crop_probs))
-            self._log.write(event)
-            self.written.append(event)
+            if event.get("counted", True):
+                self._log.write(event)
+                self.written.append(event)
+            else:
+                self._write_set_aside(event)
         if self.explanations is not None and self.explanations.heatmaps is not None:
             self.explanations.heatmaps.update(result.cells)
         if result.frame is not None and (self._video is not None or self._window is not None):
@@ -125,6 +132,16 @@ class RunOutputs:
     def events(self) -> list[dict]:
         """Every event logged so far, read back from events.jsonl: a run of hours is not held in memory."""
         return read_events(self._log.path) if self._log.path.is_file() else []
+
+    @property
+    def set_aside(self) -> list[dict]:
+        """The cells set aside so far (not counted), read back from set_aside.jsonl."""
+        return read_events(self._set_aside.path) if self._set_aside.path.is_file() else []
+
+    def _write_set_aside(self, event: dict) -> None:
+        if not self._set_aside.is_open:
+            self._set_aside.__enter__()
+        self._set_aside.write(event)
 
     def _keep(self, cell: CellEvent) -> None:
         self._flagged[int(cell.event["id"])] = cell
@@ -167,6 +184,9 @@ class RunOutputs:
             run = {**run, "explanations": {**self.explainer.summary(), "source": "torch", "submitted": self.submitted}}
         if self.uncounted:
             run = {**run, "uncounted_while_paused": self.uncounted}
+        if self._set_aside.count:
+            summary = {"cells": self._set_aside.count, "file": SET_ASIDE_FILE, "threshold": run.get("set_aside_above")}
+            run = {**run, "set_aside": summary}
         report = build_report(self.events, classes, normal_class, run, self.out_dir)
         write_report(self.out_dir, report)
         return report

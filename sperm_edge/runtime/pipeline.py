@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 __all__ = ["STAGES", "CellEvent", "CellResult", "FrameResult", "Pipeline", "PipelineConfig"]
 
 MODES = ("field", "crop")
+UNLIKE_TRAINING = "unlike_training"  # the flag reason of a cell set aside by `PipelineConfig.set_aside_above`
 _END = object()
 
 
@@ -55,7 +56,11 @@ class PipelineConfig:
     `temperature`: the bundle's temperature scaling (`Bundle.temperature`), applied to every backend's
     logits before the softmax, so confidences (and the flags that read them) are calibrated.
     `drift`: the bundle's drift model (`Bundle.drift_model()`): each cell's pooled features get a
-    drift score, carried by its event as `drift_score`."""
+    drift score; its event carries the median over the cell's sightings as `drift_score`.
+    `set_aside_above`: in field mode, a cell whose `drift_score` exceeds this (e.g. the bundle's
+    `DriftModel.set_aside_threshold`, set on its validation crops) is unlike any training cell (debris
+    a bundle without a non-sperm class cannot name): its event gets `counted` False and the flag
+    reason `unlike_training`, for a person to review, and is not counted (`outputs.RunOutputs`)."""
 
     mode: str = "field"
     localizer: LocalizerConfig = field(default_factory=LocalizerConfig)
@@ -67,6 +72,7 @@ class PipelineConfig:
     keep_frames: bool = True
     temperature: float = 1.0
     drift: DriftModel | None = None
+    set_aside_above: float | None = None
     join_timeout: float = 5.0  # seconds `__exit__` waits for its threads (a read stuck in a driver is left behind)
 
 
@@ -410,22 +416,28 @@ class Pipeline:
     # -- events -----------------------------------------------------------------------------------
     def _single_event(self, obs: Observation) -> CellEvent:
         track_id, self._next_id = self._next_id, self._next_id + 1
-        return self._make_event(track_id, obs, obs.probs, 1, obs.frame_index, obs.frame_index, 1.0)
+        return self._make_event(track_id, obs, obs.probs, 1, obs.frame_index, obs.frame_index, 1.0, obs.drift)
 
     def _event(self, track: Track) -> CellEvent:
         obs = track.best
         event = self._make_event(
-            track.id, obs, track.probs, track.n, track.first_frame, track.last_frame, track.stability
+            track.id, obs, track.probs, track.n, track.first_frame, track.last_frame, track.stability, track.drift
         )
         track.release()
         return event
 
     def _make_event(
-        self, track_id: int, obs: Observation, probs: np.ndarray, seen: int, first: int, last: int, stability: float
-    ) -> CellEvent:
+        self, track_id: int, obs: Observation, probs: np.ndarray, seen: int, first: int, last: int,
+        stability: float, drift: float | None,
+    ) -> CellEvent:  # fmt: skip
         label = int(np.argmax(probs))
         confidence = float(probs[label])
         reasons = self.policy.reasons(self.classes[label], confidence, stability)
+        drift = None if drift is None else round(float(drift), 4)  # the event's figure decides, as it reads
+        gate = self.config.set_aside_above
+        unlike = self.config.mode == "field" and gate is not None and drift is not None and drift > gate
+        if unlike:
+            reasons.append(UNLIKE_TRAINING)
         det = obs.detection
         event = {
             "id": track_id,
@@ -447,7 +459,9 @@ class Pipeline:
         }
         if obs.name:
             event["name"] = obs.name
-        if obs.drift is not None:
-            event["drift_score"] = round(float(obs.drift), 4)
+        if drift is not None:
+            event["drift_score"] = drift
+        if unlike:
+            event["counted"] = False
         self.events += 1
         return CellEvent(event, obs.crop if reasons else None, obs.frame if reasons else None, obs.cam, obs.probs)

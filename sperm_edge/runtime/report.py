@@ -118,6 +118,14 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {cls}{note} | {n} | {100.0 * n / total:.1f}% |")
     reasons = ", ".join(f"{k} {v}" for k, v in report["flag_reasons"].items()) or "none"
     lines += ["", f"Flagged for review: {report['flagged']} ({reasons}).", ""]
+    set_aside = report.get("set_aside")
+    if set_aside:
+        lines += [
+            f"Set aside, not counted: {set_aside['cells']} objects unlike every validation cell of the training "
+            f"data (drift score above {set_aside.get('threshold', '?')}), listed in `{set_aside['file']}` with "
+            "their crops in `flagged/`: review them (debris, or cells of an unfamiliar look).",
+            "",
+        ]
     drift = report.get("drift")
     if drift is not None and drift.get("warning"):
         lines += [f"> **Drift warning:** {drift_message(drift)}.", ""]

@@ -112,6 +112,7 @@ class Track:
     reported: bool = False
     best: Observation | None = None
     best_score: float = -1.0
+    drift_scores: list[float] = field(default_factory=list)
 
     def add(self, obs: Observation, world: np.ndarray) -> None:
         self.world = (self.world * self.n + world) / (self.n + 1) if self.n else world
@@ -126,6 +127,13 @@ class Track:
         score = float(obs.probs.max())
         if score > self.best_score:
             self.best, self.best_score = obs, score
+        if obs.drift is not None:
+            self.drift_scores.append(float(obs.drift))
+
+    @property
+    def drift(self) -> float | None:
+        """The cell's drift score: the median of its sightings' (None without a drift model)."""
+        return float(np.median(self.drift_scores)) if self.drift_scores else None
 
     @property
     def probs(self) -> np.ndarray:
@@ -145,6 +153,7 @@ class Track:
     def release(self) -> None:
         """Drop the pixels once reported; the position stays to recognise a revisit."""
         self.best, self.best_score = None, -1.0
+        self.drift_scores = []
 
 
 class RetiredTracks:

@@ -116,3 +116,63 @@ def test_drift_scoring_needs_no_torch(drift_bundle, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert not result["torch_loaded"] and isinstance(result["drift"]["warning"], bool) and result["drift"]["n"] > 0
+
+
+def _field_run(bundle_path: Path, clip: Path, out: Path, set_aside_above: float | None):
+    from sperm_edge.runtime.backends import open_backend
+    from sperm_edge.runtime.flagging import FlagPolicy
+    from sperm_edge.runtime.outputs import RunOutputs, stream
+    from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
+    from sperm_edge.runtime.sources import open_source
+
+    bundle = load_bundle(bundle_path)
+    config = PipelineConfig(mode="field", drift=bundle.drift_model(), set_aside_above=set_aside_above)
+    with (
+        open_source(str(clip)) as source,
+        open_backend(bundle, "ort-cpu") as backend,
+        RunOutputs(out) as outputs,
+        Pipeline(source, backend, bundle.classes, bundle.preprocess, config, FlagPolicy.for_classes([])) as pipeline,
+    ):
+        stream(pipeline, outputs)
+    return outputs, outputs.finish(bundle.classes, bundle.normal_class, {"set_aside_above": set_aside_above})
+
+
+def test_field_cells_beyond_the_set_aside_score_are_flagged_for_review_and_not_counted(
+    drift_bundle, clip: tuple[Path, dict], tmp_path: Path
+) -> None:
+    bundle, _ = drift_bundle
+    assert load_bundle(bundle).drift_model().set_aside_threshold == max(load_bundle(bundle).drift_model().val_scores)
+    everything, report = _field_run(bundle, clip[0], tmp_path / "all", None)
+    cells = everything.events
+    assert "set_aside" not in report and not (tmp_path / "all" / "set_aside.jsonl").exists()
+    gate = float(np.median([e["drift_score"] for e in cells]))  # the track's median over its sightings
+    gated, report = _field_run(bundle, clip[0], tmp_path / "gated", gate)
+    key = lambda e: (e["track"], e["frame"], tuple(e["box"]))  # noqa: E731
+    # the same cells as the ungated run, split by their drift score: what the benchmark's filter relies on
+    assert sorted(map(key, gated.events)) == sorted(key(e) for e in cells if e["drift_score"] <= gate)
+    aside = gated.set_aside
+    assert sorted(map(key, aside)) == sorted(key(e) for e in cells if e["drift_score"] > gate) and aside
+    for event in aside:
+        assert event["counted"] is False and "unlike_training" in event["flag_reasons"] and event["flagged"]
+        assert (tmp_path / "gated" / event["crop"]).is_file()  # its crop kept for the review
+    assert report["set_aside"] == {"cells": len(aside), "file": "set_aside.jsonl", "threshold": gate}
+    assert (
+        report["cells"] == len(gated.events)
+        and "Set aside, not counted" in (tmp_path / "gated" / "report.md").read_text()
+    )
+
+
+def test_the_cli_sets_aside_at_the_bundle_threshold_unless_told_to_count_all(
+    drift_bundle, clip: tuple[Path, dict], tmp_path: Path
+) -> None:
+    bundle, _ = drift_bundle
+    threshold = round(load_bundle(bundle).drift_model().set_aside_threshold, 4)
+    base = ["run", str(bundle), "--source", str(clip[0]), "--mode", "field", "--headless"]
+    assert run_cli([*base, "--out", str(tmp_path / "default")]) == 0
+    assert run_cli([*base, "--out", str(tmp_path / "all"), "--count-all"]) == 0
+    default = json.loads((tmp_path / "default" / "report.json").read_text())
+    every = json.loads((tmp_path / "all" / "report.json").read_text())
+    assert default["set_aside_above"] == threshold and "set_aside_above" not in every
+    aside = (default.get("set_aside") or {}).get("cells", 0)
+    assert default["cells"] + aside == every["cells"]
+    assert default["drift"]["n"] == every["drift"]["n"] == every["cells"]  # the verdict scores every cell
