@@ -89,7 +89,7 @@ def run_row(run: Path, out: Path) -> dict:
         f"softmax, ECE {row['ece']:.3f}": raw,
         f"each fold's T (fitted on its val), ECE {row['ece_calibrated']:.3f}": scaled,
     }
-    plot_reliability(curves, labels, out / row["reliability_png"], f"{run.name}: {len(labels)} test-fold images")
+    plot_reliability(curves, labels, out / row["reliability_png"], f"{len(folds)} test folds, {len(labels)} images")
     return row
 
 

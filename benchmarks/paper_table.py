@@ -208,6 +208,7 @@ def fp32_row(runs: Path, dataset: str, arch: str, recipe: str, selection: dict, 
         "kept": metrics[0].get("kept", "raw-best"),
         "candidates": candidate_means(metrics),
         "recipe_name": recipe,
+        "recipe_picked": (dataset, arch) in PICKS,  # fixed by --pick, not chosen among the candidates here
         "recipe": RECIPES[dataset][recipe],
         "recipe_selection": selection,
     }
@@ -294,7 +295,9 @@ def markdown(rows: list[dict]) -> str:
         "# Reference paper vs sperm-edge, 5-fold cross-validation",
         "",
         "Fold split seed 0, training seed 0. Accuracy and macro-F1: mean ± sample std over the test folds.",
-        "Recipe: chosen per architecture by mean validation macro-F1, never by test folds. INT8: the ONNX",
+        "Recipe: chosen per architecture by mean validation macro-F1, never by test folds, or fixed beforehand",
+        "with --pick (marked *picked*): a recipe that keeps its final weights is not ranked against best-epoch",
+        "recipes on validation, whose scores their own choice of epoch inflates. INT8: the ONNX",
         "Q/DQ model of each fold (calibrated on its training images) on its test fold, beside the FP32 ONNX model.",
         "",
         "| data set | architecture | precision | folds | accuracy | macro-F1 | input | recipe | trained on "
@@ -307,11 +310,13 @@ def markdown(rows: list[dict]) -> str:
             f"| {ref['macro_f1']:.3f} | 224 | - | - | ImageNet |"
         )
         for r in (r for r in rows if r["dataset"] == dataset):
+            picked = " (picked)" if r.get("recipe_picked") else ""
             lines.append(
                 f"| {dataset} | {r['arch']} | {r['precision']} | {r['folds']} "
                 f"| {r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f} "
                 f"| {r['macro_f1_mean']:.3f} ± {r['macro_f1_std']:.3f} "
-                f"| {r['img_size']} | {r['recipe_name']} | {_trained_on(r)} | {r.get('pretrained', 'as fp32')} |"
+                f"| {r['img_size']} | {r['recipe_name']}{picked} | {_trained_on(r)} "
+                f"| {r.get('pretrained', 'as fp32')} |"
             )
     for r in rows:
         if r.get("candidates"):
