@@ -101,7 +101,7 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
 ) -> None:
-    """Fit a model in two phases (frozen backbone, then all layers) and test the best epoch."""
+    """Fit a model in two phases (frozen backbone, then all layers) and test the weights it keeps (--keep)."""
     from sperm_edge.data.augment import augmentation
     from sperm_edge.errors import SpermEdgeError
     from sperm_edge.model import get_entry

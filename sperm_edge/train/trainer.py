@@ -294,7 +294,7 @@ class Trainer:
             loss = self._train_epoch(phase, loader, optimizer, scaler, epoch)
             progress.epoch += 1
             record = {"phase": phase.number, "epoch": progress.epoch, "train_loss": loss}
-            scores = self._validate(progress)
+            scores = self._validate()
             val = scores[self._selected]
             record |= {"val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"]}
             if self.ema is not None:
@@ -322,7 +322,7 @@ class Trainer:
                 "phase %d stopped early: no better validation macro-F1 for %d epochs", phase.number, self.cfg.patience
             )
 
-    def _validate(self, progress: Progress) -> dict[str, dict]:
+    def _validate(self) -> dict[str, dict]:
         """The validation report of every tracked model."""
         loader = self._loader(self.val_set, train=False)
         scores = {}
