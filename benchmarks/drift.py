@@ -36,12 +36,12 @@ from scipy.stats import rankdata
 
 from sperm_edge.bundle import load_bundle
 from sperm_edge.data.folder import load_image_folder
+from sperm_edge.data.presets import NON_SPERM
 from sperm_edge.drift import CELL_QUANTILE, DEFAULT_DIMS, fit_drift
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.images import split_images
 from sperm_edge.export.ort_cpu import cpu_session, ort_outputs
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
-from sperm_edge.runtime.report import NON_SPERM
 
 log = logging.getLogger("drift")
 

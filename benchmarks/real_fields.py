@@ -53,11 +53,11 @@ import numpy as np
 from sperm_edge.bundle import Bundle, load_bundle
 from sperm_edge.data.real_fields import write_real_field
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
+from sperm_edge.localize import LocalizerConfig
 from sperm_edge.preprocess import decode_image, preprocess_batch
 from sperm_edge.runtime import pipeline as pipeline_module
 from sperm_edge.runtime.backends import open_backend
 from sperm_edge.runtime.flagging import FlagPolicy
-from sperm_edge.runtime.localize import LocalizerConfig
 from sperm_edge.runtime.outputs import RunOutputs, stream
 from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
 from sperm_edge.runtime.report import sample_summary

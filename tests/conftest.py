@@ -40,6 +40,15 @@ def tiny_folder(tmp_path: Path) -> Path:
     return write_tiny_folder(tmp_path / "tiny data")
 
 
+@pytest.fixture(scope="session")
+def fields(tmp_path_factory) -> list[Path]:
+    """Synthetic microscope fields (PNG) with ground truth beside them (.json)."""
+    from sperm_edge.data.synthetic import write_field
+
+    root = tmp_path_factory.mktemp("fields")
+    return [write_field(root / f"field{i}.png", seed=10 + i, size=(640, 480), n_cells=10) for i in range(3)]
+
+
 @pytest.fixture
 def hushem() -> Path:
     path = SHARED_DATA / "hushem"

@@ -119,12 +119,12 @@ def run(
     from sperm_edge.bundle import load_bundle
     from sperm_edge.errors import SpermEdgeError
     from sperm_edge.io import prepare_output_dir
+    from sperm_edge.localize import LocalizerConfig
     from sperm_edge.runtime.annotate import gui_available
     from sperm_edge.runtime.backends import open_backend
     from sperm_edge.runtime.drift import run_drift
     from sperm_edge.runtime.explanations import EXPLAIN_MODES
     from sperm_edge.runtime.flagging import FlagPolicy
-    from sperm_edge.runtime.localize import LocalizerConfig
     from sperm_edge.runtime.outputs import RunOutputs, stream
     from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
     from sperm_edge.runtime.scoring import score_events

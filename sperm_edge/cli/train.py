@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sperm_edge.cli._app import app
-from sperm_edge.train.config import AdaptConfig, TrainConfig
+from sperm_edge.train.config import KEEP, AdaptConfig, TrainConfig
 
 console = Console()
 
@@ -109,8 +109,8 @@ def train(
 
     get_entry(arch)
     augmentation(augment)  # refuses an unknown name before any work
-    if keep not in ("best", "last"):
-        raise SpermEdgeError(f"--keep must be best or last, not {keep!r}")
+    if keep not in KEEP:
+        raise SpermEdgeError(f"--keep must be one of {', '.join(KEEP)}, not {keep!r}")
     if balance not in ("loss", "sampler", "none"):
         raise SpermEdgeError(f"--balance must be loss, sampler or none, not {balance!r}")
     cfg = TrainConfig(

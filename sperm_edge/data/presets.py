@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+NON_SPERM = re.compile(r"non[-_ ]?sperm", re.IGNORECASE)  # a class of debris, not of sperm (SMIDS' `Non-Sperm`)
 
 
 @dataclass(frozen=True)

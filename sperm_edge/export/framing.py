@@ -1,7 +1,7 @@
 """How the training crops frame a head, measured by the runtime's own localiser, for the manifest.
 
 The runtime cuts a square around each head found in a field, of side ``crop_scale`` times the
-field's head width as its localiser (`runtime.localize.find_cells`) measures it (the square root
+field's head width as its localiser (`sperm_edge.localize.find_cells`) measures it (the square root
 of the head region's area). For the network to see heads at the training crops' scale, the
 training heads must be measured by that same localiser. They were measured by another
 definition (the real-field bench's stain mask, `data.real_fields.sprites.head_mask`, 20% of the
@@ -24,10 +24,10 @@ import logging
 import cv2
 import numpy as np
 
+from sperm_edge.data.presets import NON_SPERM
 from sperm_edge.data.real_fields.sprites import background_colour
 from sperm_edge.export.images import ImageSet
-from sperm_edge.runtime.localize import Detection, LocalizerConfig, find_cells
-from sperm_edge.runtime.report import NON_SPERM
+from sperm_edge.localize import Detection, LocalizerConfig, find_cells
 
 log = logging.getLogger(__name__)
 

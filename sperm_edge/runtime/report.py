@@ -11,17 +11,16 @@ training data (`runtime.drift`).
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sperm_edge.data.presets import NON_SPERM
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
 from sperm_edge.runtime.drift import drift_message
 
 WHO_MINIMUM = 200
-NON_SPERM = re.compile(r"non[-_ ]?sperm", re.IGNORECASE)
 MAX_THUMBNAILS = 60
 
 

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from sperm_edge.runtime.localize import Detection
+from sperm_edge.localize import Detection
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+KEEP = ("best", "last")  # which weights a run keeps: its best validation epoch, or its final ones
+
 
 @dataclass
 class TrainConfig:

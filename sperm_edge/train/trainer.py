@@ -44,7 +44,7 @@ from sperm_edge.model.checkpoint import save_checkpoint
 from sperm_edge.model.inference import pick_device
 from sperm_edge.model.tta import dihedral_views, mean_over_views
 from sperm_edge.train.calibrate import CHECKPOINT_OWN_KEYS, fit_and_report
-from sperm_edge.train.config import TrainConfig
+from sperm_edge.train.config import KEEP, TrainConfig
 from sperm_edge.train.dataset import TensorImages
 from sperm_edge.train.plots import plot_confusion, plot_curves
 from sperm_edge.train.resume import load_optimizer, save_optimizer
@@ -52,7 +52,6 @@ from sperm_edge.train.resume import load_optimizer, save_optimizer
 log = logging.getLogger(__name__)
 
 CANDIDATES = "candidates"  # folder of a run holding every candidate's weights: {raw,ema}-{best,last}
-KEEP = ("best", "last")
 
 
 class Reporter(Protocol):

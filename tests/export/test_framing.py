@@ -9,8 +9,8 @@ from sperm_edge.data.real_fields import RealFieldVideo
 from sperm_edge.data.real_fields.sprites import head_mask
 from sperm_edge.export.framing import head_in_crop, measure_framing
 from sperm_edge.export.images import ImageSet
+from sperm_edge.localize import LocalizerConfig, find_cells
 from sperm_edge.preprocess import decode_image
-from sperm_edge.runtime.localize import LocalizerConfig, find_cells
 from sperm_edge.runtime.scoring import match_box
 
 

@@ -36,15 +36,6 @@ def clip(tmp_path_factory) -> tuple[Path, dict]:
     return path, json.loads(path.with_suffix(".json").read_text())
 
 
-@pytest.fixture(scope="session")
-def fields(tmp_path_factory) -> list[Path]:
-    """Synthetic microscope fields (PNG) with ground truth beside them (.json)."""
-    from sperm_edge.data.synthetic import write_field
-
-    root = tmp_path_factory.mktemp("fields")
-    return [write_field(root / f"field{i}.png", seed=10 + i, size=(640, 480), n_cells=10) for i in range(3)]
-
-
 def write_numbered_video(path: Path, frames: int = 20, size: tuple[int, int] = (64, 48)) -> Path:
     """An MJPG video whose frame i is a flat grey of level 10 * i + 5 (frame identity survives compression)."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size)

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from sperm_edge.bundle import load_bundle
+from sperm_edge.localize import crop, find_cells
 from sperm_edge.preprocess import decode_image, preprocess_batch
-from sperm_edge.runtime.localize import crop, find_cells
 from sperm_edge.train.dataset import TensorImages
 
 

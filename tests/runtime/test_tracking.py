@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sperm_edge.runtime.localize import Detection, find_cells
+from sperm_edge.localize import Detection, find_cells
 from sperm_edge.runtime.scoring import score_events
 from sperm_edge.runtime.sources import open_source
 from sperm_edge.runtime.tracking import Observation, Tracker, TrackerConfig

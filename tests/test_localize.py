@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sperm_edge.localize import LocalizerConfig, crop, find_cells, whole_frame
 from sperm_edge.preprocess import decode_image
-from sperm_edge.runtime.localize import LocalizerConfig, crop, find_cells, whole_frame
 from sperm_edge.runtime.scoring import score_detections
 
 
