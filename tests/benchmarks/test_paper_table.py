@@ -114,6 +114,8 @@ def test_packing_is_lossless_after_the_resize_and_keeps_the_folds(tmp_path) -> N
         ("paper_table.py", ["--pick", "smids/simple_cnn=nope", "--table-only", "--out", "{tmp}/o"], "no recipe"),
         ("cuda_latency.py", ["{tmp}/missing", "--data", "{tmp}", "--out", "{tmp}/c.json"], "not found"),
         ("keep_float.py", ["--runs", "{tmp}/missing", "--out", "{tmp}/o"], "checkpoint file not found"),
+        ("arch_latency.py", ["--configs", "cbam_efficientnet_lite1", "--out", "{tmp}/a.json"], "ARCH@PIXELS"),
+        ("arch_latency.py", ["--configs", "resnet9@64", "--out", "{tmp}/a.json"], "unknown architecture 'resnet9'"),
         ("crosslab.py", ["--hushem", "{tmp}/h", "--smids", "{tmp}/s", "--data-root", "{tmp}/none"], "not found"),
     ],
 )
