@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from sperm_edge.bench.harness import TimingConfig, time_runners
-from sperm_edge.bench.machine import machine_facts
+from sperm_edge.bench.machine import load_average, machine_facts
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import atomic_write_json
 from sperm_edge.model import create_model
@@ -71,11 +71,6 @@ def parse_config(text: str) -> tuple[str, int]:
     return arch, int(size)
 
 
-def loadavg() -> str:
-    path = Path("/proc/loadavg")
-    return path.read_text().strip() if path.exists() else "n/a"
-
-
 def measure(configs: list[tuple[str, int]], threads: int, timing: TimingConfig) -> list[dict]:
     """One row per (architecture, size): batch-1 latency figures, parameters, ratio to the first row's p50."""
     torch.set_num_threads(threads)
@@ -119,7 +114,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         configs = [parse_config(c) for c in args.configs]
-        before = loadavg()
+        before = load_average()
         rows = measure(configs, args.threads, TimingConfig((1,), args.iters, args.warmup, args.rounds))
     except SpermEdgeError as err:
         sys.exit(f"error: {err}")
@@ -128,7 +123,7 @@ def main() -> None:
         "engine": "torch eager, NCHW, batch 1",
         "threads": args.threads,
         "loadavg_before": before,
-        "loadavg_after": loadavg(),
+        "loadavg_after": load_average(),
         "rows": rows,
         "machine": machine_facts(args.threads),
     }

@@ -152,6 +152,14 @@ def ort_providers() -> list[str]:
     return list(onnxruntime.get_available_providers())
 
 
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: on a shared machine they say how noisy the timings are."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def machine_facts(threads: int) -> dict:
     """Everything `machine.json` records; `threads` is the intra-op thread count the benchmark used."""
     return {

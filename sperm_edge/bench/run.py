@@ -10,7 +10,6 @@ variant and batch size, with the status, the figures and the ratios to the refer
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from sperm_edge.bench.accuracy import EvalSet, load_eval_set, predict, score
 from sperm_edge.bench.harness import StepCallback, TimingConfig, time_runners
-from sperm_edge.bench.machine import machine_facts
+from sperm_edge.bench.machine import load_average, machine_facts
 from sperm_edge.bench.memory import measure_memory
 from sperm_edge.bench.report import COLUMNS
 from sperm_edge.bench.stream import StreamConfig, measure_stream
@@ -137,7 +136,7 @@ def run_benchmark(cfg: BenchConfig, on_step: StepCallback | None = None) -> Benc
     bundle = load_bundle(cfg.bundle)
     timing = cfg.timing()
     threads = cfg.threads or default_threads()
-    load_before = _load_average()
+    load_before = load_average()
     if load_before and load_before[0] > threads:
         log.warning(
             "load average %.1f with %d threads per engine: other work shares the cores, so timings will be "
@@ -177,7 +176,7 @@ def run_benchmark(cfg: BenchConfig, on_step: StepCallback | None = None) -> Benc
     _add_ratios(rows)
     stream = _stream(bundle, cfg, threads, on_step) if cfg.stream is not None else None
     machine = machine_facts(threads)
-    machine["load_average"] = {"before": load_before, "after": _load_average()}
+    machine["load_average"] = {"before": load_before, "after": load_average()}
     machine["bundle"] = {"path": str(bundle.path), "arch": bundle.arch, "img_size": size, "classes": bundle.classes}
     machine["settings"] = {
         "batches": list(timing.batches),
@@ -245,11 +244,3 @@ def _stream(bundle: Bundle, cfg: BenchConfig, threads: int, on_step: StepCallbac
     except Exception as err:  # the runtime, the explainer or the generator: report, keep the rows
         log.warning("end-to-end stream failed: %s", err)
         return {"runs": [], "gradcam": None, "error": f"{type(err).__name__}: {err}"}
-
-
-def _load_average() -> list[float] | None:
-    """1, 5 and 15 minute load averages: on a shared machine they say how noisy the timings are."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
