@@ -97,7 +97,7 @@ def localizer(which: str, framing: dict | None):
         pipeline_module.find_cells = saved
 
 
-def run_clip(bundle: Bundle, clip: Path, which: str, threads: int | None) -> tuple[list[dict], dict]:
+def run_clip(bundle: Bundle, clip: Path, which: str, threads: int | None, tta: bool) -> tuple[list[dict], dict]:
     """Events and stats of one field-mode run over `clip`, as `sperm-edge run --mode field` makes them."""
     policy = FlagPolicy.for_classes(bundle.abnormal_classes)
     with tempfile.TemporaryDirectory(prefix="real-fields-run-") as out, localizer(which, bundle.framing) as cfg:
@@ -105,7 +105,7 @@ def run_clip(bundle: Bundle, clip: Path, which: str, threads: int | None) -> tup
                                 drift=bundle.drift_model())  # fmt: skip
         with (
             open_source(str(clip)) as source,
-            open_backend(bundle, "ort-cpu", "fp32", threads) as engine,
+            open_backend(bundle, "ort-cpu", "fp32", threads, tta=tta) as engine,
             RunOutputs(Path(out)) as outputs,
             Pipeline(source, engine, bundle.classes, bundle.preprocess, config, policy) as pipeline,
         ):
@@ -114,10 +114,10 @@ def run_clip(bundle: Bundle, clip: Path, which: str, threads: int | None) -> tup
         return list(outputs.events), stats
 
 
-def crop_classes(bundle: Bundle, data: Path, sources: list[str], threads: int | None) -> dict[str, str]:
-    """The bundle's class for each original crop (path under `data`)."""
+def crop_classes(bundle: Bundle, data: Path, sources: list[str], threads: int | None, tta: bool) -> dict[str, str]:
+    """The bundle's class for each original crop (path under `data`), with the clips' test-time augmentation."""
     out = {}
-    with open_backend(bundle, "ort-cpu", "fp32", threads) as engine:
+    with open_backend(bundle, "ort-cpu", "fp32", threads, tta=tta) as engine:
         for i in range(0, len(sources), 32):
             chunk = sources[i : i + 32]
             batch = preprocess_batch([decode_image(data / s) for s in chunk], bundle.preprocess)
@@ -198,7 +198,7 @@ def synthetic_comparison(bundle: Bundle, work: Path, frames: int, reps: int, thr
     rows = []
     for rep in range(reps):
         for which in ("old", "new"):
-            events, stats = run_clip(bundle, clip, which, threads)
+            events, stats = run_clip(bundle, clip, which, threads, tta=False)
             events = variants(which, events, bundle)[0][1]  # `new` as run by default: cells set aside
             score = score_events(events, truth)
             rows.append({"localizer": which, "rep": rep, "recall": round(score["recall"], 4),
@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic-reps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-baseline", action="store_true", help="Skip the BASELINE localiser on the real clips.")
+    parser.add_argument("--tta", action="store_true", help="Classify every crop in its 8 orientations (`run --tta`).")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -240,9 +241,9 @@ def main(argv: list[str] | None = None) -> int:
                 folder = write_real_field(args.data, work / f"{name}-{seed}", args.cells, args.frames, seed, name)
                 truth = json.loads((folder / "clip.json").read_text())
                 sources = sorted({c["source"] for c in truth["cells"].values() if not c["debris"]})
-                originals = crop_classes(bundle, args.data, sources, args.threads)
+                originals = crop_classes(bundle, args.data, sources, args.threads, args.tta)
                 for which in ("new",) if args.no_baseline else ("new", "old"):
-                    events, stats = run_clip(bundle, folder / "clip.mp4", which, args.threads)
+                    events, stats = run_clip(bundle, folder / "clip.mp4", which, args.threads, args.tta)
                     for variant, counted, aside in variants(which, events, bundle):
                         stages = {k: v["mean"] for k, v in stats["stages_ms"].items()}
                         row = {"set": name, "seed": seed, "localizer": variant,
@@ -264,7 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         "set_aside_threshold": {
             k: round(m.set_aside_threshold, 4) if (m := v.drift_model()) else None for k, v in bundles.items()
         },  # fmt: skip
-        "settings": {"cells": args.cells, "frames": args.frames, "seeds": seeds, "backend": "ort-cpu fp32"},
+        "settings": {
+            "cells": args.cells,
+            "frames": args.frames,
+            "seeds": seeds,
+            "backend": "ort-cpu fp32",
+            "tta": args.tta,
+        },  # fmt: skip
         "targets": TARGETS,
         "rows": rows,
         "totals": totals(rows),
@@ -315,7 +322,8 @@ def render(result: dict) -> str:
         "",
         f"Command: `{result['command']}`  ",
         f"Made {result['created']} in {result['elapsed_s']} s; load average before {result['loadavg_before']}, "
-        f"after {result['loadavg_after']}. Backend {result['settings']['backend']}; "
+        f"after {result['loadavg_after']}. Backend {result['settings']['backend']}"
+        f"{' with 8-view TTA (field and original crops alike)' if result['settings'].get('tta') else ''}; "
         f"{result['settings']['cells']} cells + debris per clip, {result['settings']['frames']} frames.",
         "",
         "Targets: recall and precision >= 0.97, double counts <= 2%, class agreement >= 95%, "

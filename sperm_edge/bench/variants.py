@@ -22,11 +22,12 @@ from sperm_edge.runtime.backends.base import Outputs
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch-eager", "torch-channels-last", "ort-cpu", "ort-cuda", "ort-trt", "trt")
+TTA = "+tta"  # a backend name ending in it runs with dihedral test-time augmentation (8 views per crop)
+BACKENDS = ("torch-eager", "torch-channels-last", "ort-cpu", f"ort-cpu{TTA}", "ort-cuda", "ort-trt", "trt")
 REFERENCE = ("torch-eager", "fp32")  # the paper-style row every speed-up is a ratio to (at batch 1)
 GPU_BACKENDS = frozenset({"ort-cuda", "ort-trt", "trt"})
 # The runtime's names (`sperm-edge run --backend`) where they differ; its `torch` backend is channels_last.
-RUNTIME_NAMES = {"torch-eager": "torch", "torch-channels-last": "torch"}
+RUNTIME_NAMES = {"torch-eager": "torch", "torch-channels-last": "torch", f"ort-cpu{TTA}": "ort-cpu"}
 
 
 class Runner(Protocol):
@@ -125,7 +126,7 @@ def plan_variants(bundle: Bundle, backends: list[str]) -> list[PlannedVariant]:
         elif backend == "ort-cpu":
             for precision in ["fp32", "int8", *(p for p in models if p not in ("fp32", "int8"))]:
                 add_onnx(backend, precision, precision)
-        elif backend == "ort-cuda":
+        elif backend in ("ort-cuda", f"ort-cpu{TTA}"):
             add_onnx(backend, "fp32", "fp32")
         elif backend == "ort-trt":
             add_onnx(backend, "fp16", "fp32")  # TensorRT builds FP16 from the FP32 model
@@ -155,7 +156,8 @@ def open_runner(bundle: Bundle, variant: Variant, threads: int) -> Runner:
     from sperm_edge.runtime.backends import open_backend
 
     name = RUNTIME_NAMES.get(variant.backend, variant.backend)
-    return open_backend(bundle, name, None if name == "torch" else variant.precision, threads)
+    precision = None if name == "torch" else variant.precision
+    return open_backend(bundle, name, precision, threads, tta=variant.backend.endswith(TTA))
 
 
 def model_size_mb(bundle: Bundle, variant: Variant) -> float | None:

@@ -113,7 +113,7 @@ def bench(
     bundle: Path = typer.Argument(..., help="Bundle folder written by `sperm-edge export`."),
     backends: str = typer.Option(
         "all",
-        help="Comma-separated: torch-eager, torch-channels-last, ort-cpu, ort-cuda, "
+        help="Comma-separated: torch-eager, torch-channels-last, ort-cpu, ort-cpu+tta (8 views per crop), ort-cuda, "
         "ort-trt, trt, or all. The reference (torch-eager) is always measured.",
     ),
     batch: str = typer.Option("1,8,32", help="Batch sizes, comma-separated."),

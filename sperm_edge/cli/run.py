@@ -82,6 +82,9 @@ def run(
         help="Count each cell once across frames (default: on for videos and cameras, off for images).",
     ),
     threads: int = typer.Option(None, min=1, help="Inference threads (ONNX Runtime intra-op; default: all cores)."),
+    tta: bool = typer.Option(
+        False, "--tta/--no-tta", help="Classify each cell in its 8 rotations and mirror images (8x the inference)."
+    ),
     batch: int = typer.Option(32, min=1, help="Largest batch of crops per network call."),
     crop_scale: float = typer.Option(
         None, help="Crop side / head width (default: as measured on the training crops at export, else 4.6)."
@@ -153,10 +156,12 @@ def run(
     )
     policy = FlagPolicy.for_classes(loaded.abnormal_classes, min_confidence, min_stability)
     page = _start_view(ctx, binding, view_fps, out, loaded, {"source": source, "mode": mode})
-    engine = open_backend(loaded, backend, precision, threads)  # `auto` resolved here, activated below
+    engine = open_backend(loaded, backend, precision, threads, tta=tta)  # `auto` resolved here, activated below
     # with the view and --explain none, the explainers explain only the cells clicked
     on_demand = explain == "none" and page is not None
-    maps, worker = _explainers(loaded, "flagged" if on_demand else explain, engine.name, out, explain_threads)
+    maps, worker = _explainers(
+        loaded, "flagged" if on_demand else explain, engine.describe()["backend"], out, explain_threads
+    )
     if worker is not None and on_demand:
         worker.preload = False  # torch loads on the first click, not before the stream starts
     with (

@@ -42,12 +42,12 @@ from sperm_edge.metrics import classification_report, softmax
 from sperm_edge.model import create_model, get_entry
 from sperm_edge.model.checkpoint import save_checkpoint
 from sperm_edge.model.inference import pick_device
-from sperm_edge.model.tta import dihedral_views, mean_over_views
 from sperm_edge.train.calibrate import CHECKPOINT_OWN_KEYS, fit_and_report
 from sperm_edge.train.config import KEEP, TrainConfig
 from sperm_edge.train.dataset import TensorImages
 from sperm_edge.train.plots import plot_confusion, plot_curves
 from sperm_edge.train.resume import load_optimizer, save_optimizer
+from sperm_edge.tta import dihedral_views, mean_over_views
 
 log = logging.getLogger(__name__)
 

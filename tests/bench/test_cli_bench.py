@@ -54,6 +54,7 @@ def test_bench_json_is_a_list_of_rows_with_the_required_columns(bench_out) -> No
         ("torch-channels-last", "fp32"),
         ("ort-cpu", "fp32"),
         ("ort-cpu", "int8"),
+        ("ort-cpu+tta", "fp32"),  # the cost of test-time augmentation, beside the rest
     }
     assert {r["batch"] for r in ok} == {1, 2}
     for row in ok:

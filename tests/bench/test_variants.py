@@ -19,9 +19,10 @@ def test_every_backend_is_planned_with_the_reference_first(tiny_bundle) -> None:
     planned = plan_variants(load_bundle(tiny_bundle), list(BACKENDS))
     assert (planned[0].variant.backend, planned[0].variant.precision) == REFERENCE
     keys = _by_key(planned)
-    for key in ("torch-eager/fp32", "torch-channels-last/fp32", "ort-cpu/fp32", "ort-cpu/int8"):
+    for key in ("torch-eager/fp32", "torch-channels-last/fp32", "ort-cpu/fp32", "ort-cpu/int8", "ort-cpu+tta/fp32"):
         assert keys[key].status == "ok", keys[key].reason
     assert keys["ort-cpu/int8"].variant.file == "model.int8.onnx"
+    assert keys["ort-cpu+tta/fp32"].variant.file == keys["ort-cpu/fp32"].variant.file
     assert {"ort-cuda/fp32", "ort-trt/fp16", "ort-trt/int8", "trt/fp16", "trt/int8"} <= set(keys)
 
 

@@ -197,3 +197,18 @@ def test_sigterm_finishes_the_frames_read_writes_the_report_and_exits_0(
     # every frame read was classified and logged (crop mode: one cell per frame)
     assert report["frames"] == report["source_stats"]["delivered"] == len(lines) == sum(report["counts"].values())
     assert report["frames"] >= 30 and "SIGTERM" in output
+
+
+def test_run_with_tta_finds_the_same_cells_and_records_it(
+    tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path
+) -> None:
+    path, _truth = clip
+    events = {}
+    for tta in ("--tta", "--no-tta"):
+        out = tmp_path / tta
+        args = ["run", str(tiny_bundle), "--source", str(path), "--headless", "--explain", "none"]
+        assert run_cli([*args, "--backend", "ort-cpu", "--max-frames", "6", "--no-track", tta, "--out", str(out)]) == 0
+        events[tta] = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+        report = json.loads((out / "report.json").read_text())
+        assert ("tta" in report["backend"]) == (tta == "--tta")
+    assert events["--tta"] and [e["box"] for e in events["--tta"]] == [e["box"] for e in events["--no-tta"]]

@@ -22,12 +22,14 @@ from sperm_edge.runtime.backends.base import Backend, InputSpec, Outputs
 from sperm_edge.runtime.backends.ort import OrtBackend, available_providers
 from sperm_edge.runtime.backends.tensorrt import TensorRTBackend, rebuild_command
 from sperm_edge.runtime.backends.torch_backend import TorchBackend
+from sperm_edge.runtime.backends.tta import DihedralTTA
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "BACKENDS",
     "Backend",
+    "DihedralTTA",
     "InputSpec",
     "OrtBackend",
     "Outputs",
@@ -150,11 +152,18 @@ def open_backend(
     threads: int | None = None,
     device: int = 0,
     spin: bool = False,
+    tta: bool = False,
 ) -> Backend:
-    """The backend `name` for `bundle` (not yet active: use it in a `with` block).
+    """The backend `name` for `bundle` (not yet active: use it in a `with` block); `tta` wraps it in
+    `DihedralTTA` (each crop classified in its 8 orientations).
 
     A missing engine fails here with what to install, not with an import traceback.
     """
+    backend = _open(bundle, name, precision, threads, device, spin)
+    return DihedralTTA(backend) if tta else backend
+
+
+def _open(bundle: Bundle, name: str, precision: str | None, threads: int | None, device: int, spin: bool) -> Backend:
     if name == "auto":
         name, auto_precision, reason = auto_choice(bundle)
         precision = precision or auto_precision

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from sperm_edge.model.tta import VIEWS, dihedral_views, mean_over_views
+from sperm_edge.tta import VIEWS, dihedral_views, mean_over_views
 
 
 def test_dihedral_views_are_the_eight_distinct_symmetries_of_each_image() -> None:
@@ -36,3 +37,10 @@ def test_a_rotation_invariant_model_is_unchanged_by_tta() -> None:
 def test_non_square_images_are_refused() -> None:
     with pytest.raises(ValueError, match="square"):
         dihedral_views(torch.zeros(1, 3, 4, 6))
+
+
+def test_numpy_views_are_the_torch_views_in_the_same_order() -> None:
+    images = torch.rand(2, 3, 5, 5)
+    np.testing.assert_array_equal(dihedral_views(images.numpy()), dihedral_views(images).numpy())
+    logits = torch.rand(VIEWS * 2, 4)
+    np.testing.assert_allclose(mean_over_views(logits.numpy()), mean_over_views(logits).numpy(), rtol=1e-6)
