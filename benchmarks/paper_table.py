@@ -64,19 +64,20 @@ CBAM_TWINS = tuple(
 # Candidate recipes (TrainConfig fields) per data set, in order of preference on a tie; each is its
 # data set's base plus what the candidate changes.
 _HUSHEM = dict(img_size=224, phase1_epochs=5, phase2_epochs=40, batch_size=16, phase1_lr=3e-3, label_smoothing=0.1)
+_HUSHEM_EMA_LAST = {**_HUSHEM, "phase2_lr": 5e-4, "mixup": 0.2, "ema_decay": 0.98, "keep": "last", "patience": 100}
 _SMIDS = dict(img_size=128, phase1_epochs=3, batch_size=64, phase1_lr=3e-3, label_smoothing=0.1)
 RECIPES: dict[str, dict[str, dict]] = {
     "hushem": {
         "224-lr2e-4": {**_HUSHEM, "phase2_lr": 2e-4, "patience": 15},
         "224-lr5e-4-mixup": {**_HUSHEM, "phase2_lr": 5e-4, "mixup": 0.2, "patience": 15},
         # The weights kept are the final EMA, not the best epoch on a 26-33-image validation share.
-        "224-lr5e-4-mixup-ema-last": {
-            **_HUSHEM,
-            "phase2_lr": 5e-4,
-            "mixup": 0.2,
-            "ema_decay": 0.98,
-            "keep": "last",
-            "patience": 100,
+        "224-lr5e-4-mixup-ema-last": _HUSHEM_EMA_LAST,
+        # The same, distilled from CBAM-Lite1's run of the same folds (`train.distill`): (arch, recipe) of the
+        # teacher run, resolved under --runs.
+        "224-lr5e-4-mixup-ema-last-kd-lite1": {
+            **_HUSHEM_EMA_LAST,
+            "distill": 0.5,
+            "teacher": ("cbam_efficientnet_lite1", "224-lr5e-4-mixup-ema-last"),
         },
     },
     "smids": {
@@ -93,9 +94,11 @@ PICKS: dict[tuple[str, str], str] = {}
 
 
 def recipe_names(dataset: str, arch: str) -> list[str]:
+    """The recipes `arch` trains with on `dataset`: the picked one, else the candidates (a distilled recipe,
+    which needs its teacher's folds first, only when picked)."""
     if (dataset, arch) in PICKS:
         return [PICKS[dataset, arch]]
-    names = list(RECIPES[dataset])
+    names = [name for name, recipe in RECIPES[dataset].items() if "teacher" not in recipe]
     return names if arch in SWEEP_ARCHS else names[:1]
 
 
@@ -480,6 +483,8 @@ class Scheduler:
                         workers=a.train_workers,
                         **RECIPES[dataset][recipe],
                     )
+                    if "teacher" in config:  # a distilled recipe names its teacher run by (arch, recipe)
+                        config["teacher"] = str(run_dir(a.runs, dataset, *config["teacher"]))
                     future = self.train_pool.submit(train_job, config, a.folds)
                     self.pending[future] = ("train", dataset, arch, recipe)
         self.queue_exports()

@@ -98,6 +98,10 @@ def train(
     keep: str = typer.Option(
         TrainConfig.keep, help="Weights to keep: best (best validation macro-F1 epoch) or last (the final ones)."
     ),
+    teacher: Path = typer.Option(
+        None, help="Run folder of a larger model trained on the same split (and folds) to distil from."
+    ),
+    distill: float = typer.Option(0.5, min=0.0, max=1.0, help="With --teacher: weight of the distillation loss."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
 ) -> None:
@@ -134,6 +138,8 @@ def train(
         patience=patience,
         ema_decay=ema_decay,
         keep=keep,
+        teacher=str(teacher) if teacher else None,
+        distill=distill if teacher else 0.0,
         device=device,
     )
     result = run_training(cfg, folds=folds, resume=resume, reporter=RichReporter())

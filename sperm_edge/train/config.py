@@ -31,6 +31,8 @@ class TrainConfig:
     patience: int = 8  # epochs without a better validation macro-F1 before a phase stops early
     ema_decay: float = 0.0  # per-step exponential moving average of the weights; 0 disables
     keep: str = "best"  # best: the epoch with the best validation macro-F1; last: the final weights
+    teacher: str | None = None  # run folder of a model trained on the same split, to distil from (see train.distill)
+    distill: float = 0.0  # weight of the distillation term (0: plain cross-entropy; needs `teacher`)
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     device: str = "auto"

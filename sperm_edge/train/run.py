@@ -13,9 +13,10 @@ from sperm_edge.data.splits import kfold_splits, train_val_test_split
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import atomic_write_json
 from sperm_edge.metrics import classification_report, fold_spread
-from sperm_edge.model.checkpoint import load_checkpoint, read_meta
+from sperm_edge.model.checkpoint import load_checkpoint, read_meta, resolve_checkpoint
 from sperm_edge.model.inference import pick_device, predict_probs
 from sperm_edge.train.config import TrainConfig
+from sperm_edge.train.distill import teacher_path
 from sperm_edge.train.plots import plot_confusion
 from sperm_edge.train.trainer import Reporter, Trainer
 
@@ -29,6 +30,9 @@ def train(cfg: TrainConfig, folds: int = 1, resume: bool = False, reporter: Repo
         cfg = _saved_config(out, folds)
     elif out.exists() and any(out.iterdir()):
         raise SpermEdgeError(f"run folder {out} already exists; choose another --out or pass --resume")
+    if cfg.teacher:  # every fold's teacher is there before the first fold trains
+        for fold in range(1, folds + 1) if folds > 1 else (None,):
+            resolve_checkpoint(teacher_path(cfg.teacher, fold))
     dataset = load_image_folder(cfg.data)
     log.info(
         "%s: %d images in %d classes %s (preset %s)",
@@ -56,7 +60,7 @@ def train(cfg: TrainConfig, folds: int = 1, resume: bool = False, reporter: Repo
             "fold %d of %d: %d train, %d val, %d test", fold, folds, *(len(split[k]) for k in ("train", "val", "test"))
         )
         fold_resume = resume and (fold_dir / "last.json").is_file()
-        results.append(Trainer(cfg, dataset, split, fold_dir, reporter).fit(resume=fold_resume))
+        results.append(Trainer(cfg, dataset, split, fold_dir, reporter, fold=fold).fit(resume=fold_resume))
     summary = summarize_folds(results)
     atomic_write_json(out / "cv.json", summary)
     return summary

@@ -45,6 +45,7 @@ from sperm_edge.model.inference import pick_device
 from sperm_edge.train.calibrate import CHECKPOINT_OWN_KEYS, fit_and_report
 from sperm_edge.train.config import KEEP, TrainConfig
 from sperm_edge.train.dataset import TensorImages
+from sperm_edge.train.distill import distill_loss, load_teacher, teacher_path
 from sperm_edge.train.plots import plot_confusion, plot_curves
 from sperm_edge.train.resume import load_optimizer, save_optimizer
 from sperm_edge.tta import dihedral_views, mean_over_views
@@ -162,7 +163,9 @@ class Trainer:
         split: dict[str, list[int]],
         out: Path,
         reporter: Reporter | None = None,
+        fold: int | None = None,
     ) -> None:
+        """`fold`: this run's fold of a k-fold run (which fold of a k-fold teacher run to distil from)."""
         self.cfg, self.dataset, self.split, self.out = cfg, dataset, split, Path(out)
         self.reporter = reporter or SilentReporter()
         self.entry = get_entry(cfg.arch)
@@ -214,6 +217,13 @@ class Trainer:
             "data": str(dataset.root.resolve()),
             **{name: [paths[i] for i in idx] for name, idx in split.items()},
         }
+        if (cfg.distill > 0) != (cfg.teacher is not None) or not 0.0 <= cfg.distill <= 1.0:
+            raise SpermEdgeError(f"distillation needs a teacher and a weight in (0, 1]: {cfg.teacher}, {cfg.distill}")
+        self.teacher = (
+            load_teacher(teacher_path(cfg.teacher, fold), self.spec, dataset.classes, self.split_record, self.device)
+            if cfg.teacher
+            else None
+        )
 
     def _tracked(self) -> dict[str, nn.Module]:
         """The models validated every epoch: the trained weights and, with EMA, their average."""
@@ -365,11 +375,19 @@ class Trainer:
 
     def _loss(self, images: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         if self.cfg.mixup <= 0:
-            return self.criterion(self.model(images), targets)
-        lam = float(rng.beta(self.cfg.mixup, self.cfg.mixup))
-        perm = torch.randperm(len(targets), device=images.device)
-        logits = self.model(lam * images + (1 - lam) * images[perm])
-        return lam * self.criterion(logits, targets) + (1 - lam) * self.criterion(logits, targets[perm])
+            logits = self.model(images)
+            loss = self.criterion(logits, targets)
+        else:
+            lam = float(rng.beta(self.cfg.mixup, self.cfg.mixup))
+            perm = torch.randperm(len(targets), device=images.device)
+            images = lam * images + (1 - lam) * images[perm]
+            logits = self.model(images)
+            loss = lam * self.criterion(logits, targets) + (1 - lam) * self.criterion(logits, targets[perm])
+        if self.teacher is None:
+            return loss
+        with torch.no_grad():
+            soft = self.teacher(images)
+        return (1 - self.cfg.distill) * loss + self.cfg.distill * distill_loss(logits, soft)
 
     def _restore(self) -> Progress:
         from sperm_edge.model.checkpoint import load_checkpoint

@@ -167,3 +167,12 @@ def test_keep_float_rule_takes_the_fewest_float_layers_that_pass_on_validation()
     rows = [row("none", 5.0, 0.9), row("stem", 0.0, 0.99, test_drop=9.0), row("stem+block0", 0.0, 1.0)]
     assert keep_float.choose(rows) == "stem"  # test figures never enter the choice
     assert keep_float.choose([row("none", 0.0, 0.96)]) is None
+
+
+def test_a_distilled_recipe_trains_only_when_picked_with_its_teacher_run_under_runs(paper_table, monkeypatch) -> None:
+    kd = "224-lr5e-4-mixup-ema-last-kd-lite1"
+    teacher_arch, teacher_recipe = paper_table.RECIPES["hushem"][kd]["teacher"]
+    assert teacher_recipe in paper_table.RECIPES["hushem"] and teacher_arch in paper_table.ARCHS
+    assert kd not in paper_table.recipe_names("hushem", "cbam_efficientnet_lite0")  # its teacher may not exist yet
+    monkeypatch.setitem(paper_table.PICKS, ("hushem", "cbam_efficientnet_lite0"), kd)
+    assert paper_table.recipe_names("hushem", "cbam_efficientnet_lite0") == [kd]

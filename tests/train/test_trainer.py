@@ -205,6 +205,7 @@ def test_loader_workers_give_the_same_training_and_metrics_name_the_device(tiny_
         (["train", "--data", "{missing}", "--out", "{out}"], "data folder not found"),
         (["train", "--data", "{tiny}", "--arch", "resnet9", "--out", "{out}"], "unknown architecture"),
         (["train", "--data", "{tiny}", "--keep", "middle", "--out", "{out}"], "--keep must be one of best, last"),
+        (["train", "--data", "{tiny}", "--teacher", "{missing}", "--out", "{out}"], "checkpoint file not found"),
         (["evaluate", "{junk}", "--data", "{tiny}"], "not a sperm-edge checkpoint"),
         (["evaluate", "{missing}", "--data", "{tiny}"], "checkpoint file not found"),
     ],
