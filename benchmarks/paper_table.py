@@ -72,12 +72,12 @@ RECIPES: dict[str, dict[str, dict]] = {
         "224-lr5e-4-mixup": {**_HUSHEM, "phase2_lr": 5e-4, "mixup": 0.2, "patience": 15},
         # The weights kept are the final EMA, not the best epoch on a 26-33-image validation share.
         "224-lr5e-4-mixup-ema-last": _HUSHEM_EMA_LAST,
-        # The same, distilled from CBAM-Lite1's run of the same folds (`train.distill`): (arch, recipe) of the
-        # teacher run, resolved under --runs.
+        # The same, distilled (`train.distill`) from the Lite1 version of the same architecture trained on the
+        # same folds (CBAM-Lite0 from CBAM-Lite1, its twin from Lite1): (size, recipe) of the teacher run.
         "224-lr5e-4-mixup-ema-last-kd-lite1": {
             **_HUSHEM_EMA_LAST,
             "distill": 0.5,
-            "teacher": ("cbam_efficientnet_lite1", "224-lr5e-4-mixup-ema-last"),
+            "teacher": ("lite1", "224-lr5e-4-mixup-ema-last"),
         },
     },
     "smids": {
@@ -104,6 +104,12 @@ def recipe_names(dataset: str, arch: str) -> list[str]:
 
 def run_dir(runs: Path, dataset: str, arch: str, recipe: str) -> Path:
     return runs / f"{dataset}-{arch}-{recipe}"
+
+
+def teacher_run(runs: Path, dataset: str, arch: str, teacher: tuple[str, str]) -> Path:
+    """The run a distilled recipe learns from: `teacher` = (size, recipe), e.g. ("lite1", ...) for a Lite0 arch."""
+    size, recipe = teacher
+    return run_dir(runs, dataset, arch.replace("lite0", size), recipe)
 
 
 def finished_folds(run: Path) -> list[Path]:
@@ -483,8 +489,8 @@ class Scheduler:
                         workers=a.train_workers,
                         **RECIPES[dataset][recipe],
                     )
-                    if "teacher" in config:  # a distilled recipe names its teacher run by (arch, recipe)
-                        config["teacher"] = str(run_dir(a.runs, dataset, *config["teacher"]))
+                    if "teacher" in config:
+                        config["teacher"] = str(teacher_run(a.runs, dataset, arch, config["teacher"]))
                     future = self.train_pool.submit(train_job, config, a.folds)
                     self.pending[future] = ("train", dataset, arch, recipe)
         self.queue_exports()
@@ -603,6 +609,8 @@ def main() -> None:
             parser.error(f"--pick {item!r}: expected DATASET/ARCH=RECIPE with a data set of {', '.join(RECIPES)}")
         if recipe not in RECIPES[dataset]:
             parser.error(f"--pick {item}: {dataset} has no recipe {recipe!r} ({', '.join(RECIPES[dataset])})")
+        if "teacher" in RECIPES[dataset][recipe] and "lite0" not in arch:
+            parser.error(f"--pick {item}: the distilled recipe {recipe!r} is for the Lite0 architectures")
         PICKS[dataset, arch] = recipe
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)

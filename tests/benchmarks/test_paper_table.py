@@ -112,6 +112,11 @@ def test_packing_is_lossless_after_the_resize_and_keeps_the_folds(tmp_path) -> N
         ("pack_data.py", ["--size", "smids128"], "NAME=PIXELS"),
         ("paper_table.py", ["--pick", "hushem-cbam=x", "--table-only", "--out", "{tmp}/o"], "DATASET/ARCH=RECIPE"),
         ("paper_table.py", ["--pick", "smids/simple_cnn=nope", "--table-only", "--out", "{tmp}/o"], "no recipe"),
+        (
+            "paper_table.py",
+            ["--pick", "hushem/simple_cnn=224-lr5e-4-mixup-ema-last-kd-lite1", "--table-only", "--out", "{tmp}/o"],
+            "is for the Lite0 architectures",
+        ),
         ("cuda_latency.py", ["{tmp}/missing", "--data", "{tmp}", "--out", "{tmp}/c.json"], "not found"),
         ("keep_float.py", ["--runs", "{tmp}/missing", "--out", "{tmp}/o"], "checkpoint file not found"),
         ("arch_latency.py", ["--configs", "cbam_efficientnet_lite1", "--out", "{tmp}/a.json"], "ARCH@PIXELS"),
@@ -171,8 +176,12 @@ def test_keep_float_rule_takes_the_fewest_float_layers_that_pass_on_validation()
 
 def test_a_distilled_recipe_trains_only_when_picked_with_its_teacher_run_under_runs(paper_table, monkeypatch) -> None:
     kd = "224-lr5e-4-mixup-ema-last-kd-lite1"
-    teacher_arch, teacher_recipe = paper_table.RECIPES["hushem"][kd]["teacher"]
-    assert teacher_recipe in paper_table.RECIPES["hushem"] and teacher_arch in paper_table.ARCHS
+    teacher = paper_table.RECIPES["hushem"][kd]["teacher"]
+    assert teacher[1] in paper_table.RECIPES["hushem"]
+    pairs = (("cbam_efficientnet_lite0", "cbam_efficientnet_lite1"), ("efficientnet_lite0", "efficientnet_lite1"))
+    for student, arch in pairs:
+        run = paper_table.teacher_run(Path("runs"), "hushem", student, teacher)
+        assert run == paper_table.run_dir(Path("runs"), "hushem", arch, teacher[1]) and arch in paper_table.ARCHS
     assert kd not in paper_table.recipe_names("hushem", "cbam_efficientnet_lite0")  # its teacher may not exist yet
     monkeypatch.setitem(paper_table.PICKS, ("hushem", "cbam_efficientnet_lite0"), kd)
     assert paper_table.recipe_names("hushem", "cbam_efficientnet_lite0") == [kd]
