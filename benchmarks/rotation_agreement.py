@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from sperm_edge.bench.accuracy import predict
+from sperm_edge.bench.machine import load_average
 from sperm_edge.bundle import load_bundle
+from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.images import split_images
 from sperm_edge.io import atomic_write_json
+from sperm_edge.model.checkpoint import read_meta
 from sperm_edge.preprocess import preprocess_batch
 from sperm_edge.runtime.backends import open_backend
 
@@ -40,22 +43,15 @@ def turned(images: list[np.ndarray], seed: int) -> list[np.ndarray]:
     return out
 
 
-def classes_of(engine, images: list[np.ndarray], spec) -> np.ndarray:
-    return np.concatenate(
-        [engine.infer(preprocess_batch(images[i : i + 32], spec)).logits.argmax(1) for i in range(0, len(images), 32)]
-    )
-
-
 def measure(path: Path, seed: int, threads: int | None) -> list[dict]:
     bundle = load_bundle(path)
-    meta = json.loads((bundle.checkpoint_stem().with_suffix(".json")).read_text())
-    val = split_images(meta, "val", bundle.classes)
-    rotated, labels = turned(val.images, seed), np.asarray(val.labels)
+    val = split_images(read_meta(bundle.checkpoint_stem()), "val", bundle.classes)
+    crops = preprocess_batch(val.images, bundle.preprocess)
+    rotated, labels = preprocess_batch(turned(val.images, seed), bundle.preprocess), np.asarray(val.labels)
     rows = []
     for tta in (False, True):
         with open_backend(bundle, "ort-cpu", "fp32", threads, tta=tta) as engine:
-            plain = classes_of(engine, val.images, bundle.preprocess)
-            turn = classes_of(engine, rotated, bundle.preprocess)
+            plain, turn = predict(engine, crops).argmax(1), predict(engine, rotated).argmax(1)
         rows.append({"bundle": str(path), "n": len(labels), "tta": tta,
                      "agreement": round(float(np.mean(plain == turn)), 4),
                      "accuracy": round(float(np.mean(plain == labels)), 4),
@@ -71,8 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "rotation_agreement.json")
     args = parser.parse_args(argv)
-    load = [round(v, 2) for v in os.getloadavg()]
-    rows = [row for path in args.bundles for row in measure(path, args.seed, args.threads)]
+    load = load_average()
+    try:
+        rows = [row for path in args.bundles for row in measure(path, args.seed, args.threads)]
+    except SpermEdgeError as err:
+        sys.exit(f"rotation_agreement.py: {err}")
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "split": "val", "loadavg_before": load,
               "rows": rows}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,9 @@ class DihedralTTA(Backend):
         step = self.inner.input_spec.max_batch or len(views)
         parts = [self.inner.infer(views[i : i + step]) for i in range(0, len(views), step)]
         logits = mean_over_views(np.concatenate([p.logits for p in parts]))
-        cam = np.concatenate([p.cam for p in parts])[:n] if parts[0].cam is not None else None
-        features = np.concatenate([p.features for p in parts])[:n] if parts[0].features is not None else None
+        first = parts[: -(-n // step)]  # the parts holding view 0 (the crops as they are)
+        cam = np.concatenate([p.cam for p in first])[:n] if parts[0].cam is not None else None
+        features = np.concatenate([p.features for p in first])[:n] if parts[0].features is not None else None
         return Outputs(logits.astype(np.float32), cam, features)
 
     def describe(self) -> dict:
