@@ -89,9 +89,7 @@ def train(
     mixup: float = typer.Option(0.0, help="MixUp Beta(alpha, alpha); 0 disables."),
     label_smoothing: float = typer.Option(0.0, min=0.0, max=0.5),
     augment: str = typer.Option(
-        "standard",
-        help="standard; robust: plus stain (HED), gamma, greyscale, noise, JPEG and scale jitter; field: plus "
-        "cells cut out of their crops onto plain glass and paler or darker stain, as a field crop shows them.",
+        "standard", help="standard, or robust: plus stain (HED), gamma, greyscale, noise, JPEG and scale jitter."
     ),
     patience: int = typer.Option(TrainConfig.patience, min=1, help="Early-stopping patience (epochs, val macro-F1)."),
     ema_decay: float = typer.Option(

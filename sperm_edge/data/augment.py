@@ -8,14 +8,6 @@ blur. The border is replicated so rotation does not paint black corners onto the
 colour-deconvolution stain jitter (scikit-image's `rgb2hed`/`hed2rgb`: each stain's amount scaled
 and shifted, after Tellez et al. 2018), gamma, greyscale, sensor noise, JPEG compression and a wider
 scale range for other magnifications.
-
-`FIELD` adds what a crop cut from a field differs by (issue 11: a SMIDS model lost 5 points of
-validation accuracy when its crops' cells were cut out onto plain glass, a HuSHeM one 6% of its
-answers when the stain was paler): with probability `cutout_p` the cell is cut out of its crop
-(`cut_out`: the sprite of `data.real_fields.sprites`, without the neighbours, tails and debris
-the crop caught) onto plain glass of its own colour, and the stain's optical density is scaled by
-up to `density` (paler or darker staining). The cut-out copies are made once per image, by the
-dataset (`train.dataset.TensorImages`), before resizing.
 """
 
 from __future__ import annotations
@@ -47,14 +39,11 @@ class AugmentConfig:
     noise_sigma: float = 6.0  # its standard deviation, in grey levels
     jpeg_p: float = 0.0  # probability of a JPEG round trip
     jpeg_quality: tuple[int, int] = (40, 90)
-    cutout_p: float = 0.0  # probability of the cell cut out onto plain glass (needs the dataset's cut-outs)
-    density: float = 0.0  # +- relative scale of the stain's optical density against the glass
 
 
 STANDARD = AugmentConfig()
 ROBUST = AugmentConfig(scale=0.25, hed_sigma=0.2, hed_bias=0.03, gamma=0.3, grey_p=0.1, noise_p=0.3, jpeg_p=0.3)
-FIELD = AugmentConfig(cutout_p=0.5, density=0.4)
-AUGMENTATIONS = {"standard": STANDARD, "robust": ROBUST, "field": FIELD}
+AUGMENTATIONS = {"standard": STANDARD, "robust": ROBUST}
 
 
 def augmentation(name: str) -> AugmentConfig:
@@ -64,35 +53,8 @@ def augmentation(name: str) -> AugmentConfig:
     return AUGMENTATIONS[name]
 
 
-def cut_out(rgb: np.ndarray, debris: bool = False) -> np.ndarray | None:
-    """The crop's centre cell (or, with `debris`, its centre object) alone on plain glass of the crop's colour.
-
-    Same size and position as in the crop; None when no stained cell is found at the centre.
-    """
-    from sperm_edge.data.real_fields.sprites import make_sprite
-
-    sprite = make_sprite(rgb, "", "", debris, head_width=0.2 * min(rgb.shape[:2]))
-    if sprite is None:
-        return None
-    density = sprite.density * sprite.alpha[..., None]
-    return np.clip(sprite.background[None, None, :] * np.exp(-density), 0, 255).astype(np.uint8)
-
-
-def augment(
-    image: np.ndarray,
-    rng: np.random.Generator,
-    cfg: AugmentConfig = AugmentConfig(),
-    cutout: np.ndarray | None = None,
-) -> np.ndarray:
-    """A randomly transformed copy of a square RGB uint8 image (same size).
-
-    `cutout` is the same image's cell on plain glass (`cut_out`, resized alike), used with probability
-    `cfg.cutout_p`.
-    """
-    if cutout is not None and rng.random() < cfg.cutout_p:
-        image = cutout
-    if cfg.density > 0:
-        image = _scale_density(image, 1.0 + rng.uniform(-cfg.density, cfg.density))
+def augment(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
+    """A randomly transformed copy of a square RGB uint8 image (same size)."""
     size = image.shape[0]
     angle = rng.uniform(0.0, 360.0) if cfg.rotate else 0.0
     scale = 1.0 + rng.uniform(-cfg.scale, cfg.scale)
@@ -110,15 +72,6 @@ def augment(
     if rng.random() < cfg.blur_p:
         out = cv2.GaussianBlur(out, (0, 0), sigmaX=rng.uniform(0.3, 1.0))
     return _degrade(out, rng, cfg)
-
-
-def _scale_density(image: np.ndarray, factor: float) -> np.ndarray:
-    """The stain's optical density against the glass (`background_colour`) scaled by `factor` (Beer-Lambert)."""
-    from sperm_edge.data.real_fields.sprites import background_colour
-
-    glass = background_colour(image).astype(np.float32)
-    density = np.log(glass / np.maximum(image.astype(np.float32), 1.0))
-    return np.clip(glass * np.exp(-factor * density), 0, 255).astype(np.uint8)
 
 
 def _jitter_stains(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:

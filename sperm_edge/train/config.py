@@ -27,7 +27,7 @@ class TrainConfig:
     balance: str = "loss"  # loss | sampler | none
     mixup: float = 0.0  # Beta(alpha, alpha) MixUp; 0 disables
     label_smoothing: float = 0.0
-    augment: str = "standard"  # standard | robust | field: see data.augment
+    augment: str = "standard"  # standard | robust (stain, optics and camera variation: see data.augment)
     patience: int = 8  # epochs without a better validation macro-F1 before a phase stops early
     ema_decay: float = 0.0  # per-step exponential moving average of the weights; 0 disables
     keep: str = "best"  # best: the epoch with the best validation macro-F1; last: the final weights

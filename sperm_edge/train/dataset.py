@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from sperm_edge.data.augment import AugmentConfig, augment, cut_out
+from sperm_edge.data.augment import AugmentConfig, augment
 from sperm_edge.preprocess import PreprocessSpec, normalize, resize_rgb
 
 
@@ -14,9 +14,7 @@ class TensorImages(Dataset):
     """Images resized once by the spec's rule; `augment` adds a fresh random transform per access.
 
     The seed of each access derives from (`seed`, epoch, index), so an epoch is reproducible and a
-    resumed run sees the same augmentations as an uninterrupted one. When the augmentation cuts cells
-    out (`cutout_p`), each image's cut-out is made once here, from the image as decoded; `debris`
-    marks the images whose centre object is not a cell (SMIDS `Non-Sperm`).
+    resumed run sees the same augmentations as an uninterrupted one.
     """
 
     def __init__(
@@ -26,14 +24,8 @@ class TensorImages(Dataset):
         spec: PreprocessSpec,
         augment_cfg: AugmentConfig | None = None,
         seed: int = 0,
-        debris: list[bool] | None = None,
     ) -> None:
         self.resized = [resize_rgb(img, spec) for img in images]
-        self.cutouts: list[np.ndarray | None] = [None] * len(images)
-        if augment_cfg is not None and augment_cfg.cutout_p > 0:
-            flags = debris if debris is not None else [False] * len(images)
-            cells = [cut_out(img, d) for img, d in zip(images, flags, strict=True)]
-            self.cutouts = [None if c is None else resize_rgb(c, spec) for c in cells]
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.spec = spec
         self.augment_cfg = augment_cfg
@@ -47,5 +39,5 @@ class TensorImages(Dataset):
         image = self.resized[index]
         if self.augment_cfg is not None:
             rng = np.random.default_rng((self.seed, self.epoch, index))
-            image = augment(image, rng, self.augment_cfg, self.cutouts[index])
+            image = augment(image, rng, self.augment_cfg)
         return torch.from_numpy(normalize(image[None], self.spec)[0]), self.labels[index]

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from sperm_edge.bundle import cpu_name
 from sperm_edge.data.augment import augmentation
 from sperm_edge.data.folder import ImageFolder
-from sperm_edge.data.presets import NON_SPERM, abnormal_classes
+from sperm_edge.data.presets import abnormal_classes
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import atomic_write_json
 from sperm_edge.metrics import classification_report, softmax
@@ -203,7 +203,6 @@ class Trainer:
             self.spec,
             augmentation(cfg.augment),
             seed=cfg.seed,
-            debris=[bool(NON_SPERM.search(dataset.classes[k])) for k in train_labels],
         )
         self.val_set = self._eval_set("val")
         self.test_set = self._eval_set("test")
