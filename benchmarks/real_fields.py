@@ -6,7 +6,8 @@ debris) and run through the runtime as `sperm-edge run BUNDLE --source clip.mp4 
 runs it (`Pipeline` + `RunOutputs`, ONNX Runtime CPU FP32). Figures per clip:
 
 - recall, precision, double_count_rate: `runtime.scoring.score_events` against the clip's truth
-  (an event on debris called `Non-Sperm` is neither a hit nor a false head);
+  (an event on debris called `Non-Sperm` is neither a hit nor a false head, nor is an event on no
+  object called `Non-Sperm`: the report counts neither; `rejected_off_cells` counts the latter);
 - class_agreement: share of the events on a cell whose class is the class the same bundle gives
   the cell's original crop (the crop it was cut from);
 - percent_normal (with its 95% Wilson interval, `runtime.report.sample_summary`) against
@@ -83,24 +84,31 @@ def baseline_localizer(commit: str = BASELINE):
 
 
 @contextmanager
-def localizer(which: str, framing: dict | None):
+def localizer(which: str, framing: dict | None, isolate: bool = True):
     """The pipeline config's localiser: `new` (this tree's, framed by the bundle) or `old` (BASELINE's)."""
     if which == "new":
-        yield LocalizerConfig.framed(framing)
+        yield LocalizerConfig.framed(framing, isolate=isolate)
         return
     old = baseline_localizer()
     saved = pipeline_module.find_cells
     pipeline_module.find_cells = old.find_cells
+    cfg = old.LocalizerConfig()
+    cfg.isolate = False  # its detections carry no outline; its crops were cut as they are
     try:
-        yield old.LocalizerConfig()
+        yield cfg
     finally:
         pipeline_module.find_cells = saved
 
 
-def run_clip(bundle: Bundle, clip: Path, which: str, threads: int | None, tta: bool) -> tuple[list[dict], dict]:
+def run_clip(
+    bundle: Bundle, clip: Path, which: str, threads: int | None, tta: bool, isolate: bool = True
+) -> tuple[list[dict], dict]:
     """Events and stats of one field-mode run over `clip`, as `sperm-edge run --mode field` makes them."""
     policy = FlagPolicy.for_classes(bundle.abnormal_classes)
-    with tempfile.TemporaryDirectory(prefix="real-fields-run-") as out, localizer(which, bundle.framing) as cfg:
+    with (
+        tempfile.TemporaryDirectory(prefix="real-fields-run-") as out,
+        localizer(which, bundle.framing, isolate) as cfg,
+    ):
         config = PipelineConfig(mode="field", localizer=cfg, keep_frames=False, temperature=bundle.temperature,
                                 drift=bundle.drift_model())  # fmt: skip
         with (
@@ -139,7 +147,7 @@ def score_clip(events: list[dict], truth: dict, bundle: Bundle, originals: dict[
             continue
         on_cell += 1
         agree += int(event["class"] == originals[truth["cells"][str(cell["id"])]["source"]])
-    not_debris = score["events"] - score["debris_rejected"] - debris_as_heads
+    not_debris = score["events"] - score["debris_rejected"] - score["rejected_off_cells"] - debris_as_heads
     normal = bundle.normal_class
     summary = sample_summary(events, bundle.classes, normal)
     countable = sorted({c["id"] for cells in frames.values() for c in cells if not c["partial"] and not c["debris"]})
@@ -156,6 +164,7 @@ def score_clip(events: list[dict], truth: dict, bundle: Bundle, originals: dict[
         "double_count_rate": round(score["double_count_rate"], 4),
         "false_counts": score["false_counts"],
         "debris_rejected": score["debris_rejected"],
+        "rejected_off_cells": score["rejected_off_cells"],
         "debris": sum(1 for c in truth["cells"].values() if c["debris"]),
         "debris_as_heads": debris_as_heads,
         # the localiser's own false heads (tails, fragments, background): debris taken for a head set aside
@@ -224,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-baseline", action="store_true", help="Skip the BASELINE localiser on the real clips.")
     parser.add_argument("--tta", action="store_true", help="Classify every crop in its 8 orientations (`run --tta`).")
+    parser.add_argument(
+        "--no-isolate", dest="isolate", action="store_false", help="Cut crops as they are (`run --no-isolate`)."
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -243,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 sources = sorted({c["source"] for c in truth["cells"].values() if not c["debris"]})
                 originals = crop_classes(bundle, args.data, sources, args.threads, args.tta)
                 for which in ("new",) if args.no_baseline else ("new", "old"):
-                    events, stats = run_clip(bundle, folder / "clip.mp4", which, args.threads, args.tta)
+                    events, stats = run_clip(bundle, folder / "clip.mp4", which, args.threads, args.tta, args.isolate)
                     for variant, counted, aside in variants(which, events, bundle):
                         stages = {k: v["mean"] for k, v in stats["stages_ms"].items()}
                         row = {"set": name, "seed": seed, "localizer": variant,
@@ -271,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             "seeds": seeds,
             "backend": "ort-cpu fp32",
             "tta": args.tta,
+            "isolate": args.isolate,
         },  # fmt: skip
         "targets": TARGETS,
         "rows": rows,
@@ -299,6 +312,7 @@ def totals(rows: list[dict]) -> list[dict]:
             "double_count_rate": round(float(np.mean([r["double_count_rate"] for r in group])), 4),
             "class_agreement": round(float(np.mean([r["class_agreement"] or 0 for r in group])), 4),
             "debris": sum(r["debris"] for r in group),
+            "rejected_off_cells": sum(r.get("rejected_off_cells", 0) for r in group),
             "set_aside": sum(r["set_aside"] for r in group),
             "set_aside_on_heads": sum(r["set_aside_on_heads"] for r in group),
             "set_aside_on_debris": sum(r["set_aside_on_debris"] for r in group),
@@ -323,7 +337,8 @@ def render(result: dict) -> str:
         f"Command: `{result['command']}`  ",
         f"Made {result['created']} in {result['elapsed_s']} s; load average before {result['loadavg_before']}, "
         f"after {result['loadavg_after']}. Backend {result['settings']['backend']}"
-        f"{' with 8-view TTA (field and original crops alike)' if result['settings'].get('tta') else ''}; "
+        f"{' with 8-view TTA (field and original crops alike)' if result['settings'].get('tta') else ''}"
+        f"{'' if result['settings'].get('isolate', True) else ', neighbours left in the crops (--no-isolate)'}; "
         f"{result['settings']['cells']} cells + debris per clip, {result['settings']['frames']} frames.",
         "",
         "Targets: recall and precision >= 0.97, double counts <= 2%, class agreement >= 95%, "

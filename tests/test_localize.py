@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sperm_edge.localize import LocalizerConfig, crop, find_cells, whole_frame
+from sperm_edge.localize import LocalizerConfig, crop, find_cells, isolate, whole_frame
 from sperm_edge.preprocess import decode_image
 from sperm_edge.runtime.scoring import score_detections
 
@@ -75,3 +75,32 @@ def test_recall_on_small_fields_composed_from_real_crops(hushem: Path, smids: Pa
     # measured 0.86 (48 of 56) when written; the localiser tuned on synthetic stain found about half
     assert totals["found"] / totals["cells"] >= 0.8, totals
     assert totals["false_finds"] <= 2 and totals["duplicates"] <= 3, totals
+
+
+def two_heads(gap: int) -> np.ndarray:
+    """Pink glass with two stained heads `gap` px apart (centre to centre), side by side."""
+    import cv2
+
+    image = np.full((200, 260, 3), (215, 195, 220), np.uint8)
+    image = cv2.subtract(image, np.random.default_rng(0).integers(0, 6, image.shape, dtype=np.uint8))
+    for x in (100, 100 + gap):
+        cv2.ellipse(image, (x, 100), (14, 9), 90, 0, 360, (110, 50, 140), -1)
+    return cv2.GaussianBlur(image, (0, 0), 1.0)
+
+
+def test_isolate_paints_the_neighbour_out_of_a_crop_and_keeps_the_cell() -> None:
+    image = two_heads(gap=44)
+    found = sorted(find_cells(image), key=lambda d: d.center[0])
+    assert len(found) == 2 and all(d.outline is not None for d in found)
+    left, right = found
+    x0, y0, x1, y1 = left.head_box
+    assert all(x0 - 1 <= x <= x1 + 1 and y0 - 1 <= y <= y1 + 1 for x, y in left.outline[:, 0])
+    patch = crop(image, left.crop_box)
+    alone = isolate(patch, left, found)
+    cx0, cy0 = left.crop_box[:2]
+    glass = np.median(image[:40, :40].reshape(-1, 3), axis=0)
+    on_right = alone[100 - cy0 - 5 : 100 - cy0 + 5, 144 - cx0 - 3 : 144 - cx0 + 3]
+    assert np.abs(on_right.astype(float) - glass).max() < 15  # the neighbour's head is glass now
+    on_left = (slice(100 - cy0 - 5, 100 - cy0 + 5), slice(100 - cx0 - 3, 100 - cx0 + 3))
+    assert np.array_equal(alone[on_left], patch[on_left])  # the cell's own head is untouched
+    assert isolate(patch, left, [left]) is patch  # nobody else in the crop: as it was

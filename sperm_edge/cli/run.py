@@ -90,6 +90,9 @@ def run(
         None, help="Crop side / head width (default: as measured on the training crops at export, else 4.6)."
     ),
     crop_size: int = typer.Option(None, help="Fixed crop side in pixels (overrides --crop-scale)."),
+    isolate: bool = typer.Option(
+        True, "--isolate/--no-isolate", help="Field mode: paint the other heads out of each cell's crop."
+    ),
     set_aside: bool = typer.Option(
         True,
         "--set-aside/--count-all",
@@ -152,7 +155,7 @@ def run(
         temperature=loaded.temperature,
         drift=drift_model,
         set_aside_above=drift_model.set_aside_threshold if set_aside and drift_model is not None else None,
-        localizer=LocalizerConfig.framed(loaded.framing, crop_scale, crop_size),
+        localizer=LocalizerConfig.framed(loaded.framing, crop_scale, crop_size, isolate),
     )
     policy = FlagPolicy.for_classes(loaded.abnormal_classes, min_confidence, min_stability)
     page = _start_view(ctx, binding, view_fps, out, loaded, {"source": source, "mode": mode})

@@ -32,7 +32,7 @@ import numpy as np
 from sperm_edge.calibration import calibrated_probs
 from sperm_edge.drift import DriftModel
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.localize import Detection, LocalizerConfig, crop, find_cells, whole_frame
+from sperm_edge.localize import Detection, LocalizerConfig, crop, find_cells, isolate, whole_frame
 from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
 from sperm_edge.runtime.backends.base import Backend
 from sperm_edge.runtime.flagging import FlagPolicy
@@ -321,17 +321,20 @@ class Pipeline:
                     cells.append(find_cells(frame.image, self.config.localizer))
                 shifts.append(self._motion.update(frame.image) if self._motion is not None else (0.0, 0.0))
             t1 = time.perf_counter()
-            crops = [
-                frame.image if self.config.mode == "crop" else crop(frame.image, d.crop_box)
-                for frame, dets in zip(frames, cells, strict=True)
-                for d in dets
-            ]
+            crops = [self._crop(frame.image, d, dets) for frame, dets in zip(frames, cells, strict=True) for d in dets]
             batch = preprocess_batch(crops, self.spec)
             t2 = time.perf_counter()
             self.times.add("localisation", t1 - t0, len(frames))
             self.times.add("preprocessing", t2 - t1, len(frames))
             if not self._put(self._prepared, _Prepared(frames, cells, crops, batch, shifts)):
                 return
+
+    def _crop(self, image: np.ndarray, det: Detection, dets: list[Detection]) -> np.ndarray:
+        """The network's view of one cell: the frame (crop mode), or its square, the other heads painted out."""
+        if self.config.mode == "crop":
+            return image
+        patch = crop(image, det.crop_box)
+        return isolate(patch, det, dets) if self.config.localizer.isolate else patch
 
     # -- inference --------------------------------------------------------------------------------
     def _infer_loop(self) -> None:

@@ -8,12 +8,17 @@ stable cell id. An event or detection matches the ground-truth head whose box co
 Real-cell clips also list debris (``"debris": true``, class ``Non-Sperm``): it is never required.
 An event on debris that the model calls by the debris' class (a SMIDS bundle's ``Non-Sperm``) is
 right and left out of precision; any other event on debris is a false head, as is an event on no
-object at all (a tail, a fragment, the background).
+object at all (a tail, a fragment, the background) that the model calls a sperm class. An event on
+no object that the model calls not sperm is not counted as a head either (the report leaves
+``Non-Sperm`` out of its counts and of % normal): it is left out of precision and counted in
+``rejected_off_cells``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+
+from sperm_edge.data.presets import NON_SPERM
 
 TOLERANCE = 3
 
@@ -71,14 +76,15 @@ def score_events(events: Sequence[dict], truth: dict) -> dict:
 
     `recall`: share of the cells (not debris) seen whole in at least one frame that were counted;
     `double_counts`: events on a cell that an earlier event already counted; `false_counts`: events
-    on no cell, or on debris called a sperm class; `debris_rejected`: events on debris called by its
-    own class (left out of `precision`, the share of the other events that lie on a cell);
-    `class_agreement`: events whose class is the truth's class.
+    on debris called a sperm class, or on no cell called a sperm class; `debris_rejected`: events on
+    debris called by its own class; `rejected_off_cells`: events on no cell called not sperm (both left
+    out of `precision`, the share of the other events that lie on a cell); `class_agreement`: events
+    whose class is the truth's class.
     """
     frames = {f["index"]: f["cells"] for f in truth["frames"]}
     countable = {c["id"] for cells in frames.values() for c in cells if not c.get("partial") and not c.get("debris")}
     counted: dict[int, int] = {}
-    doubles = false = agree = rejected = 0
+    doubles = false = agree = rejected = off_cells = 0
     for event in events:
         cell = match_box(event["box"], frames.get(event["frame"], []))
         if cell is not None and cell.get("debris"):
@@ -88,14 +94,17 @@ def score_events(events: Sequence[dict], truth: dict) -> dict:
                 false += 1
             continue
         if cell is None:
-            false += 1
+            if NON_SPERM.search(str(event.get("class", ""))):
+                off_cells += 1
+            else:
+                false += 1
             continue
         if cell["id"] in counted:
             doubles += 1
         counted[cell["id"]] = counted.get(cell["id"], 0) + 1
         agree += int(event.get("class") == cell.get("class"))
     matched = len(set(counted) & countable)
-    scored = len(events) - rejected
+    scored = len(events) - rejected - off_cells
     return {
         "cells": len(countable),
         "counted": matched,
@@ -106,5 +115,6 @@ def score_events(events: Sequence[dict], truth: dict) -> dict:
         "double_count_rate": doubles / max(1, len(counted)),
         "false_counts": false,
         "debris_rejected": rejected,
+        "rejected_off_cells": off_cells,
         "class_agreement": agree / max(1, scored - false),
     }

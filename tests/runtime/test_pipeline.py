@@ -166,3 +166,21 @@ def test_a_read_stuck_in_the_driver_does_not_hang_shutdown(tiny_bundle: Path, nu
     while not wedged[0].released and time.monotonic() < deadline:
         time.sleep(0.02)
     assert wedged[0].released and not wedged[0].released_during_read
+
+
+def test_field_mode_paints_neighbours_out_of_the_crops_unless_told_not_to(tiny_bundle: Path, tmp_path: Path) -> None:
+    from sperm_edge.localize import LocalizerConfig
+    from tests.test_localize import two_heads
+
+    still = tmp_path / "two heads.png"
+    cv2.imwrite(str(still), two_heads(gap=44)[..., ::-1])
+    runs = {
+        isolate: sorted(
+            _run(tiny_bundle, still, tmp_path / f"out-{isolate}", localizer=LocalizerConfig(isolate=isolate))[0].events,
+            key=lambda e: e["box"],
+        )
+        for isolate in (True, False)
+    }
+    assert len(runs[True]) == 2 and [e["box"] for e in runs[True]] == [e["box"] for e in runs[False]]
+    for alone, crowded in zip(runs[True], runs[False], strict=True):  # the network saw other crops
+        assert max(abs(alone["probs"][c] - crowded["probs"][c]) for c in alone["probs"]) > 1e-4

@@ -12,16 +12,17 @@ def _truth() -> dict:
     return {"frames": [{"index": 0, "cells": cells}]}
 
 
-def test_debris_called_non_sperm_is_no_false_head_and_debris_called_sperm_is() -> None:
+def test_what_is_called_non_sperm_is_no_false_head_and_debris_called_sperm_is() -> None:
     events = [
         {"frame": 0, "box": [12, 12, 28, 28], "class": "Normal_Sperm"},
         {"frame": 0, "box": [20, 70, 40, 90], "class": "Non-Sperm"},  # debris, rightly rejected
         {"frame": 0, "box": [20, 70, 40, 90], "class": "Normal_Sperm"},  # debris counted as a head
         {"frame": 0, "box": [150, 150, 160, 160], "class": "Normal_Sperm"},  # on nothing: a tail, a fragment
+        {"frame": 0, "box": [150, 10, 160, 20], "class": "Non-Sperm"},  # on nothing, and not counted as a head
     ]
     score = score_events(events, _truth())
     assert score["cells"] == 2 and score["counted"] == 1 and score["recall"] == 0.5  # debris is never required
-    assert score["debris_rejected"] == 1 and score["false_counts"] == 2
+    assert score["debris_rejected"] == 1 and score["rejected_off_cells"] == 1 and score["false_counts"] == 2
     assert score["precision"] == 1 / 3  # of the three events that are not rejected debris, one is a head
     assert score["class_agreement"] == 1.0 and score["double_counts"] == 0
 
