@@ -50,7 +50,7 @@ class LocalizerConfig:
     min_area: float = 60.0
     max_area: float = 4000.0
     min_solidity: float = 0.75
-    max_elongation: float = 3.2  # major / minor axis of the fitted ellipse
+    max_elongation: float = 3.6  # major / minor axis of the fitted ellipse
     min_thickness: float = 4.0  # peak of the distance transform (half the head's width), px
     threshold: float | None = None  # optical density; None: from the field's glass
     min_threshold: float = 0.05
@@ -60,7 +60,7 @@ class LocalizerConfig:
     open_radius: int = 3  # largest opening radius that cuts tails off heads, at work resolution
     open_fraction: float = 0.5  # ... as a share of the blob's half-width
     split_level: float = 0.5
-    split_solidity: float = 0.9  # blobs less convex than this are tried as touching heads
+    split_solidity: float = 0.8  # blobs less convex than this are tried as touching heads
     work_scale: float = 0.5  # detection runs on the frame resized by this factor
     edge_margin: int = 2  # heads closer than this to the frame edge are skipped
     crop_scale: float = DEFAULT_CROP_SCALE

@@ -72,7 +72,8 @@ def test_recall_on_small_fields_composed_from_real_crops(hushem: Path, smids: Pa
             score = score_detections(boxes, truth["cells"], (640, 480))
             for key in totals:
                 totals[key] += score[key]
-    # measured 0.86 (48 of 56) when written; the localiser tuned on synthetic stain found about half
+    # measured 0.86 (48 of 56) when written, 0.875 (49) since blobs split less readily (split_solidity 0.8);
+    # the localiser tuned on synthetic stain found about half
     assert totals["found"] / totals["cells"] >= 0.8, totals
     assert totals["false_finds"] <= 2 and totals["duplicates"] <= 3, totals
 
