@@ -72,6 +72,9 @@ RECIPES: dict[str, dict[str, dict]] = {
         "224-lr5e-4-mixup": {**_HUSHEM, "phase2_lr": 5e-4, "mixup": 0.2, "patience": 15},
         # The weights kept are the final EMA, not the best epoch on a 26-33-image validation share.
         "224-lr5e-4-mixup-ema-last": _HUSHEM_EMA_LAST,
+        # The same with the cross-lab issue's stain, optics and camera augmentation (`data.augment.ROBUST`);
+        # measured, not adopted (results/paper_robust/).
+        "224-lr5e-4-mixup-ema-last-robust": {**_HUSHEM_EMA_LAST, "augment": "robust"},
         # The same, distilled (`train.distill`) from the Lite1 version of the same architecture trained on the
         # same folds (CBAM-Lite0 from CBAM-Lite1, its twin from Lite1): (size, recipe) of the teacher run.
         "224-lr5e-4-mixup-ema-last-kd-lite1": {
