@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 DEFAULT_CROP_SCALE = 4.6
+DARK_BORDER = 40  # a pixel whose channels are all below this is a scan border, not glass or stain
 
 
 @dataclass
@@ -345,16 +346,24 @@ def crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return cv2.copyMakeBorder(inner, cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1, cv2.BORDER_REPLICATE)
 
 
+def background_colour(rgb: np.ndarray) -> np.ndarray:
+    """RGB of the glass: per channel, the median of the brighter half of the valid pixels."""
+    grey = rgb.mean(axis=2)
+    valid = rgb.max(axis=2) >= DARK_BORDER
+    bright = valid & (grey >= np.median(grey[valid]))
+    return np.median(rgb[bright].reshape(-1, 3), axis=0).astype(np.float32)
+
+
 def isolate(patch: np.ndarray, det: Detection, others: list[Detection], margin: int = 4) -> np.ndarray:
     """The crop `patch` (cut at `det.crop_box`) with the other heads that reach into it painted out with glass.
 
     A training crop shows one head at its centre; a crop cut from a crowded field also shows its
     neighbours' heads, and the network answers for them too (issue 11: on real-cell fields, crops with a
     neighbour agreed with the cell's own crop 70% of the time, alone 88%). Each other head's outline,
-    grown by `margin` px and feathered, is blended into the crop's glass colour (per channel, the median
-    of the brighter half of the crop); the cell's own head, grown alike, is never painted over.
+    grown by `margin` px and feathered, is blended into the crop's glass colour (`background_colour`);
+    the cell's own head, grown alike, is never painted over.
     """
-    x0, y0, x1, y1 = det.crop_box
+    x0, y0 = det.crop_box[:2]
     near = [o for o in others if o is not det and o.outline is not None and _meets(o.head_box, det.crop_box, margin)]
     if not near:
         return patch
@@ -373,9 +382,7 @@ def isolate(patch: np.ndarray, det: Detection, others: list[Detection], margin: 
         cv2.drawContours(own, [det.outline - np.array([x0 + bx0, y0 + by0])], -1, 1, -1)
         region[cv2.dilate(own, grow) > 0] = 0
     alpha = cv2.GaussianBlur(region.astype(np.float32), (0, 0), max(1.0, margin / 2))[..., None]
-    sample = patch[::3, ::3].reshape(-1, 3)
-    grey = sample.sum(axis=1)
-    glass = np.median(sample[grey >= np.median(grey)], axis=0).astype(np.float32)
+    glass = background_colour(patch[::3, ::3])  # a sparse sample of the crop is enough for a median
     out = patch.copy()
     window = out[by0:by1, bx0:bx1].astype(np.float32)
     out[by0:by1, bx0:bx1] = (window + (glass - window) * alpha).astype(np.uint8)

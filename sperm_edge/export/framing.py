@@ -25,9 +25,8 @@ import cv2
 import numpy as np
 
 from sperm_edge.data.presets import NON_SPERM
-from sperm_edge.data.real_fields.sprites import background_colour
 from sperm_edge.export.images import ImageSet
-from sperm_edge.localize import Detection, LocalizerConfig, find_cells
+from sperm_edge.localize import Detection, LocalizerConfig, background_colour, find_cells
 
 log = logging.getLogger(__name__)
 

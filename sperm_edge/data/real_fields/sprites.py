@@ -32,8 +32,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sperm_edge.localize import DARK_BORDER, background_colour
+
 HEAD_LEVEL = 0.2  # head = density above this share of the head core's (pale acrosomes included)
-DARK_BORDER = 40  # a pixel whose channels are all below this is a scan border, not stain
 
 
 @dataclass
@@ -108,14 +109,6 @@ def _head_like(mask: np.ndarray, head_width: float) -> bool:
     axes = cv2.fitEllipse(contour)[1]
     elongation = max(axes) / max(min(axes), 1e-3)
     return 0.4 * head_width**2 <= area <= 2.5 * head_width**2 and area / hull > 0.88 and elongation < 2.6
-
-
-def background_colour(rgb: np.ndarray) -> np.ndarray:
-    """RGB of the glass: per channel, the median of the brighter half of the valid pixels."""
-    grey = rgb.mean(axis=2)
-    valid = rgb.max(axis=2) >= DARK_BORDER
-    bright = valid & (grey >= np.median(grey[valid]))
-    return np.median(rgb[bright].reshape(-1, 3), axis=0).astype(np.float32)
 
 
 def crop_density(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
