@@ -91,7 +91,14 @@ def localizer(which: str, framing: dict | None, isolate: bool = True):
         return
     old = baseline_localizer()
     saved = pipeline_module.find_cells
-    pipeline_module.find_cells = old.find_cells
+
+    def old_find_cells(rgb, cfg):
+        found = old.find_cells(rgb, cfg)
+        for det in found:
+            det.cut = False  # it cut no pair apart (the tracker reads it)
+        return found
+
+    pipeline_module.find_cells = old_find_cells
     cfg = old.LocalizerConfig()
     cfg.isolate = False  # its detections carry no outline; its crops were cut as they are
     try:

@@ -18,7 +18,10 @@ measured on the field itself (no stain colour or level is assumed):
    fill holes (vacuoles).
 5. Split touching heads: inside each blob, the distance transform's cores (above `split_level`
    of the blob's peak) that are separate seed a watershed (Beucher & Lantuejoul 1979; OpenCV's
-   `watershed`) on the inverted distance map.
+   `watershed`) on the inverted distance map. Heads that overlap make a blob too convex for that:
+   one about twice the frame's median head area whose outline has two deep notches (convexity
+   defects) is cut along the line between them, the classical concavity-point split of touching
+   nuclei and chromosomes.
 6. Keep regions by size (head area), shape (solidity, elongation) and thickness (the distance
    transform's peak: tails and thin fragments have none); skip heads that touch the frame edge (the
    next frames of a moving slide will show them whole); of two regions on one head, keep the larger.
@@ -62,6 +65,13 @@ class LocalizerConfig:
     open_fraction: float = 0.5  # ... as a share of the blob's half-width
     split_level: float = 0.5
     split_solidity: float = 0.8  # blobs less convex than this are tried as touching heads
+    # An overlapping pair (convex enough to pass as one head): `pair_area` times the frame's median head area,
+    # with two notches in its outline at least `pair_notch` and `pair_second_notch` head widths deep. Chosen on
+    # the real-crop clips of the validation seeds 0-2 (benchmarks/README.md): from 1.8 areas no single sperm head
+    # was cut; above 3.2 only debris was.
+    pair_area: tuple[float, float] = (1.8, 3.2)
+    pair_notch: float = 0.18
+    pair_second_notch: float = 0.10
     work_scale: float = 0.5  # detection runs on the frame resized by this factor
     edge_margin: int = 2  # heads closer than this to the frame edge are skipped
     crop_scale: float = DEFAULT_CROP_SCALE
@@ -92,6 +102,7 @@ class Detection:
     elongation: float
     density: float  # mean optical density of the head
     outline: np.ndarray | None = None  # the head region's contour, (n, 1, 2) int32 frame pixels
+    cut: bool = False  # one of an overlapping pair cut apart (`_unpair`)
 
     def to_dict(self) -> dict:
         return {
@@ -285,35 +296,91 @@ def find_cells(rgb: np.ndarray, cfg: LocalizerConfig | None = None) -> list[Dete
     work = cv2.resize(rgb, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s != 1 else rgb
     density = stain_density(work)
     threshold = cfg.threshold if cfg.threshold is not None else field_threshold(density, cfg)
-    found = []
-    margin = cfg.edge_margin * s
-    for region, ox, oy, shape in _candidates(density, threshold, cfg):
-        contour = shape.contour
-        area = float(region.sum()) / (s * s)
-        if not cfg.min_area <= area <= cfg.max_area or len(contour) < 5:
-            continue
-        if shape.solidity < cfg.min_solidity or shape.elongation > cfg.max_elongation:
-            continue
-        if float(cv2.distanceTransform(region, cv2.DIST_L2, 3).max()) / s < cfg.min_thickness:
-            continue
-        x, y, bw, bh = cv2.boundingRect(contour)
-        x, y = x + ox, y + oy
-        if x <= margin or y <= margin or x + bw >= work.shape[1] - margin or y + bh >= work.shape[0] - margin:
-            continue
-        m = cv2.moments(region, binaryImage=True)
-        cx, cy = (m["m10"] / m["m00"] + ox) / s, (m["m01"] / m["m00"] + oy) / s
-        head = (int(x / s), int(y / s), int(np.ceil((x + bw) / s)), int(np.ceil((y + bh) / s)))
-        mean_density = float(density[oy : oy + region.shape[0], ox : ox + region.shape[1]][region > 0].mean())
-        outline = np.round((contour + np.array([ox, oy])) / s).astype(np.int32)
-        found.append(Detection((cx, cy), head, head, area, shape.elongation, mean_density, outline))
+    found: list[Detection] = []
+    regions: dict[int, tuple[np.ndarray, int, int, _Shape]] = {}  # id(detection) -> its candidate region
+    for candidate in _candidates(density, threshold, cfg):
+        det = _detection(*candidate, density, cfg)
+        if det is not None:
+            found.append(det)
+            regions[id(det)] = candidate
     found = _drop_fragments(found)
     if found:
+        width = float(np.median([np.sqrt(d.area) for d in found]))
+        found = [piece for det in found for piece in _unpair(det, regions[id(det)], width, density, cfg)]
         side = crop_side(float(np.median([np.sqrt(d.area) for d in found])), cfg)
         for det in found:
             x0, y0 = int(round(det.center[0] - side / 2)), int(round(det.center[1] - side / 2))
             det.crop_box = (x0, y0, x0 + side, y0 + side)
     found.sort(key=lambda d: (round(d.center[1] / 32), d.center[0]))
     return found
+
+
+def _detection(
+    region: np.ndarray, ox: int, oy: int, shape: _Shape, density: np.ndarray, cfg: LocalizerConfig
+) -> Detection | None:
+    """The head a candidate region (work resolution, offset `ox`, `oy`) is, or None when its size, shape or
+    thickness is not a head's or it touches the frame's edge."""
+    s = cfg.work_scale
+    contour = shape.contour
+    area = float(region.sum()) / (s * s)
+    if not cfg.min_area <= area <= cfg.max_area or len(contour) < 5:
+        return None
+    if shape.solidity < cfg.min_solidity or shape.elongation > cfg.max_elongation:
+        return None
+    if float(cv2.distanceTransform(region, cv2.DIST_L2, 3).max()) / s < cfg.min_thickness:
+        return None
+    x, y, bw, bh = cv2.boundingRect(contour)
+    x, y = x + ox, y + oy
+    margin = cfg.edge_margin * s
+    if x <= margin or y <= margin or x + bw >= density.shape[1] - margin or y + bh >= density.shape[0] - margin:
+        return None
+    m = cv2.moments(region, binaryImage=True)
+    cx, cy = (m["m10"] / m["m00"] + ox) / s, (m["m01"] / m["m00"] + oy) / s
+    head = (int(x / s), int(y / s), int(np.ceil((x + bw) / s)), int(np.ceil((y + bh) / s)))
+    mean_density = float(density[oy : oy + region.shape[0], ox : ox + region.shape[1]][region > 0].mean())
+    outline = np.round((contour + np.array([ox, oy])) / s).astype(np.int32)
+    return Detection((cx, cy), head, head, area, shape.elongation, mean_density, outline)
+
+
+def _notches(contour: np.ndarray) -> list[tuple[float, tuple[int, int]]]:
+    """The concavities of an outline, deepest first: (depth in px, deepest point)."""
+    try:
+        defects = cv2.convexityDefects(contour, cv2.convexHull(contour, returnPoints=False))
+    except cv2.error:  # an outline that crosses itself
+        return []
+    if defects is None:
+        return []
+    rows = sorted(defects.reshape(-1, 4).tolist(), key=lambda r: -r[3])
+    return [(depth / 256.0, tuple(contour[far, 0].tolist())) for _, _, far, depth in rows]
+
+
+def _unpair(
+    det: Detection, candidate: tuple[np.ndarray, int, int, _Shape], width: float, density: np.ndarray,
+    cfg: LocalizerConfig,
+) -> list[Detection]:  # fmt: skip
+    """`det` as the two heads it is when it is an overlapping pair (see `LocalizerConfig.pair_area`), cut along
+    the line between its outline's two deepest notches; else `det` alone. `width`: the frame's median head width.
+
+    Both pieces must be heads (`_detection`) of at least half the median head area, or the cut is undone."""
+    region, ox, oy, shape = candidate
+    s = cfg.work_scale
+    notches = _notches(shape.contour)
+    low, high = cfg.pair_area
+    if not low * width**2 <= det.area <= high * width**2 or len(notches) < 2:
+        return [det]
+    (first, a), (second, b) = notches[:2]
+    if first < cfg.pair_notch * width * s or second < cfg.pair_second_notch * width * s:
+        return [det]
+    cut = region.copy()
+    cv2.line(cut, a, b, 0, 2)
+    pieces = [piece for piece in _fill(cut) if piece.sum() >= 0.5 * (width * s) ** 2]
+    heads = [_detection(piece, ox, oy, piece_shape, density, cfg) for piece in pieces
+             if (piece_shape := _shape(piece)) is not None]  # fmt: skip
+    if len(heads) != 2 or None in heads:
+        return [det]
+    for head in heads:
+        head.cut = True
+    return heads
 
 
 def _drop_fragments(found: list[Detection], margin: float = 4.0) -> list[Detection]:

@@ -72,21 +72,38 @@ def test_recall_on_small_fields_composed_from_real_crops(hushem: Path, smids: Pa
             score = score_detections(boxes, truth["cells"], (640, 480))
             for key in totals:
                 totals[key] += score[key]
-    # measured 0.86 (48 of 56) when written, 0.875 (49) since blobs split less readily (split_solidity 0.8);
+    # measured 0.86 (48 of 56) when written, 0.875 (49) since blobs split less readily (split_solidity 0.8),
+    # 0.91 (51, with 4 duplicates: 2 long single SMIDS heads cut) since overlapping pairs are cut in two;
     # the localiser tuned on synthetic stain found about half
-    assert totals["found"] / totals["cells"] >= 0.8, totals
-    assert totals["false_finds"] <= 2 and totals["duplicates"] <= 3, totals
+    assert totals["found"] / totals["cells"] >= 0.85, totals
+    assert totals["false_finds"] <= 2 and totals["duplicates"] <= 4, totals
+
+
+def heads_at(xs: tuple[int, ...], width: int = 260) -> np.ndarray:
+    """Pink glass with stained heads (18 x 28 px ellipses) centred at `xs` on one row."""
+    import cv2
+
+    image = np.full((200, width, 3), (215, 195, 220), np.uint8)
+    image = cv2.subtract(image, np.random.default_rng(0).integers(0, 6, image.shape, dtype=np.uint8))
+    for x in xs:
+        cv2.ellipse(image, (x, 100), (14, 9), 90, 0, 360, (110, 50, 140), -1)
+    return cv2.GaussianBlur(image, (0, 0), 1.0)
 
 
 def two_heads(gap: int) -> np.ndarray:
-    """Pink glass with two stained heads `gap` px apart (centre to centre), side by side."""
-    import cv2
+    """Two heads `gap` px apart (centre to centre), side by side."""
+    return heads_at((100, 100 + gap))
 
-    image = np.full((200, 260, 3), (215, 195, 220), np.uint8)
-    image = cv2.subtract(image, np.random.default_rng(0).integers(0, 6, image.shape, dtype=np.uint8))
-    for x in (100, 100 + gap):
-        cv2.ellipse(image, (x, 100), (14, 9), 90, 0, 360, (110, 50, 140), -1)
-    return cv2.GaussianBlur(image, (0, 0), 1.0)
+
+def test_an_overlapping_pair_is_cut_in_two_at_its_notches() -> None:
+    image = heads_at((40, 100, 116, 260), width=320)  # the middle two overlap: one convex blob
+    as_one = find_cells(image, LocalizerConfig(pair_area=(99.0, 99.0)))
+    assert [round(d.center[0]) for d in as_one] == [39, 107, 260]
+    found = sorted(find_cells(image), key=lambda d: d.center[0])
+    assert np.allclose([d.center[0] for d in found], [40, 100, 116, 260], atol=4)
+    left, right = found[1:3]
+    assert left.head_box[2] <= right.head_box[2] and abs(left.area - right.area) < 0.2 * left.area
+    assert len({d.crop_box[2] - d.crop_box[0] for d in found}) == 1  # one crop scale for the field
 
 
 def test_isolate_paints_the_neighbour_out_of_a_crop_and_keeps_the_cell() -> None:

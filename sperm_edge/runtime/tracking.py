@@ -10,7 +10,8 @@ known in slide coordinates. Heads are assigned to predicted tracks by the Hungar
 apart than a gate proportional to the head size cannot match. A track ends when it leaves the
 view or goes unseen for `max_missed` frames in view. It is reported once: when it ends, or after
 `report_after` sightings (its class, confidence and stability are those of the sightings until
-then).
+then), if it was seen at least `min_frames` times (`min_cut_frames` when every sighting was a piece
+of a blob the localiser cut in two).
 
 Ended tracks are retired: they leave the list matched every frame for a spatial grid on the
 slide, from which only those under the current view are fetched. So the cost per frame depends on
@@ -44,6 +45,9 @@ class TrackerConfig:
     min_gate: float = 10.0
     max_missed: int = 3
     min_frames: int = 2  # observations needed before a track is reported (drops one-frame false finds)
+    # ... for a track seen only as a piece of a cut blob (`Detection.cut`): a long head with a waist is cut in
+    # some frames and not in others, and its flickering second piece must not count as a cell
+    min_cut_frames: int = 5
     report_after: int = 15
     motion: bool = True
     motion_scale: float = 0.125
@@ -107,6 +111,7 @@ class Track:
     probs_sum: np.ndarray
     votes: np.ndarray
     n: int = 0
+    whole: int = 0  # sightings not cut from a larger blob
     missed: int = 0
     active: bool = True
     reported: bool = False
@@ -117,6 +122,7 @@ class Track:
     def add(self, obs: Observation, world: np.ndarray) -> None:
         self.world = (self.world * self.n + world) / (self.n + 1) if self.n else world
         self.n += 1
+        self.whole += int(not obs.detection.cut)
         self.last_frame = obs.frame_index
         self.missed = 0
         self.active = True
@@ -281,7 +287,8 @@ class Tracker:
 
     def _report(self, tracks: list[Track]) -> list[Track]:
         """Mark the tracks to report now; retire the ended ones (a one-frame blip is forgotten)."""
-        out = [t for t in tracks if not t.reported and t.n >= self.config.min_frames]
+        c = self.config
+        out = [t for t in tracks if not t.reported and t.n >= (c.min_frames if t.whole else c.min_cut_frames)]
         for track in out:
             track.reported = True
         for track in tracks:

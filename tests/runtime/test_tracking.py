@@ -57,6 +57,19 @@ def test_one_frame_blips_are_not_counted_on_a_video() -> None:
     assert tracker.update([], (200, 200))[1] == [] and tracker.flush() == []
 
 
+def test_a_piece_cut_from_a_blob_counts_only_once_it_has_been_seen_in_min_cut_frames() -> None:
+    def sightings(frames: int) -> list:
+        tracker = Tracker(3, TrackerConfig(motion=False, max_missed=0, min_frames=2, min_cut_frames=4))
+        for frame in range(frames):
+            piece = _obs(frame, 120, 80)
+            piece.detection.cut = True  # the second head of a blob cut in two (`localize._unpair`)
+            tracker.update([_obs(frame, 100, 80), piece], (200, 200))
+        return tracker.flush()
+
+    assert len(sightings(3)) == 1  # a long head cut in a few frames only: its flickering piece is not a cell
+    assert len(sightings(4)) == 2  # a pair cut apart frame after frame: two cells
+
+
 def test_each_cell_of_a_panning_clip_is_counted_once(clip: tuple[Path, dict]) -> None:
     path, truth = clip
     tracker = Tracker(4)
