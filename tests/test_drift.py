@@ -43,10 +43,23 @@ def test_run_rule_warns_on_a_shifted_run_only(model) -> None:
     quiet, loud = model.summarize(list(same)), model.summarize(list(shifted))
     assert quiet["warning"] is False and loud["warning"] is True
     assert set(loud) >= {"score", "share_out", "threshold", "warning"} and loud["n"] == 200
-    assert model.run_threshold(20) > model.run_threshold(500)  # small runs vary more, so they need more margin
+    assert loud["p_value"] < 0.05 <= quiet["p_value"] and loud["validation_score"] == quiet["validation_score"]
+    slight = model.score(_features(rng, 500, 0.3)[0])  # a slight shift: a long run shows it, a short one may not
+    assert model.run_p_value(slight[:20]) > model.run_p_value(slight)
+    assert model.run_warns(np.stack([shifted[:20], same[:20]])).tolist() == [True, False]  # runs stack on axis 0
     few = model.summarize(list(shifted[:3]))
     assert few["warning"] is False and "no run-level verdict" in few["note"]
     assert model.summarize([])["score"] is None
+
+
+def test_run_p_value_is_the_one_sided_mann_whitney_test(model) -> None:
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(4)
+    for shift, n in ((0.0, 20), (0.4, 50), (1.5, 8)):
+        run = model.score(_features(rng, n, shift)[0])
+        expected = mannwhitneyu(run, model.val_scores, alternative="greater", method="asymptotic").pvalue
+        assert float(model.run_p_value(run)) == pytest.approx(expected, rel=1e-9)
 
 
 def test_in_distribution_runs_rarely_warn(model) -> None:

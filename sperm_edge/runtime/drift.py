@@ -36,7 +36,8 @@ def drift_message(drift: dict | None) -> str:
         return f"drift check inconclusive: {drift.get('note', 'no cell was scored')}"
     share = 100.0 * drift["share_out"]
     figures = (
-        f"median drift score {drift['score']:.2f} vs {drift['run_threshold']:.2f} allowed for {drift['n']} cells; "
+        f"median drift score {drift['score']:.2f} over {drift['n']} cells against {drift['validation_score']:.2f} "
+        f"on the validation crops, p = {drift['p_value']:.2g}; "
         f"{share:.0f}% of cells beyond the cell threshold {drift['threshold']:.2f}, about 5% expected"
     )
     if drift["warning"]:

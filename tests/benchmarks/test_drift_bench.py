@@ -38,5 +38,5 @@ def test_a_run_of_every_cell_is_the_whole_split_every_time() -> None:
     labels = np.repeat([0, 1], 50)
     model = fit_drift(rng.normal(size=(100, 6)) + labels[:, None], labels, rng.normal(size=(80, 6)), dims=4)
     scores = model.score(rng.normal(size=(30, 6)))
-    whole = float(np.median(scores) > model.run_threshold(30))
+    whole = float(model.summarize(list(scores))["warning"])
     assert bench.subsample_rate(model, scores, 30, seed=2) == whole

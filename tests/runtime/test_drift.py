@@ -50,7 +50,10 @@ def test_shifted_crops_score_high_and_the_run_warns(drift_bundle, tmp_path: Path
     for report in (quiet, loud):
         assert set(report["drift"]) >= {"score", "share_out", "threshold", "warning"}
         assert isinstance(report["drift"]["warning"], bool) and report["drift"]["n"] == 24
-    assert loud["drift"]["score"] > loud["drift"]["run_threshold"] > quiet["drift"]["score"]
+    assert (
+        loud["drift"]["score"] > loud["drift"]["validation_score"] and loud["drift"]["score"] > quiet["drift"]["score"]
+    )
+    assert loud["drift"]["p_value"] < 0.05 <= quiet["drift"]["p_value"]
     assert loud["drift"]["warning"] is True and loud["drift"]["share_out"] > quiet["drift"]["share_out"]
     assert quiet["drift"]["warning"] is False
     events = [json.loads(line) for line in (tmp_path / "loud" / "events.jsonl").read_text().splitlines()]
