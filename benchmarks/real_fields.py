@@ -9,7 +9,9 @@ runs it (`Pipeline` + `RunOutputs`, ONNX Runtime CPU FP32). Figures per clip:
   (an event on debris called `Non-Sperm` is neither a hit nor a false head, nor is an event on no
   object called `Non-Sperm`: the report counts neither; `rejected_off_cells` counts the latter);
 - class_agreement: share of the events on a cell whose class is the class the same bundle gives
-  the cell's original crop (the crop it was cut from);
+  the cell's original crop (the crop it was cut from), in all 8 dihedral views averaged when the
+  field run turns its crops (rolling views, the default, or `--tta`): the same orientation-averaged
+  classifier on both sides;
 - percent_normal (with its 95% Wilson interval, `runtime.report.sample_summary`) against
   percent_normal_truth (the labels of the cells in the clip) and percent_normal_crops (the
   bundle on the original crops of those cells: the figure a perfect localiser would give);
@@ -108,8 +110,9 @@ def localizer(which: str, framing: dict | None, isolate: bool = True):
 
 
 def run_clip(
-    bundle: Bundle, clip: Path, which: str, threads: int | None, tta: bool, isolate: bool = True
-) -> tuple[list[dict], dict]:
+    bundle: Bundle, clip: Path, which: str, threads: int | None, tta: bool, isolate: bool = True,
+    rolling: bool = False,
+) -> tuple[list[dict], dict]:  # fmt: skip
     """Events and stats of one field-mode run over `clip`, as `sperm-edge run --mode field` makes them."""
     policy = FlagPolicy.for_classes(bundle.abnormal_classes)
     with (
@@ -117,7 +120,7 @@ def run_clip(
         localizer(which, bundle.framing, isolate) as cfg,
     ):
         config = PipelineConfig(mode="field", localizer=cfg, keep_frames=False, temperature=bundle.temperature,
-                                drift=bundle.drift_model())  # fmt: skip
+                                drift=bundle.drift_model(), rolling_views=rolling)  # fmt: skip
         with (
             open_source(str(clip)) as source,
             open_backend(bundle, "ort-cpu", "fp32", threads, tta=tta) as engine,
@@ -204,7 +207,9 @@ def set_aside_figures(aside: list[dict], truth: dict) -> dict:
             "set_aside_on_debris": sum(1 for c in cells if c is not None and c["debris"])}  # fmt: skip
 
 
-def synthetic_comparison(bundle: Bundle, work: Path, frames: int, reps: int, threads: int | None) -> list[dict]:
+def synthetic_comparison(
+    bundle: Bundle, work: Path, frames: int, reps: int, threads: int | None, rolling: bool
+) -> list[dict]:
     """The synthetic clip, old and new localiser alternating `reps` times: recall and FPS side by side."""
     from sperm_edge.data.synthetic import write_video
 
@@ -214,7 +219,7 @@ def synthetic_comparison(bundle: Bundle, work: Path, frames: int, reps: int, thr
     rows = []
     for rep in range(reps):
         for which in ("old", "new"):
-            events, stats = run_clip(bundle, clip, which, threads, tta=False)
+            events, stats = run_clip(bundle, clip, which, threads, tta=False, rolling=rolling)
             events = variants(which, events, bundle)[0][1]  # `new` as run by default: cells set aside
             score = score_events(events, truth)
             rows.append({"localizer": which, "rep": rep, "recall": round(score["recall"], 4),
@@ -241,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="Skip the BASELINE localiser on the real clips.")
     parser.add_argument("--tta", action="store_true", help="Classify every crop in its 8 orientations (`run --tta`).")
     parser.add_argument(
+        "--no-rolling-views",
+        dest="rolling_views",
+        action="store_false",
+        help="Field crops as they are, not in the frame's dihedral view (`run --no-rolling-views`); the original "
+        "crops are then classified in one view, else with 8-view TTA.",
+    )
+    parser.add_argument(
         "--no-isolate", dest="isolate", action="store_false", help="Cut crops as they are (`run --no-isolate`)."
     )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -254,15 +266,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="real-fields-") as tmp:
         work = Path(tmp)
         synthetic = synthetic_comparison(bundles["hushem"], work, args.synthetic_frames, args.synthetic_reps,
-                                         args.threads)  # fmt: skip
+                                         args.threads, args.rolling_views)  # fmt: skip
         for name, bundle in bundles.items():
             for seed in seeds:
                 folder = write_real_field(args.data, work / f"{name}-{seed}", args.cells, args.frames, seed, name)
                 truth = json.loads((folder / "clip.json").read_text())
                 sources = sorted({c["source"] for c in truth["cells"].values() if not c["debris"]})
-                originals = crop_classes(bundle, args.data, sources, args.threads, args.tta)
+                originals = crop_classes(bundle, args.data, sources, args.threads, args.tta or args.rolling_views)
                 for which in ("new",) if args.no_baseline else ("new", "old"):
-                    events, stats = run_clip(bundle, folder / "clip.mp4", which, args.threads, args.tta, args.isolate)
+                    events, stats = run_clip(bundle, folder / "clip.mp4", which, args.threads, args.tta, args.isolate,
+                                             args.rolling_views)  # fmt: skip
                     for variant, counted, aside in variants(which, events, bundle):
                         stages = {k: v["mean"] for k, v in stats["stages_ms"].items()}
                         row = {"set": name, "seed": seed, "localizer": variant,
@@ -290,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             "seeds": seeds,
             "backend": "ort-cpu fp32",
             "tta": args.tta,
+            "rolling_views": args.rolling_views,
             "isolate": args.isolate,
         },  # fmt: skip
         "targets": TARGETS,
@@ -345,6 +359,7 @@ def render(result: dict) -> str:
         f"Made {result['created']} in {result['elapsed_s']} s; load average before {result['loadavg_before']}, "
         f"after {result['loadavg_after']}. Backend {result['settings']['backend']}"
         f"{' with 8-view TTA (field and original crops alike)' if result['settings'].get('tta') else ''}"
+        f"{', rolling views (original crops with 8-view TTA)' if result['settings'].get('rolling_views') else ''}"
         f"{'' if result['settings'].get('isolate', True) else ', neighbours left in the crops (--no-isolate)'}; "
         f"{result['settings']['cells']} cells + debris per clip, {result['settings']['frames']} frames.",
         "",

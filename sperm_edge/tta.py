@@ -19,16 +19,34 @@ VIEWS = 8
 Batch = TypeVar("Batch")  # np.ndarray or torch.Tensor
 
 
-def dihedral_views(images: Batch) -> Batch:
-    """[N, C, H, W] (H == W) -> [8 * N, C, H, W]: rot90 k = 0..3, each unflipped and mirrored, view-major."""
+def _lib(images: Batch):
+    if isinstance(images, np.ndarray):
+        return np
+    import torch
+
+    return torch
+
+
+def dihedral_view(images: Batch, view: int) -> Batch:
+    """[..., H, W] (H == W) in view `view` (0-7) of `dihedral_views`: rot90 by `view % 4`, then mirrored if >= 4."""
     if images.shape[-1] != images.shape[-2]:
         raise ValueError(f"test-time rotation needs square images, got {tuple(images.shape[-2:])}")
-    if isinstance(images, np.ndarray):
-        lib = np
-    else:
-        import torch as lib
-    turned = [lib.rot90(images, k, (-2, -1)) for k in range(4)]
-    return lib.concatenate(turned + [lib.flip(view, (-1,)) for view in turned])
+    lib = _lib(images)
+    turned = lib.rot90(images, view % 4, (-2, -1))
+    return lib.flip(turned, (-1,)) if view % VIEWS >= 4 else turned
+
+
+def undo_dihedral_view(maps: Batch, view: int) -> Batch:
+    """Maps computed on `dihedral_view(x, view)` ([..., H, W], e.g. Grad-CAM) turned back onto `x`."""
+    lib = _lib(maps)
+    if view % VIEWS >= 4:
+        maps = lib.flip(maps, (-1,))
+    return lib.rot90(maps, -(view % 4), (-2, -1))
+
+
+def dihedral_views(images: Batch) -> Batch:
+    """[N, C, H, W] (H == W) -> [8 * N, C, H, W]: rot90 k = 0..3, each unflipped and mirrored, view-major."""
+    return _lib(images).concatenate([dihedral_view(images, view) for view in range(VIEWS)])
 
 
 def mean_over_views(logits: Batch) -> Batch:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sperm_edge.tta import VIEWS, dihedral_views, mean_over_views
+from sperm_edge.tta import VIEWS, dihedral_view, dihedral_views, mean_over_views, undo_dihedral_view
 
 
 def test_dihedral_views_are_the_eight_distinct_symmetries_of_each_image() -> None:
@@ -44,3 +44,12 @@ def test_numpy_views_are_the_torch_views_in_the_same_order() -> None:
     np.testing.assert_array_equal(dihedral_views(images.numpy()), dihedral_views(images).numpy())
     logits = torch.rand(VIEWS * 2, 4)
     np.testing.assert_allclose(mean_over_views(logits.numpy()), mean_over_views(logits).numpy(), rtol=1e-6)
+
+
+def test_one_view_is_its_slice_of_the_eight_and_undoing_it_restores_the_maps() -> None:
+    images = np.random.default_rng(0).random((2, 3, 5, 5)).astype(np.float32)
+    views = dihedral_views(images).reshape(VIEWS, 2, 3, 5, 5)
+    for view in range(VIEWS):
+        np.testing.assert_array_equal(dihedral_view(images, view), views[view])
+        np.testing.assert_array_equal(undo_dihedral_view(dihedral_view(images, view), view), images)
+    assert not np.array_equal(undo_dihedral_view(views[1], 5), images)  # the wrong view does not undo it

@@ -85,6 +85,12 @@ def run(
     tta: bool = typer.Option(
         False, "--tta/--no-tta", help="Classify each cell in its 8 rotations and mirror images (8x the inference)."
     ),
+    rolling_views: bool = typer.Option(
+        True,
+        "--rolling-views/--no-rolling-views",
+        help="Field mode: each frame's crops in the next of their 8 rotations and mirror images, so each cell's "
+        "class is averaged over orientations across its frames at no extra cost (off with --tta).",
+    ),
     batch: int = typer.Option(32, min=1, help="Largest batch of crops per network call."),
     crop_scale: float = typer.Option(
         None, help="Crop side / head width (default: as measured on the training crops at export, else 4.6)."
@@ -156,6 +162,7 @@ def run(
         drift=drift_model,
         set_aside_above=drift_model.set_aside_threshold if set_aside and drift_model is not None else None,
         localizer=LocalizerConfig.framed(loaded.framing, crop_scale, crop_size, isolate),
+        rolling_views=rolling_views and not tta,
     )
     policy = FlagPolicy.for_classes(loaded.abnormal_classes, min_confidence, min_stability)
     page = _start_view(ctx, binding, view_fps, out, loaded, {"source": source, "mode": mode})
@@ -323,7 +330,9 @@ def explain_cmd(
     run_dir: Path = typer.Option(Path("runs/stream"), "--run", help="The run folder of --event."),
     score: Path = typer.Option(None, help="Score the heatmaps on a class-folder set (masks from _masks/ if any)."),
     out: Path = typer.Option(None, help="Output folder (default: ./explanations, or RUN/explanations for --event)."),
-    target: str = typer.Option(None, help="Explain this class instead of the predicted one."),
+    target: str = typer.Option(
+        None, help="Explain this class instead of the predicted one (--event: instead of the event's class)."
+    ),
     torch_path: bool = typer.Option(
         False,
         "--torch/--engine",
@@ -358,13 +367,15 @@ def explain_cmd(
         crop_path = run_dir / record["crop"]
         name, out = event_name(event), out or run_dir / "explanations"
         extra = {"event": event, "frame": record.get("frame"), "box": record.get("box")}
+        view = int(record.get("view", 0))  # the orientation the stream's network saw the crop in
+        target = target or record.get("class")  # the class the stream explained (its sightings' mean)
     else:
-        crop_path, name, out = image, image.stem, out or Path("explanations")
+        crop_path, name, out, view = image, image.stem, out or Path("explanations"), 0
     rgb = decode_image(crop_path)
     explanation = (
-        _torch_explanation(loaded, rgb, target, threads)
+        _torch_explanation(loaded, rgb, target, threads, view)
         if torch_path
-        else _engine_explanation(loaded, rgb, target, threads)
+        else _engine_explanation(loaded, rgb, target, threads, view)
     )
     png = write_explanation(out, name, rgb, explanation, {"crop": str(crop_path), **extra})
     info = explanation.to_dict()
@@ -384,15 +395,19 @@ def _class_index(classes: list[str], target: str | None) -> int | None:
     return None if target is None else classes.index(target)
 
 
-def _engine_explanation(loaded, rgb, target: str | None, threads: int | None):
-    """Grad-CAM++ from the FP32 ONNX model's `cam` output on ONNX Runtime (CPU): no torch."""
+def _engine_explanation(loaded, rgb, target: str | None, threads: int | None, view: int = 0):
+    """Grad-CAM++ from the FP32 ONNX model's `cam` output on ONNX Runtime (CPU): no torch. `view`: the dihedral
+    view the network sees the crop in (`sperm_edge.tta`), its map turned back onto the crop."""
     import time
+
+    import numpy as np
 
     from sperm_edge.calibration import calibrated_probs
     from sperm_edge.errors import SpermEdgeError
     from sperm_edge.explain.engine import engine_explanation
     from sperm_edge.preprocess import preprocess_batch
     from sperm_edge.runtime.backends import open_backend
+    from sperm_edge.tta import dihedral_view, undo_dihedral_view
 
     section = loaded.manifest.get("explain") or {}
     if not section.get("engine"):
@@ -401,22 +416,23 @@ def _engine_explanation(loaded, rgb, target: str | None, threads: int | None):
     index = _class_index(loaded.classes, target)
     with open_backend(loaded, "ort-cpu", "fp32", threads) as engine:
         start = time.perf_counter()
-        outputs = engine.infer(preprocess_batch([rgb], loaded.preprocess))
+        outputs = engine.infer(np.ascontiguousarray(dihedral_view(preprocess_batch([rgb], loaded.preprocess), view)))
     probs = calibrated_probs(outputs.logits, loaded.temperature)[0]  # as the runtime reports them
+    cam = undo_dihedral_view(outputs.cam[0], view)
     explanation = engine_explanation(
-        rgb, outputs.cam[0], probs, loaded.classes, loaded.preprocess.img_size, section.get("layer", ""), index
+        rgb, cam, probs, loaded.classes, loaded.preprocess.img_size, section.get("layer", ""), index
     )
     explanation.latency_ms = (time.perf_counter() - start) * 1000.0  # preprocessing, network and maps
     return explanation
 
 
-def _torch_explanation(loaded, rgb, target: str | None, threads: int | None):
-    """Grad-CAM++ through pytorch-grad-cam on the retained checkpoint (the reference)."""
+def _torch_explanation(loaded, rgb, target: str | None, threads: int | None, view: int = 0):
+    """Grad-CAM++ through pytorch-grad-cam on the retained checkpoint (the reference), in dihedral view `view`."""
     from sperm_edge.explain.gradcam import GradCamExplainer, require_torch
 
     require_torch()
     with GradCamExplainer(loaded.checkpoint_stem(), threads=threads) as explainer:
-        return explainer.explain(rgb, target)
+        return explainer.explain(rgb, target, view)
 
 
 def _score(loaded, data: Path, limit: int, threads: int | None, out: Path | None) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.explain.maps import Explanation, cam_to_image, heat_statistics
 from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
+from sperm_edge.tta import dihedral_view, undo_dihedral_view
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,9 @@ class GradCamExplainer:
         """Hooks this explainer holds on the model (0 once closed)."""
         return len(self._cam.activations_and_grads.handles) if self._cam is not None else 0
 
-    def explain(self, rgb: np.ndarray, target: int | str | None = None) -> Explanation:
-        """Heatmap of an RGB uint8 crop for `target` (class index or name; default: the predicted class)."""
+    def explain(self, rgb: np.ndarray, target: int | str | None = None, view: int = 0) -> Explanation:
+        """Heatmap of an RGB uint8 crop for `target` (class index or name; default: the predicted class), the
+        network shown the crop in dihedral view `view` (`sperm_edge.tta`) and the map turned back onto the crop."""
         if self._cam is None:
             raise SpermEdgeError("the explainer is not open: use it in a `with` block")
         import torch
@@ -132,9 +134,9 @@ class GradCamExplainer:
         targets = None if target is None else [ClassifierOutputTarget(int(target))]
         # the caller may be in inference mode (a runtime thread): leave it, and enable autograd, for this block
         with torch.inference_mode(False), torch.enable_grad():
-            x = self.input_tensor(rgb)
+            x = dihedral_view(self.input_tensor(rgb), view).contiguous()
             try:
-                cam = self._cam(input_tensor=x, targets=targets)[0]
+                cam = np.ascontiguousarray(undo_dihedral_view(self._cam(input_tensor=x, targets=targets)[0], view))
                 logits = self._cam.outputs.detach()
             finally:
                 self._cam.outputs = None  # drop this call's autograd graph (GradCAM keeps it)

@@ -39,6 +39,7 @@ from sperm_edge.runtime.flagging import FlagPolicy
 from sperm_edge.runtime.sources.base import Frame, VideoSource
 from sperm_edge.runtime.timing import STAGES, StageTimes
 from sperm_edge.runtime.tracking import Observation, Track, Tracker, TrackerConfig
+from sperm_edge.tta import VIEWS, dihedral_view, undo_dihedral_view
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,10 @@ class PipelineConfig:
     `set_aside_above`: in field mode, a cell whose `drift_score` exceeds this (e.g. the bundle's
     `DriftModel.set_aside_threshold`, set on its validation crops) is unlike any training cell (debris
     a bundle without a non-sperm class cannot name): its event gets `counted` False and the flag
-    reason `unlike_training`, for a person to review, and is not counted (`outputs.RunOutputs`)."""
+    reason `unlike_training`, for a person to review, and is not counted (`outputs.RunOutputs`).
+    `rolling_views`: in field mode, frame i's crops go to the network in dihedral view i mod 8 (rotations and
+    mirror images, `sperm_edge.tta`; their cam maps turned back), so the class a track averages over its
+    sightings is averaged over orientations too, at no extra inference (`--tta` costs 8 per crop)."""
 
     mode: str = "field"
     localizer: LocalizerConfig = field(default_factory=LocalizerConfig)
@@ -73,6 +77,7 @@ class PipelineConfig:
     temperature: float = 1.0
     drift: DriftModel | None = None
     set_aside_above: float | None = None
+    rolling_views: bool = False
     join_timeout: float = 5.0  # seconds `__exit__` waits for its threads (a read stuck in a driver is left behind)
 
 
@@ -121,6 +126,7 @@ class _Prepared:
     crops: list[np.ndarray]
     batch: np.ndarray
     shifts: list[tuple[float, float]]
+    view: int = 0  # the dihedral view `batch` is in (`PipelineConfig.rolling_views`)
 
 
 class Pipeline:
@@ -323,10 +329,13 @@ class Pipeline:
             t1 = time.perf_counter()
             crops = [self._crop(frame.image, d, dets) for frame, dets in zip(frames, cells, strict=True) for d in dets]
             batch = preprocess_batch(crops, self.spec)
+            view = frames[0].index % VIEWS if self.config.rolling_views and self.config.mode == "field" else 0
+            if view:
+                batch = np.ascontiguousarray(dihedral_view(batch, view))
             t2 = time.perf_counter()
             self.times.add("localisation", t1 - t0, len(frames))
             self.times.add("preprocessing", t2 - t1, len(frames))
-            if not self._put(self._prepared, _Prepared(frames, cells, crops, batch, shifts)):
+            if not self._put(self._prepared, _Prepared(frames, cells, crops, batch, shifts, view)):
                 return
 
     def _crop(self, image: np.ndarray, det: Detection, dets: list[Detection]) -> np.ndarray:
@@ -349,6 +358,8 @@ class Pipeline:
                 else np.zeros((0, len(self.classes)), np.float32)
             )
             cams = np.concatenate([o.cam for o in outputs]) if outputs and outputs[0].cam is not None else None
+            if cams is not None and item.view:
+                cams = np.ascontiguousarray(undo_dihedral_view(cams, item.view))
             t1 = time.perf_counter()
             drift = self._drift_scores(outputs)  # postprocessing time: a few matrix products
             results, k, tracking = [], 0, 0.0
@@ -357,7 +368,7 @@ class Pipeline:
                 cam = cams[k : k + n] if cams is not None else [None] * n
                 scores = drift[k : k + n] if drift is not None else [None] * n
                 result, seconds = self._postprocess(
-                    frame, dets, item.crops[k : k + n], probs[k : k + n], cam, shift, scores
+                    frame, dets, item.crops[k : k + n], probs[k : k + n], cam, shift, scores, item.view
                 )
                 results.append(result)
                 tracking += seconds
@@ -383,7 +394,7 @@ class Pipeline:
 
     def _postprocess(
         self, frame: Frame, dets: list[Detection], crops: list[np.ndarray], probs: np.ndarray,
-        cams: Sequence[np.ndarray | None], shift: tuple[float, float], drift: Sequence[float | None],
+        cams: Sequence[np.ndarray | None], shift: tuple[float, float], drift: Sequence[float | None], view: int = 0,
     ) -> tuple[FrameResult, float]:  # fmt: skip
         """The frame's cells and events, and the seconds spent in the tracker (its own stage)."""
         self.frames += 1
@@ -392,7 +403,7 @@ class Pipeline:
         self._stamps.append(now)
         keep = frame.image if self.config.keep_frames and self.config.mode == "field" else None
         observations = [
-            Observation(frame.index, d, p, c, keep, now - self._started, frame.name, cam, score)
+            Observation(frame.index, d, p, c, keep, now - self._started, frame.name, cam, score, view)
             for d, p, c, cam, score in zip(dets, probs, crops, cams, drift, strict=True)
         ]
         tracking = 0.0
@@ -462,6 +473,8 @@ class Pipeline:
         }
         if obs.name:
             event["name"] = obs.name
+        if self.config.rolling_views and self.config.mode == "field":
+            event["view"] = obs.view  # `sperm-edge explain --event` shows the network the crop in this view again
         if drift is not None:
             event["drift_score"] = drift
         if unlike:

@@ -57,7 +57,9 @@ def test_run_writes_events_flags_explanations_and_report(
     redo = json.loads((again / f"{event['id']:06d}.json").read_text())
     original = json.loads((out / "explanations" / f"{event['id']:06d}.json").read_text())
     assert redo["class"] == original["class"] and abs(redo["score"] - original["score"]) < 1e-5
-    assert redo["class"] == event["class"]  # the saved crop reproduces the stream's prediction
+    # ... shown to the network in the view the stream used (`view`), explaining the event's class (the mean over
+    # its sightings' views, which may differ from this one view's top class)
+    assert 0 <= event["view"] < 8 and redo["explained_class"] == original["explained_class"] == event["class"]
     assert redo["source"] == "engine" and redo["heat"] == original["heat"]
 
     # the reference path: pytorch-grad-cam on the retained checkpoint, same files and fields

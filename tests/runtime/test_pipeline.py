@@ -184,3 +184,30 @@ def test_field_mode_paints_neighbours_out_of_the_crops_unless_told_not_to(tiny_b
     assert len(runs[True]) == 2 and [e["box"] for e in runs[True]] == [e["box"] for e in runs[False]]
     for alone, crowded in zip(runs[True], runs[False], strict=True):  # the network saw other crops
         assert max(abs(alone["probs"][c] - crowded["probs"][c]) for c in alone["probs"]) > 1e-4
+
+
+def test_rolling_views_turn_each_frames_crops_and_turn_their_cam_back(
+    tiny_bundle: Path, clip: tuple[Path, dict]
+) -> None:
+    from sperm_edge.preprocess import preprocess_batch
+    from sperm_edge.tta import VIEWS, dihedral_view, undo_dihedral_view
+
+    bundle = load_bundle(tiny_bundle)
+    policy = FlagPolicy.for_classes(bundle.abnormal_classes)
+    config = PipelineConfig(mode="field", rolling_views=True, max_frames=VIEWS + 1)
+    with open_source(clip[0]) as src, open_backend(bundle, "ort-cpu") as backend:
+        with Pipeline(src, backend, bundle.classes, bundle.preprocess, config, policy) as pipeline:
+            results = [r for r in pipeline if r.frame is not None]
+        assert len(results) == VIEWS + 1
+        for result in results:
+            view = result.frame.index % VIEWS
+            cells = [c for c in result.cells][:2]
+            assert cells and all(c.cam is not None for c in cells)
+            batch = dihedral_view(preprocess_batch([c.crop for c in cells], bundle.preprocess), view)
+            expected = backend.infer(np.ascontiguousarray(batch))
+            for cell, probs, cam in zip(cells, expected.logits, expected.cam, strict=True):
+                label = bundle.classes.index(cell.label)
+                assert label == int(np.argmax(probs))  # the network saw the crop in the frame's view ...
+                np.testing.assert_allclose(
+                    cell.cam, undo_dihedral_view(cam, view)[label], atol=1e-5
+                )  # ... cam unturned
