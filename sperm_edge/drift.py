@@ -31,8 +31,8 @@ sit closer to the means than any new crop's, nor the test split):
 lab shifts (hue, gamma, greyscale, blur), best mean AUROC of 16 / 32 / 64 dims, with and without
 the residual, and the energy score (`benchmarks/drift.py`).
 
-Stored in the bundle as `drift.npz` (plain arrays, read with `allow_pickle=False`). numpy and
-scipy only: the classify-only runtime scores cells with it.
+Stored in the bundle as `drift.npz` (plain arrays, read with `allow_pickle=False`). numpy only:
+the classify-only runtime scores cells with it.
 """
 
 from __future__ import annotations
