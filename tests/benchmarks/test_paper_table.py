@@ -69,7 +69,7 @@ def test_the_recipe_with_better_validation_wins_even_when_its_test_folds_are_wor
 
 
 def test_a_recipe_with_every_fold_beats_a_better_one_with_fewer(paper_table, tmp_path) -> None:
-    first, second = list(paper_table.RECIPES["smids"])
+    first, second = list(paper_table.RECIPES["smids"])[:2]
     arch = "efficientnet_lite0"
     for fold in range(1, 6):
         _fold(paper_table.run_dir(tmp_path, "smids", arch, first), fold, test_acc=0.8, val_f1=0.8)
