@@ -362,11 +362,13 @@ def _unpair(
     the line between its outline's two deepest notches; else `det` alone. `width`: the frame's median head width.
 
     Both pieces must be heads (`_detection`) of at least half the median head area, or the cut is undone."""
+    low, high = cfg.pair_area
+    if not low * width**2 <= det.area <= high * width**2:
+        return [det]  # most heads: no outline defects to compute
     region, ox, oy, shape = candidate
     s = cfg.work_scale
     notches = _notches(shape.contour)
-    low, high = cfg.pair_area
-    if not low * width**2 <= det.area <= high * width**2 or len(notches) < 2:
+    if len(notches) < 2:
         return [det]
     (first, a), (second, b) = notches[:2]
     if first < cfg.pair_notch * width * s or second < cfg.pair_second_notch * width * s:
