@@ -347,7 +347,7 @@ def explain_cmd(
     from sperm_edge.errors import SpermEdgeError
     from sperm_edge.explain.overlay import write_explanation
     from sperm_edge.preprocess import decode_image
-    from sperm_edge.runtime.events import EVENTS_FILE, find_event
+    from sperm_edge.runtime.events import EVENTS_FILE, event_view, find_event
     from sperm_edge.runtime.flagging import event_name
 
     if sum(x is not None for x in (image, event, score)) != 1:
@@ -367,7 +367,7 @@ def explain_cmd(
         crop_path = run_dir / record["crop"]
         name, out = event_name(event), out or run_dir / "explanations"
         extra = {"event": event, "frame": record.get("frame"), "box": record.get("box")}
-        view = int(record.get("view", 0))  # the orientation the stream's network saw the crop in
+        view = event_view(record, run_dir / EVENTS_FILE)  # the orientation the stream's network saw the crop in
         target = target or record.get("class")  # the class the stream explained (its sightings' mean)
     else:
         crop_path, name, out, view = image, image.stem, out or Path("explanations"), 0

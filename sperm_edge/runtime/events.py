@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.tta import VIEWS
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +90,11 @@ def find_event(path: str | Path, event_id: int) -> dict:
     ids = [e.get("id") for e in events]
     span = f"{min(ids)}..{max(ids)}" if ids else "none"
     raise SpermEdgeError(f"no event {event_id} in {path} (ids present: {span})")
+
+
+def event_view(event: dict, path: str | Path) -> int:
+    """The dihedral view (`sperm_edge.tta`) the stream's network saw the event's crop in: 0 for logs that predate it."""
+    view = event.get("view", 0)
+    if isinstance(view, bool) or not isinstance(view, int) or not 0 <= view < VIEWS:
+        raise SpermEdgeError(f"event {event.get('id')} in {path}: view must be an integer 0-{VIEWS - 1}, got {view!r}")
+    return view

@@ -9,7 +9,7 @@ from tests.conftest import run_cli
 
 
 def test_run_writes_events_flags_explanations_and_report(
-    tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path
+    tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, _truth = clip
     out = tmp_path / "out"
@@ -71,6 +71,17 @@ def test_run_writes_events_flags_explanations_and_report(
     assert torch_json["class"] == redo["class"] and abs(torch_json["score"] - redo["score"]) < 1e-4
     for key in ("peak", "centroid"):
         assert max(abs(a - b) for a, b in zip(torch_json["heat"][key], redo["heat"][key], strict=True)) < 0.02
+
+    # a hand-edited log: a view that is no orientation is named, not a traceback
+    log = out / "events.jsonl"
+    edited = [
+        {**e, "view": "2.5"} if e["id"] == event["id"] else e for e in map(json.loads, log.read_text().splitlines())
+    ]
+    log.write_text("".join(json.dumps(e) + "\n" for e in edited))
+    assert run_cli(args) == 2
+    assert f"event {event['id']} in {log}: view must be an integer 0-7, got '2.5'" in capsys.readouterr().err.replace(
+        "\n", ""
+    )
 
 
 def test_explain_one_image(tiny_bundle: Path, tmp_path: Path) -> None:
