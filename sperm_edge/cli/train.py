@@ -91,6 +91,9 @@ def train(
     augment: str = typer.Option(
         "standard", help="standard, or robust: plus stain (HED), gamma, greyscale, noise, JPEG and scale jitter."
     ),
+    alone: float = typer.Option(
+        TrainConfig.alone, min=0.0, max=1.0, help="Share of training views showing the crop's cell alone on its glass."
+    ),
     patience: int = typer.Option(TrainConfig.patience, min=1, help="Early-stopping patience (epochs, val macro-F1)."),
     ema_decay: float = typer.Option(
         TrainConfig.ema_decay, min=0.0, max=0.9999, help="Per-step EMA of the weights (validated and kept); 0 disables."
@@ -135,6 +138,7 @@ def train(
         mixup=mixup,
         label_smoothing=label_smoothing,
         augment=augment,
+        alone=alone,
         patience=patience,
         ema_decay=ema_decay,
         keep=keep,

@@ -39,6 +39,7 @@ class AugmentConfig:
     noise_sigma: float = 6.0  # its standard deviation, in grey levels
     jpeg_p: float = 0.0  # probability of a JPEG round trip
     jpeg_quality: tuple[int, int] = (40, 90)
+    alone_p: float = 0.0  # probability of the crop's cell alone on its glass (`TensorImages`, `sprites.cell_alone`)
 
 
 STANDARD = AugmentConfig()

@@ -22,7 +22,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -201,7 +201,7 @@ class Trainer:
             [dataset.images[i] for i in split["train"]],
             train_labels,
             self.spec,
-            augmentation(cfg.augment),
+            replace(augmentation(cfg.augment), alone_p=cfg.alone),
             seed=cfg.seed,
         )
         self.val_set = self._eval_set("val")

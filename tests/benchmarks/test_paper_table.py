@@ -126,7 +126,7 @@ def test_packing_is_lossless_after_the_resize_and_keeps_the_folds(tmp_path) -> N
         ("arch_latency.py", ["--configs", "cbam_efficientnet_lite1", "--out", "{tmp}/a.json"], "ARCH@PIXELS"),
         ("arch_latency.py", ["--configs", "resnet9@64", "--out", "{tmp}/a.json"], "unknown architecture 'resnet9'"),
         ("crosslab.py", ["--hushem", "{tmp}/h", "--smids", "{tmp}/s", "--data-root", "{tmp}/none"], "not found"),
-        ("rotation_agreement.py", ["{tmp}/no-bundle", "--out", "{tmp}/r.json"], "rotation_agreement.py: "),
+        ("crop_agreement.py", ["{tmp}/no-bundle", "--out", "{tmp}/r.json"], "crop_agreement.py: "),
     ],
 )
 def test_scripts_refuse_bad_input_in_one_line(script, args, message, tmp_path) -> None:

@@ -58,3 +58,17 @@ def test_bad_styles_and_folders_are_refused_with_a_clear_message(tmp_path: Path)
     (tmp_path / "hushem" / "01_Normal").mkdir(parents=True)
     with pytest.raises(SpermEdgeError, match="lacks the class folder"):
         RealFieldVideo(tmp_path)
+
+
+def test_cell_alone_keeps_the_head_and_clears_the_rest_to_the_crops_glass(smids: Path) -> None:
+    from sperm_edge.data.real_fields.sprites import cell_alone, render
+
+    rgb = decode_image(sorted((smids / "Abnormal_Sperm").iterdir())[0])
+    sprite = make_sprite(rgb, "Abnormal_Sperm", "x.bmp", debris=False, head_width=0.2 * min(rgb.shape[:2]))
+    alone = cell_alone(rgb)
+    assert alone is not None and np.array_equal(alone, render(sprite, sprite.background))
+    inner = (sprite.head > 0) & (sprite.alpha > 0.99)
+    assert np.abs(alone[inner].astype(int) - rgb[inner].astype(int)).mean() < 3  # the head as it was
+    empty = sprite.alpha < 1e-3
+    assert np.abs(alone[empty].astype(float) - sprite.background).max() <= 1  # flat glass elsewhere
+    assert cell_alone(np.full((120, 120, 3), 230, np.uint8)) is None  # no head: nothing to cut

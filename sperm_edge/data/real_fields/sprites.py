@@ -177,3 +177,22 @@ def make_sprite(rgb: np.ndarray, cls: str, source: str | Path, debris: bool, hea
     m = cv2.moments(head, binaryImage=True)
     center = (m["m10"] / m["m00"], m["m01"] / m["m00"])
     return Sprite(cls, Path(source).as_posix(), density, alpha, head, center, bg, debris)
+
+
+def render(sprite: Sprite, glass: np.ndarray, stain: float = 1.0) -> np.ndarray:
+    """The sprite on flat `glass` (RGB), as a slide renders it: ``glass * exp(-alpha * stain * density)``, uint8."""
+    light = np.asarray(glass, np.float32)[None, None, :] * np.exp(
+        -(sprite.alpha * np.float32(stain))[..., None] * sprite.density
+    )
+    return np.clip(np.rint(light), 0, 255).astype(np.uint8)
+
+
+def cell_alone(rgb: np.ndarray) -> np.ndarray | None:
+    """The head-centred crop `rgb` with only its centre cell, on the crop's own glass (None: no head found there).
+
+    What the real-field bench pastes of a crop: the neighbours, other tails and the glass's texture are
+    gone. Training on such views (`AugmentConfig.alone_p`) teaches a classifier to answer for the cell
+    and not its surroundings, which a field never reproduces.
+    """
+    sprite = make_sprite(rgb, "", "", False, 0.2 * min(rgb.shape[:2]))
+    return None if sprite is None else render(sprite, sprite.background)

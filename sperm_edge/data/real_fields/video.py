@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 TOUCHING = 0.15  # share of cells placed against another head
 
 
+def camera_look(rng: np.random.Generator, background: np.ndarray) -> Look:
+    """The camera of one real-field clip: slight defocus (sigma 0.3-0.7 px) and sensor noise (1-2.5 grey levels)."""
+    return Look(background, np.zeros(3), np.zeros(3), float(rng.uniform(0.3, 0.7)), float(rng.uniform(1.0, 2.5)),
+                0.0, 0.0, 95, 0.0)  # fmt: skip
+
+
 class RealFieldVideo:
     """Frames and ground truth of a pan over a slide of real cells; `frame(i)` is deterministic for the arguments."""
 
@@ -70,8 +76,7 @@ class RealFieldVideo:
         log_light = np.log(bg)[None, None, :] + texture[..., None] - builder.density
         self.slide = cv2.exp(log_light.astype(np.float32))
         self._gain = cv2.merge([cv2.exp(illumination(rng, h, w) * np.float32(0.5))] * 3)
-        self._look = Look(bg, np.zeros(3), np.zeros(3), float(rng.uniform(0.3, 0.7)), float(rng.uniform(1.0, 2.5)),
-                          0.0, 0.0, 95, 0.0)  # fmt: skip
+        self._look = camera_look(rng, bg)
         self._boxes = np.array([c.box for c in self.cells], dtype=int).reshape(-1, 4)
         log.debug("real %s slide %dx%d: %d cells, %d debris", self.style.name, sw, sh, len(sprites), len(debris))
 

@@ -1,8 +1,8 @@
 """Dihedral test-time augmentation around any backend: each crop is classified in its 8 orientations.
 
 A head has no canonical orientation, yet a single-view classifier changes its answer for some
-cells when they are merely turned (the SMIDS bundle, on its validation crops turned by a random
-angle: 6.7% of answers, 2.9% with these views; `benchmarks/rotation_agreement.py`).
+cells when they are merely turned (a SMIDS bundle, on its validation crops turned by a random
+angle: 8.6% of answers, 4.0% with these views; `benchmarks/crop_agreement.py`).
 
 `DihedralTTA` wraps an engine: `infer` runs the 8 rotations and mirror images of each crop
 (`sperm_edge.tta`, the views training scores with), averages the logits, and keeps the `cam` and
