@@ -94,6 +94,9 @@ def train(
     alone: float = typer.Option(
         TrainConfig.alone, min=0.0, max=1.0, help="Share of training views showing the crop's cell alone on its glass."
     ),
+    stain: float = typer.Option(
+        TrainConfig.stain, min=0.0, max=1.0, help="Share of training views stained paler or darker (0.5-1.3x density)."
+    ),
     patience: int = typer.Option(TrainConfig.patience, min=1, help="Early-stopping patience (epochs, val macro-F1)."),
     ema_decay: float = typer.Option(
         TrainConfig.ema_decay, min=0.0, max=0.9999, help="Per-step EMA of the weights (validated and kept); 0 disables."
@@ -139,6 +142,7 @@ def train(
         label_smoothing=label_smoothing,
         augment=augment,
         alone=alone,
+        stain=stain,
         patience=patience,
         ema_decay=ema_decay,
         keep=keep,

@@ -40,6 +40,8 @@ class AugmentConfig:
     jpeg_p: float = 0.0  # probability of a JPEG round trip
     jpeg_quality: tuple[int, int] = (40, 90)
     alone_p: float = 0.0  # probability of the crop's cell alone on its glass (`TensorImages`, `sprites.cell_alone`)
+    stain_p: float = 0.0  # probability of a stain-amount change (optical density over the glass scaled)
+    stain_scale: tuple[float, float] = (0.5, 1.3)  # its factor's range: pale to dark staining
 
 
 STANDARD = AugmentConfig()
@@ -67,6 +69,8 @@ def augment(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = Au
     if cfg.flip and rng.random() < 0.5:
         out = out[::-1]
     out = np.ascontiguousarray(out)
+    if cfg.stain_p > 0 and rng.random() < cfg.stain_p:
+        out = _scale_stain(out, float(rng.uniform(*cfg.stain_scale)))
     if cfg.hed_sigma > 0 or cfg.hed_bias > 0:
         out = _jitter_stains(out, rng, cfg)
     out = _jitter_colour(out, rng, cfg)
@@ -82,6 +86,19 @@ def _jitter_stains(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConf
     hed = rgb2hed(image)
     hed = hed * (1.0 + rng.uniform(-cfg.hed_sigma, cfg.hed_sigma, 3)) + rng.uniform(-cfg.hed_bias, cfg.hed_bias, 3)
     return np.clip(hed2rgb(hed) * 255.0, 0, 255).astype(np.uint8)
+
+
+def _scale_stain(image: np.ndarray, factor: float) -> np.ndarray:
+    """The cell stained `factor` times as much: its optical density over the glass scaled (Beer-Lambert).
+
+    ``pixel = glass * (pixel / glass) ** factor``: the glass stays as it is, a pale cell (factor < 1)
+    lets more light through and a dark one less, as slides stained for a shorter or longer time do.
+    """
+    from sperm_edge.localize import background_colour
+
+    glass = background_colour(image)
+    transmitted = np.maximum(image.astype(np.float32) / np.maximum(glass, 1.0), 1e-3)
+    return np.clip(np.rint(glass * transmitted**factor), 0, 255).astype(np.uint8)
 
 
 def _degrade(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:

@@ -29,6 +29,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: str = "standard"  # standard | robust (stain, optics and camera variation: see data.augment)
     alone: float = 0.0  # share of training views showing the crop's cell alone on its glass (see TensorImages)
+    stain: float = 0.0  # share of training views with the stain amount changed (see data.augment)
     patience: int = 8  # epochs without a better validation macro-F1 before a phase stops early
     ema_decay: float = 0.0  # per-step exponential moving average of the weights; 0 disables
     keep: str = "best"  # best: the epoch with the best validation macro-F1; last: the final weights

@@ -201,7 +201,7 @@ class Trainer:
             [dataset.images[i] for i in split["train"]],
             train_labels,
             self.spec,
-            replace(augmentation(cfg.augment), alone_p=cfg.alone),
+            replace(augmentation(cfg.augment), alone_p=cfg.alone, stain_p=cfg.stain),
             seed=cfg.seed,
         )
         self.val_set = self._eval_set("val")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -30,3 +32,23 @@ def test_unknown_augmentation_is_refused() -> None:
     assert augmentation("robust") is ROBUST
     with pytest.raises(SpermEdgeError, match="unknown augmentation 'wild'"):
         augmentation("wild")
+
+
+def test_stain_scaling_keeps_the_glass_and_pales_or_darkens_the_cell() -> None:
+    from sperm_edge.data.augment import _scale_stain
+
+    glass = np.array([200.0, 190.0, 180.0], np.float32)
+    image = np.tile(glass, (64, 64, 1))
+    yy, xx = np.mgrid[:64, :64]
+    cell = (yy - 32) ** 2 + (xx - 32) ** 2 < 12**2
+    image[cell] *= np.float32(0.4)  # the cell lets 40% of the light through
+    image = image.astype(np.uint8)
+    assert np.array_equal(_scale_stain(image, 1.0), image)
+    pale, dark = _scale_stain(image, 0.5), _scale_stain(image, 1.3)
+    assert np.abs(pale[~cell].astype(int) - image[~cell]).max() <= 1  # the glass stays
+    assert np.abs(dark[~cell].astype(int) - image[~cell]).max() <= 1
+    assert pale[cell].mean() > image[cell].mean() > dark[cell].mean()
+    np.testing.assert_allclose(pale[cell].astype(float) / image[~cell][0], np.sqrt(0.4), atol=0.02)  # OD halved
+    rng = np.random.default_rng(0)
+    views = [augment(image, rng, replace(STANDARD, stain_p=1.0)) for _ in range(4)]
+    assert all(v.shape == image.shape and v.dtype == np.uint8 for v in views)
