@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
 from sperm_edge.data.real_fields import REAL_STYLES, make_sprite
 from sperm_edge.preprocess import decode_image
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _crop_agreement():
-    spec = importlib.util.spec_from_file_location("crop_agreement", REPO / "benchmarks" / "crop_agreement.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks._scripts import load_script
 
 
 def test_variants_of_a_real_smids_crop(smids: Path) -> None:
-    bench = _crop_agreement()
+    bench = load_script("crop_agreement")
     path = sorted((smids / "Normal_Sperm").iterdir())[0]
     image = decode_image(path)
     sprite = make_sprite(image, "Normal_Sperm", path.name, False, REAL_STYLES["smids"].head_width)

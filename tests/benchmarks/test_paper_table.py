@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,24 +13,16 @@ import pytest
 from sperm_edge.data.folder import load_image_folder
 from sperm_edge.data.splits import kfold_splits
 from sperm_edge.preprocess import PreprocessSpec, resize_rgb
+from tests.benchmarks._scripts import BENCHMARKS, load_script
 from tests.conftest import write_tiny_folder
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 REQUIRED = {"dataset", "arch", "precision", "folds", "accuracy_mean", "accuracy_std", "macro_f1_mean"}
 REQUIRED |= {"macro_f1_std", "per_class_f1", "img_size", "seconds"}
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def paper_table():
-    return _script("paper_table")
+    return load_script("paper_table")
 
 
 def _fold(run: Path, fold: int, test_acc: float, val_f1: float, device: str = "cpu: test") -> None:
@@ -98,7 +89,7 @@ def test_a_run_that_keeps_its_final_weights_is_chosen_on_their_validation_score(
 
 
 def test_packing_is_lossless_after_the_resize_and_keeps_the_folds(tmp_path) -> None:
-    pack_data = _script("pack_data")
+    pack_data = load_script("pack_data")
     source = write_tiny_folder(tmp_path / "src", per_class=10, size=37)
     pack_data.pack(source, tmp_path / "packed", size=24)
     original, packed = load_image_folder(source), load_image_folder(tmp_path / "packed")
@@ -168,7 +159,7 @@ def test_the_readme_results_are_the_committed_table_rendered(paper_table) -> Non
 
 
 def test_keep_float_rule_takes_the_fewest_float_layers_that_pass_on_validation() -> None:
-    keep_float = _script("keep_float")
+    keep_float = load_script("keep_float")
 
     def row(candidate: str, drop: float, agreement: float, test_drop: float = 0.0) -> dict:
         return {"candidate": candidate, "val": {"drop_points": drop, "agreement": agreement},

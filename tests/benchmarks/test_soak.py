@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _soak():
-    spec = importlib.util.spec_from_file_location("soak", REPO / "benchmarks" / "soak.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmarks._scripts import load_script
 
 
 def test_flatness_checks_catch_growth() -> None:
-    soak = _soak()
+    soak = load_script("soak")
     flat = [{"frames": i * 100, "fps": 50.0, "rss_mb": 200.0, "fds": 12, "threads": 9, "tracking_ms": 0.5}
             for i in range(40)]  # fmt: skip
     assert soak.flatness(flat, 0.1)["ok"]
@@ -39,7 +31,7 @@ def test_a_short_soak_writes_its_figures(tmp_path_factory, tmp_path: Path) -> No
     out = tmp_path / "results"
     args = ["--bundle", str(bundle), "--crop-frames", "400", "--field-frames", "60", "--field-size", "240x180",
             "--interval", "0.05", "--out", str(out), "--work", str(tmp_path / "work")]  # fmt: skip
-    code = _soak().main(args)
+    code = load_script("soak").main(args)
     result = json.loads((out / "soak.json").read_text())
     assert [run["mode"] for run in result["runs"]] == ["crop", "field"]
     assert result["runs"][0]["frames"] == 400 and result["runs"][1]["frames"] == 60
@@ -48,5 +40,5 @@ def test_a_short_soak_writes_its_figures(tmp_path_factory, tmp_path: Path) -> No
     assert {"t", "frames", "fps", "rss_mb", "fds", "threads", "tracking_ms"} <= set(sample)
     assert code == (0 if result["ok"] else 1) and (out / "soak.png").stat().st_size > 1000
     assert result["loadavg_start_end"][0] and "--crop-frames 400" in result["command"]
-    assert _soak().main(["--recheck", str(out / "soak.json")]) == code
+    assert load_script("soak").main(["--recheck", str(out / "soak.json")]) == code
     assert json.loads((out / "soak.json").read_text())["runs"][0]["checks_as_run"]
