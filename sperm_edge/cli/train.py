@@ -217,13 +217,16 @@ def adapt(
     out: Path = typer.Option(..., help="Run folder to write (what `sperm-edge export` takes)."),
     seed: int = typer.Option(0, help="Seed of the K crops drawn per class and of the augmentations."),
     steps: int = typer.Option(AdaptConfig.steps, min=1, help="Training steps on the cached features."),
+    stages: int | None = typer.Option(
+        None, min=0, help="The backbone's last block stages trained too (0: frozen) [default: 1 for EfficientNet]."
+    ),
 ) -> None:
-    """Fit a model to another lab from K labelled crops per class: CBAM and head on a frozen backbone.
+    """Fit a model to another lab from K labelled crops per class: CBAM and head (and --stages) on a frozen backbone.
 
     The rest of the new lab's crops are its test split (metrics.json); the temperature is refitted."""
     from sperm_edge.train.adapt import adapt as run_adapt
 
-    metrics = run_adapt(source, data, out, AdaptConfig(per_class=per_class, seed=seed, steps=steps))
+    metrics = run_adapt(source, data, out, AdaptConfig(per_class=per_class, seed=seed, steps=steps, stages=stages))
     print_metrics(f"adapted, on the {metrics['n']} crops of {data} not used to adapt", metrics)
     console.print(
         f"written: {out}/best.safetensors, best.json, metrics.json (temperature {metrics['temperature']:.3f})"

@@ -57,3 +57,33 @@ class SimpleCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.attention(self.backbone(x)))
+
+
+def freeze_batchnorm_statistics(module: nn.Module) -> None:
+    """BatchNorm layers of `module` in eval mode: their running statistics stay as trained (affine weights learn)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.eval()
+
+
+def has_block_stages(backbone: nn.Module) -> bool:
+    """Whether `backbone` is a timm EfficientNet (stem, block stages, final 1x1 conv) that `split_backbone` splits."""
+    return isinstance(getattr(backbone, "blocks", None), nn.Sequential) and hasattr(backbone, "conv_head")
+
+
+def split_backbone(backbone: nn.Module, stages: int) -> tuple[nn.Module, nn.Module]:
+    """A timm EfficientNet backbone as (front, tail), `tail(front(x)) == backbone(x)`.
+
+    The tail is the last `stages` block stages and the final 1x1 conv with its BatchNorm; both parts hold
+    the backbone's own modules, not copies. With `stages` 0 the front is the whole backbone and the tail empty.
+    """
+    if stages == 0:
+        return backbone, nn.Sequential()
+    if not has_block_stages(backbone):
+        raise ValueError(f"{type(backbone).__name__} is not an EfficientNet backbone: it has no block stages to split")
+    blocks = backbone.blocks
+    if not 0 < stages <= len(blocks):
+        raise ValueError(f"stages must be 0-{len(blocks)} for this backbone, not {stages}")
+    cut = len(blocks) - stages
+    front = nn.Sequential(backbone.conv_stem, backbone.bn1, *blocks[:cut])
+    return front, nn.Sequential(*blocks[cut:], backbone.conv_head, backbone.bn2)

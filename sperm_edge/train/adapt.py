@@ -1,10 +1,12 @@
 """Few-shot lab adaptation: fit a trained model to another lab's stain and optics from K crops per class.
 
-The backbone stays frozen (K crops cannot retrain 3.6M weights); CBAM and the linear head are
-fitted to the new lab's class folders (a new head when its classes differ from the model's). With
-the backbone frozen its feature maps are computed once, for `views` augmented copies of every shot
-(rotations, flips, stain jitter), and the small part on top trains on them in a fixed schedule
-chosen beforehand: nothing is selected on the new lab's test crops.
+The backbone stays frozen (K crops cannot retrain 3.6M weights), all but its last block stage by
+default (`stages`: how many are trained; 0 freezes it all). CBAM, the linear head and that tail are
+fitted to the new lab's class folders (a new head when its classes differ from the model's),
+BatchNorm statistics kept as trained. The frozen part's feature maps are computed once, for `views`
+augmented copies of every shot (rotations, flips, stain jitter), and the part on top trains on them in
+a fixed schedule chosen beforehand: nothing is selected on the new lab's test crops
+(`benchmarks/crosslab.py --select` chose it on a share of SMIDS that the cross-lab rows never test on).
 
 The temperature is refitted by cross-fitting: the head is trained on one half of the shots and
 scored on the other, both ways, and T is fitted on those out-of-fold logits (scoring the shots a
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,7 @@ from sperm_edge.data.splits import group_ids
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import atomic_write_json
 from sperm_edge.metrics import classification_report, softmax
+from sperm_edge.model.architectures import freeze_batchnorm_statistics, has_block_stages, split_backbone
 from sperm_edge.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from sperm_edge.train.calibrate import CHECKPOINT_OWN_KEYS
 from sperm_edge.train.config import AdaptConfig
@@ -40,14 +43,17 @@ from sperm_edge.train.dataset import TensorImages
 log = logging.getLogger(__name__)
 
 
-def sample_shots(dataset: ImageFolder, per_class: int, seed: int) -> tuple[list[int], list[int]]:
-    """K random crops per class for adaptation, and the rest for testing; pixel twins never straddle the two."""
+def sample_shots(
+    dataset: ImageFolder, per_class: int, seed: int, among: np.ndarray | None = None
+) -> tuple[list[int], list[int]]:
+    """K random crops per class for adaptation (from the `among` mask's crops, if given), and the rest of the
+    data set for testing; pixel twins never straddle the two."""
     labels = np.asarray(dataset.labels)
     groups = group_ids(dataset.pixel_hashes)
     rng = np.random.default_rng(seed)
     shots: list[int] = []
     for label in range(len(dataset.classes)):
-        members = np.flatnonzero(labels == label)
+        members = np.flatnonzero((labels == label) & (True if among is None else among))
         if len(members) <= per_class:
             raise SpermEdgeError(
                 f"class {dataset.classes[label]!r} of {dataset.root} has {len(members)} images; "
@@ -60,39 +66,57 @@ def sample_shots(dataset: ImageFolder, per_class: int, seed: int) -> tuple[list[
 
 
 def _features(
-    backbone: nn.Module, plain: TensorImages, augmented: TensorImages, views: int
+    front: nn.Module, plain: TensorImages, augmented: TensorImages, views: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backbone feature maps of the shots as they are (view 0) and of `views - 1` augmented passes, with labels."""
+    """Frozen-part feature maps of the shots as they are (view 0) and of `views - 1` augmented passes, with labels."""
     maps, labels = [], []
     with torch.inference_mode():
         for view in range(views):
             images = plain if view == 0 else augmented
             images.epoch = view  # each augmented pass draws fresh transforms
-            maps.append(backbone(torch.stack([images[i][0] for i in range(len(images))])))
+            maps.append(front(torch.stack([images[i][0] for i in range(len(images))])))
             labels.append(images.labels)
     return torch.cat(maps), torch.cat(labels)
 
 
-def _fit_top(top: nn.Module, maps: torch.Tensor, labels: torch.Tensor, cfg: AdaptConfig) -> nn.Module:
-    """Train CBAM + head (a fresh copy of `top`) on cached feature maps, class-balanced, in the fixed schedule."""
+def _steps(n: int, cfg: AdaptConfig):
+    """Row indices of each step: all `n` rows, or shuffled mini-batches of `cfg.batch_size` (seeded)."""
+    if cfg.batch_size <= 0 or cfg.batch_size >= n:
+        yield from (slice(None) for _ in range(cfg.steps))
+        return
+    generator, order = torch.Generator().manual_seed(cfg.seed), torch.empty(0, dtype=torch.long)
+    for _ in range(cfg.steps):
+        if len(order) < cfg.batch_size:
+            order = torch.cat([order, torch.randperm(n, generator=generator)])
+        yield order[: cfg.batch_size]
+        order = order[cfg.batch_size :]
+
+
+def _fit_top(top: nn.Sequential, maps: torch.Tensor, labels: torch.Tensor, cfg: AdaptConfig) -> nn.Sequential:
+    """Train tail + CBAM + head (a fresh copy of `top`) on cached maps, class-balanced, in the fixed schedule."""
     top = copy.deepcopy(top).train()
+    freeze_batchnorm_statistics(top[0])
     counts = torch.bincount(labels, minlength=top[-1][-1].out_features).clamp(min=1).float()
     loss_fn = nn.CrossEntropyLoss(weight=counts.sum() / (len(counts) * counts))
-    optimizer = torch.optim.AdamW(top.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    for _ in range(cfg.steps):
+    groups = [{"params": [*top[1].parameters(), *top[2].parameters()], "lr": cfg.lr}]
+    if any(True for _ in top[0].parameters()):
+        groups.append({"params": list(top[0].parameters()), "lr": cfg.backbone_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    for rows in _steps(len(labels), cfg):
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(top(maps), labels).backward()
+        loss_fn(top(maps[rows]), labels[rows]).backward()
         optimizer.step()
     return top.eval()
 
 
-def _top(model: nn.Module, num_classes: int) -> nn.Sequential:
-    """CBAM + head of `model`, the head replaced by a fresh linear layer when the class count differs."""
+def _top(model: nn.Module, tail: nn.Module, num_classes: int) -> nn.Sequential:
+    """Copies of the backbone's `tail`, CBAM and head of `model`, the head replaced by a fresh linear layer when
+    the class count differs."""
     head = copy.deepcopy(model.head)
     linear = head[-1]
     if linear.out_features != num_classes:
         head[-1] = nn.Linear(linear.in_features, num_classes)
-    return nn.Sequential(copy.deepcopy(model.attention), head)
+    return nn.Sequential(copy.deepcopy(tail), copy.deepcopy(model.attention), head)
 
 
 def _source(path: str | Path) -> Path:
@@ -103,6 +127,13 @@ def _source(path: str | Path) -> Path:
 
         return load_bundle(path).checkpoint_stem()
     return path
+
+
+def adapted_stages(cfg: AdaptConfig, backbone: nn.Module) -> int:
+    """The block stages `cfg` trains on `backbone`: those it names, by default the last one where it has stages."""
+    if cfg.stages is not None:
+        return cfg.stages
+    return 1 if has_block_stages(backbone) else 0
 
 
 def adapt(source: str | Path, data: str | Path, out: str | Path, cfg: AdaptConfig) -> dict:
@@ -117,6 +148,7 @@ def adapt(source: str | Path, data: str | Path, out: str | Path, cfg: AdaptConfi
         raise SpermEdgeError(f"--per-class must be at least 2 (the temperature is cross-fitted), not {cfg.per_class}")
     stem = _source(source)
     ckpt: Checkpoint = load_checkpoint(stem)
+    cfg = replace(cfg, stages=adapted_stages(cfg, ckpt.build_model().backbone))
     dataset = load_image_folder(data, min_classes=2)
     shots, rest = sample_shots(dataset, cfg.per_class, cfg.seed)
     model, temperature = adapt_model(ckpt, dataset, shots, cfg)
@@ -128,17 +160,24 @@ def adapt(source: str | Path, data: str | Path, out: str | Path, cfg: AdaptConfi
 
 
 def adapt_model(ckpt: Checkpoint, dataset: ImageFolder, shots: list[int], cfg: AdaptConfig) -> tuple[nn.Module, float]:
-    """The checkpoint's model with CBAM and head fitted to `dataset`'s classes on the `shots`, and its temperature."""
-    model = ckpt.build_model()
+    """The checkpoint's model with CBAM and head (and `cfg.stages` of the backbone) fitted to `dataset`'s classes
+    on the `shots`, and its temperature."""
+    model = ckpt.build_model().eval()
+    cfg = replace(cfg, stages=adapted_stages(cfg, model.backbone))
+    try:
+        front, tail = split_backbone(model.backbone, cfg.stages)
+    except ValueError as err:
+        raise SpermEdgeError(f"--stages {cfg.stages}: {err}") from None
     torch.manual_seed(cfg.seed)
-    top = _top(model, len(dataset.classes))
+    top = _top(model, tail, len(dataset.classes))
     images, labels = [dataset.images[i] for i in shots], [dataset.labels[i] for i in shots]
     plain = TensorImages(images, labels, ckpt.preprocess)
     augmented = TensorImages(images, labels, ckpt.preprocess, AugmentConfig(), cfg.seed)
-    maps, labels = _features(model.backbone.eval(), plain, augmented, cfg.views)
+    maps, labels = _features(front, plain, augmented, cfg.views)
     temperature = _cross_fitted_temperature(top, maps, labels, len(shots), cfg)
     fitted = _fit_top(top, maps, labels, cfg)
-    model.attention, model.head = fitted[0], fitted[1]
+    tail.load_state_dict(fitted[0].state_dict())  # the backbone's own tail modules take the fitted weights
+    model.attention, model.head = fitted[1], fitted[2]
     return model.eval(), temperature
 
 
@@ -196,7 +235,9 @@ def _write_run(out, model, ckpt, stem, dataset, shots, rest, cfg, temperature, t
             "classes": ckpt.classes,
             "data": ckpt.meta.get("split", {}).get("data"),
             "config": asdict(cfg),
-            "trained": "CBAM and head on frozen backbone features",
+            "trained": f"the backbone's last {cfg.stages} stages, CBAM and head on the frozen part's features"
+            if cfg.stages
+            else "CBAM and head on frozen backbone features",
         },
     )
     out.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,11 @@ class AdaptConfig:
     per_class: int
     seed: int = 0
     views: int = 8  # augmented copies of every shot whose backbone features are cached
-    steps: int = 150  # full-batch AdamW steps on the cached features
+    steps: int = 150  # AdamW steps on the cached features
     lr: float = 1e-3
     weight_decay: float = 1e-3
+    # The backbone's last block stages (with its final conv) trained too; 0: backbone frozen. None: 1 where the
+    # backbone has block stages, else 0 (chosen on a set-apart share of SMIDS by `benchmarks/crosslab.py --select`).
+    stages: int | None = None
+    backbone_lr: float = 1e-4  # their rate
+    batch_size: int = 64  # shots' views a step; 0: all of them (full batch)

@@ -40,6 +40,7 @@ from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import atomic_write_json
 from sperm_edge.metrics import classification_report, softmax
 from sperm_edge.model import create_model, get_entry
+from sperm_edge.model.architectures import freeze_batchnorm_statistics
 from sperm_edge.model.checkpoint import save_checkpoint
 from sperm_edge.model.inference import pick_device
 from sperm_edge.train.calibrate import CHECKPOINT_OWN_KEYS, fit_and_report
@@ -350,9 +351,7 @@ class Trainer:
     ) -> float:
         self.model.train()
         if self.pretrained:
-            for module in self.model.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+            freeze_batchnorm_statistics(self.model.backbone)
         rng = np.random.default_rng((self.cfg.seed, phase.number, epoch))
         total, count = 0.0, 0
         for step, (images, targets) in enumerate(loader):

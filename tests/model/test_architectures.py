@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.model import create_model, list_models
+from sperm_edge.model.architectures import split_backbone
 from sperm_edge.model.cbam import CBAM
 from sperm_edge.model.weights import LITE_WEIGHTS, LiteWeights, lite_package, lite_state_dict
 
@@ -102,3 +103,22 @@ def test_local_safetensors_weights_load_and_bad_files_are_refused(tmp_path) -> N
         create_model("simple_cnn", 3, weights=bad)
     with pytest.raises(SpermEdgeError, match="match neither"):
         create_model("cbam_efficientnet_lite0", 3, weights=path)
+
+
+@pytest.mark.parametrize("stages", [0, 1, 2, 7])
+def test_a_split_backbone_computes_what_the_whole_does_with_its_own_modules(stages: int) -> None:
+    backbone = create_model("cbam_efficientnet_lite0", num_classes=3).backbone
+    front, tail = split_backbone(backbone, stages)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(tail(front(x)), backbone(x), atol=1e-5)
+    assert len(tail) == (stages + 2 if stages else 0)
+    if stages:  # the tail holds the backbone's own last stage, not a copy
+        assert tail[stages - 1] is backbone.blocks[-1] and tail[-2] is backbone.conv_head
+
+
+def test_a_backbone_without_block_stages_cannot_be_split() -> None:
+    with pytest.raises(ValueError, match="no block stages"):
+        split_backbone(create_model("simple_cnn", num_classes=3).backbone, 1)
+    with pytest.raises(ValueError, match="stages must be 0-7"):
+        split_backbone(create_model("cbam_efficientnet_lite0", num_classes=3).backbone, 8)
