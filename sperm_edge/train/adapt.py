@@ -99,8 +99,9 @@ def _fit_top(top: nn.Sequential, maps: torch.Tensor, labels: torch.Tensor, cfg: 
     counts = torch.bincount(labels, minlength=top[-1][-1].out_features).clamp(min=1).float()
     loss_fn = nn.CrossEntropyLoss(weight=counts.sum() / (len(counts) * counts))
     groups = [{"params": [*top[1].parameters(), *top[2].parameters()], "lr": cfg.lr}]
-    if any(True for _ in top[0].parameters()):
-        groups.append({"params": list(top[0].parameters()), "lr": cfg.backbone_lr})
+    tail = list(top[0].parameters())
+    if tail:
+        groups.append({"params": tail, "lr": cfg.backbone_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     for rows in _steps(len(labels), cfg):
         optimizer.zero_grad(set_to_none=True)
@@ -148,10 +149,10 @@ def adapt(source: str | Path, data: str | Path, out: str | Path, cfg: AdaptConfi
         raise SpermEdgeError(f"--per-class must be at least 2 (the temperature is cross-fitted), not {cfg.per_class}")
     stem = _source(source)
     ckpt: Checkpoint = load_checkpoint(stem)
-    cfg = replace(cfg, stages=adapted_stages(cfg, ckpt.build_model().backbone))
     dataset = load_image_folder(data, min_classes=2)
     shots, rest = sample_shots(dataset, cfg.per_class, cfg.seed)
     model, temperature = adapt_model(ckpt, dataset, shots, cfg)
+    cfg = replace(cfg, stages=adapted_stages(cfg, model.backbone))  # what the run's metadata records
     test_set = TensorImages([dataset.images[i] for i in rest], [dataset.labels[i] for i in rest], ckpt.preprocess)
     test = _score(model, test_set, dataset.classes)
     test["temperature"] = temperature

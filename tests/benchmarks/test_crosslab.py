@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 
 from sperm_edge.data.folder import load_image_folder
@@ -47,3 +50,10 @@ def test_only_a_finished_schedule_is_chosen_and_the_table_says_which_are_unfinis
     assert "Chosen: `stage1-batch64`." in text
     assert "| stage2-batch64 (unfinished) | stages=2, batch_size=64 | 0.990 | - | - |" in text
     assert crosslab.selection_result(rows[-1:], draws=2, share_crops=10)["chosen"] is None
+
+
+def test_the_cross_lab_rows_without_a_smids_run_are_a_usage_error(tmp_path) -> None:
+    script = str(crosslab.__file__)
+    done = subprocess.run([sys.executable, script, "--hushem", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 2 and "--smids is needed (unless --select)" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -36,7 +36,7 @@ def test_adapting_the_last_stage_trains_it_and_keeps_the_rest_of_the_backbone(ti
     assert not torch.equal(after["backbone.blocks.6.0.conv_pwl.weight"], before["backbone.blocks.6.0.conv_pwl.weight"])
 
 
-def test_mini_batches_follow_the_seed(tiny_folder, tmp_path) -> None:
+def test_adaptation_in_mini_batches_is_reproducible_from_its_seed(tiny_folder, tmp_path) -> None:
     ckpt = _source(tiny_folder, tmp_path / "source")
     lab = load_image_folder(write_tiny_folder(tmp_path / "lab b", classes=("normal", "odd"), per_class=10, seed=3))
     shots, _ = sample_shots(lab, 4, seed=0)
