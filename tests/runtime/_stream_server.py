@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -35,17 +36,38 @@ class StreamServer:
         self._all: list[subprocess.Popen] = []
 
     def start(self) -> StreamServer:
+        """Serve on the port, and return once the port listens; fail saying why when it does not.
+
+        The first start may move to another port if this one was taken in the meantime (the free
+        port is closed again before ffmpeg binds it); a restart keeps the port its clients use."""
+        may_move = not self._all
+        for _ in range(3):
+            process = self._spawn()
+            deadline = time.monotonic() + 30  # a loaded 2-core machine starts ffmpeg slowly
+            while process.poll() is None and not self.listening() and time.monotonic() < deadline:
+                time.sleep(0.05)  # no test connection: it serves one client
+            if self.listening():
+                return self
+            if process.poll() is None or not may_move:
+                break
+            self.port = _free_port()
+            self.url = f"http://127.0.0.1:{self.port}/stream.ts"
+        process.kill()
+        process.wait()
+        process.stderr.seek(0)
+        pytest.fail(f"ffmpeg does not listen on {self.url} (exit {process.returncode}): {process.stderr.read()!r}")
+
+    def _spawn(self) -> subprocess.Popen:
         cmd = [
             "ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
             "-f", "lavfi", "-i", f"testsrc=size={self.size}:rate={self.rate}",
             "-c:v", "mpeg2video", "-g", "5", "-q:v", "5", "-f", "mpegts", "-listen", "1", self.url,
         ]  # fmt: skip
-        self.current = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        errors = tempfile.TemporaryFile(mode="w+")
+        self.current = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors)
+        self.current.stderr = errors
         self._all.append(self.current)
-        deadline = time.monotonic() + 10
-        while not self.listening() and time.monotonic() < deadline:  # no test connection: it serves one client
-            time.sleep(0.05)
-        return self
+        return self.current
 
     def listening(self) -> bool:
         """Whether a socket listens on the port (the kernel's table: /proc/net/tcp, state 0A)."""
@@ -78,3 +100,4 @@ class StreamServer:
                 process.send_signal(signal.SIGCONT)
                 process.kill()
                 process.wait()
+            process.stderr.close()

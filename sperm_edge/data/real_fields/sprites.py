@@ -147,6 +147,8 @@ def make_sprite(rgb: np.ndarray, cls: str, source: str | Path, debris: bool, hea
     density, od, bg = crop_density(rgb)
     h, w = od.shape
     glass = od[(od < np.percentile(od, 60))]
+    if glass.size == 0:  # a flat crop: all of it is glass
+        glass = od.ravel()
     sigma = 1.4826 * float(np.median(np.abs(glass - np.median(glass))))
     stain = (od > max(0.06, 4.0 * sigma)).astype(np.uint8)
     centre = ((w - 1) / 2.0, (h - 1) / 2.0)
