@@ -154,7 +154,7 @@ def train_job(config: dict, folds: int) -> str:
     cfg = TrainConfig(**config)
     run = Path(cfg.out)
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {run.name} %(message)s")
-    resume = any(run.glob("fold-*/last.json"))
+    resume = any(run.glob("fold-*/last.json")) or bool(finished_folds(run))  # finished: maybe from --archive
     if run.exists() and not resume:
         shutil.rmtree(run)  # started but died before its first epoch: nothing to keep
     started = time.perf_counter()

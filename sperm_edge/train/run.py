@@ -27,7 +27,7 @@ def train(cfg: TrainConfig, folds: int = 1, resume: bool = False, reporter: Repo
     """Train on `cfg.data` into `cfg.out`; with `folds` > 1, one run per fold plus `cv.json`."""
     out = Path(cfg.out)
     if resume:
-        cfg = _saved_config(out, folds)
+        cfg = _saved_config(out, folds, cfg)
     elif out.exists() and any(out.iterdir()):
         raise SpermEdgeError(f"run folder {out} already exists; choose another --out or pass --resume")
     if cfg.teacher:  # every fold's teacher is there before the first fold trains
@@ -76,11 +76,16 @@ def summarize_folds(results: list[dict]) -> dict:
     return summary
 
 
-def _saved_config(out: Path, folds: int) -> TrainConfig:
+def _saved_config(out: Path, folds: int, given: TrainConfig) -> TrainConfig:
+    """The configuration a resumed run continues with: the one it saved, else `given` for k-fold folders that
+    hold only finished folds' records (restored from an archive, weights and last.json not kept)."""
     candidates = [out / "last.json", *sorted(out.glob("fold-*/last.json"))] if folds > 1 else [out / "last.json"]
     for path in candidates:
         if path.is_file():
             return TrainConfig.from_dict(read_meta(path)["config"])
+    if folds > 1 and any(out.glob("fold-*/metrics.json")):
+        log.warning("%s holds finished folds but no saved configuration: the other folds train as given", out)
+        return given
     raise SpermEdgeError(f"nothing to resume in {out}: no last.json (was the run started there?)")
 
 

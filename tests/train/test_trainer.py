@@ -188,6 +188,23 @@ def test_kfold_writes_one_folder_per_fold_and_a_summary(tiny_folder, tmp_path) -
     )
 
 
+def test_kfold_resumes_from_an_archive_of_finished_folds(tiny_folder, tmp_path) -> None:
+    """An archive keeps only the folds' JSON records: resuming keeps those folds and trains the rest."""
+    cfg = _cfg(tiny_folder, tmp_path / "cv", phase2_epochs=1)
+    train(cfg, folds=2)
+    kept = tmp_path / "archive" / "fold-1"
+    kept.mkdir(parents=True)
+    for name in ("metrics.json", "history.json", "split.json"):
+        shutil.copy(tmp_path / "cv" / "fold-1" / name, kept / name)
+    first = json.loads((kept / "metrics.json").read_text())
+    with pytest.raises(SpermEdgeError, match="nothing to resume"):
+        train(_cfg(tiny_folder, tmp_path / "archive"), resume=True)  # one split: there is no finished fold
+    summary = train(_cfg(tiny_folder, tmp_path / "archive", phase2_epochs=1), folds=2, resume=True)
+    trained = json.loads((tmp_path / "cv" / "fold-2" / "metrics.json").read_text())["accuracy"]
+    assert summary["accuracy"]["per_fold"] == [first["accuracy"], pytest.approx(trained)]
+    assert (tmp_path / "archive" / "fold-2" / "metrics.json").is_file()
+
+
 def test_loader_workers_give_the_same_training_and_metrics_name_the_device(tiny_folder, tmp_path) -> None:
     """Augmentation seeds derive from (seed, epoch, index), so worker processes change nothing but speed."""
     losses = {}
