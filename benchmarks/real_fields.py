@@ -21,17 +21,14 @@ runs it (`Pipeline` + `RunOutputs`, ONNX Runtime CPU FP32). Figures per clip:
   crops': chosen on the validation seeds 0-2 against the 0.95 and 0.99 quantiles; see
   `sperm_edge.drift`), and how many of them lay on heads (lost) and on debris.
 
-The clips run as `sperm-edge run` runs them (bundle temperature, drift model): row `new, set
-aside` as it runs by default, `new, count all` as with `--count-all`, nothing set aside:
-a cell is set aside exactly when its event's drift score (the median over its sightings) exceeds
-the threshold (tests/runtime/test_drift.py checks it), so both rows come from one run.
+The clips run in the session `sperm-edge run` opens (`runtime.session`: the bundle's temperature,
+drift model and framing, rolling views, the per-track inference budget): row `set aside` as it runs
+by default, `count all` as with `--count-all`, nothing set aside: a cell is set aside exactly when
+its event's drift score (the median over its sightings) exceeds the threshold
+(tests/runtime/test_drift.py checks it), so both rows come from one run. A synthetic clip gives the
+synthetic recall and FPS.
 
-Each clip also runs with the localiser of commit BASELINE (the one before issue 11, loaded from
-`git show`, reachable only here) for the before/after figures, and a synthetic clip runs with
-both, alternating, for the synthetic recall and the FPS ratio measured side by side.
-
-    flock /tmp/sperm-edge-cpu.lock python benchmarks/real_fields.py \\
-        --hushem-bundle /work/models/issue11-hushem --smids-bundle /work/models/issue11-smids \\
+    python benchmarks/real_fields.py --hushem-bundle HUSHEM_BUNDLE --smids-bundle SMIDS_BUNDLE \\
         --data ../shared/data
 
 writes benchmarks/results/real_fields.json and real_fields.md.
@@ -40,15 +37,12 @@ writes benchmarks/results/real_fields.json and real_fields.md.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -56,80 +50,28 @@ import numpy as np
 from sperm_edge.bundle import Bundle, load_bundle
 from sperm_edge.data.real_fields import write_real_field
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
-from sperm_edge.localize import LocalizerConfig
 from sperm_edge.preprocess import decode_image, preprocess_batch
-from sperm_edge.runtime import pipeline as pipeline_module
 from sperm_edge.runtime.backends import open_backend
-from sperm_edge.runtime.flagging import FlagPolicy
-from sperm_edge.runtime.outputs import RunOutputs, stream
-from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
 from sperm_edge.runtime.report import sample_summary
 from sperm_edge.runtime.scoring import match_box, score_events
-from sperm_edge.runtime.sources import open_source
+from sperm_edge.runtime.session import SessionOptions, open_session
 
 log = logging.getLogger("real_fields")
 REPO = Path(__file__).resolve().parents[1]
-BASELINE = "a2f9abe"  # main before issue 11: the localiser tuned on synthetic stain
 TARGETS = {"recall": 0.97, "precision": 0.97, "double_count_rate": 0.02, "class_agreement": 0.95}
 
 
-def baseline_localizer(commit: str = BASELINE):
-    """The module `sperm_edge/runtime/localize.py` as it was at `commit` (for the before/after comparison only)."""
-    name = f"_localize_{commit}"
-    if name not in sys.modules:
-        source = subprocess.run(["git", "show", f"{commit}:sperm_edge/runtime/localize.py"], cwd=REPO, check=True,
-                                capture_output=True, text=True).stdout  # fmt: skip
-        module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
-        sys.modules[name] = module  # dataclasses look their module up
-        exec(compile(source, f"{commit}:localize.py", "exec"), module.__dict__)  # our own history
-    return sys.modules[name]
-
-
-@contextmanager
-def localizer(which: str, framing: dict | None, isolate: bool = True):
-    """The pipeline config's localiser: `new` (this tree's, framed by the bundle) or `old` (BASELINE's)."""
-    if which == "new":
-        yield LocalizerConfig.framed(framing, isolate=isolate)
-        return
-    old = baseline_localizer()
-    saved = pipeline_module.find_cells
-
-    def old_find_cells(rgb, cfg):
-        found = old.find_cells(rgb, cfg)
-        for det in found:
-            det.cut = False  # it cut no pair apart (the tracker reads it)
-        return found
-
-    pipeline_module.find_cells = old_find_cells
-    cfg = old.LocalizerConfig()
-    cfg.isolate = False  # its detections carry no outline; its crops were cut as they are
-    try:
-        yield cfg
-    finally:
-        pipeline_module.find_cells = saved
-
-
 def run_clip(
-    bundle: Bundle, clip: Path, which: str, threads: int | None, tta: bool, isolate: bool = True,
-    rolling: bool = False,
-) -> tuple[list[dict], dict]:  # fmt: skip
-    """Events and stats of one field-mode run over `clip`, as `sperm-edge run --mode field` makes them."""
-    policy = FlagPolicy.for_classes(bundle.abnormal_classes)
-    with (
-        tempfile.TemporaryDirectory(prefix="real-fields-run-") as out,
-        localizer(which, bundle.framing, isolate) as cfg,
-    ):
-        config = PipelineConfig(mode="field", localizer=cfg, keep_frames=False, temperature=bundle.temperature,
-                                drift=bundle.drift_model(), rolling_views=rolling)  # fmt: skip
-        with (
-            open_source(str(clip)) as source,
-            open_backend(bundle, "ort-cpu", "fp32", threads, tta=tta) as engine,
-            RunOutputs(Path(out)) as outputs,
-            Pipeline(source, engine, bundle.classes, bundle.preprocess, config, policy) as pipeline,
-        ):
-            stream(pipeline, outputs)
-            stats = pipeline.stats()
-        return list(outputs.events), stats
+    bundle: Bundle, clip: Path, threads: int | None, tta: bool, isolate: bool = True, rolling: bool = False
+) -> tuple[list[dict], dict]:
+    """Events and stats of one field-mode run over `clip` in `sperm-edge run`'s session, every cell counted (the
+    rows that set cells aside are cut from it, see `variants`)."""
+    options = SessionOptions(backend="ort-cpu", precision="fp32", threads=threads, tta=tta, isolate=isolate,
+                             rolling_views=rolling, set_aside=False, keep_frames=False)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="real-fields-run-") as out:
+        with open_session(bundle, str(clip), out, options) as session:
+            session.run()
+        return list(session.outputs.events), session.stats
 
 
 def crop_classes(bundle: Bundle, data: Path, sources: list[str], threads: int | None, tta: bool) -> dict[str, str]:
@@ -188,15 +130,15 @@ def score_clip(events: list[dict], truth: dict, bundle: Bundle, originals: dict[
     }
 
 
-def variants(which: str, events: list[dict], bundle: Bundle) -> list[tuple[str, list[dict], list[dict]]]:
-    """(row name, counted events, events set aside): the new localiser with cells set aside and with `--count-all`."""
+def variants(events: list[dict], bundle: Bundle) -> list[tuple[str, list[dict], list[dict]]]:
+    """(row name, counted events, events set aside): with cells set aside (the default) and with `--count-all`."""
     model = bundle.drift_model()
-    if which != "new" or model is None:
-        return [(which, events, [])]
+    if model is None:
+        return [("count all", events, [])]
     gate = model.set_aside_threshold
     aside = [e for e in events if e.get("drift_score") is not None and e["drift_score"] > gate]
     kept = [e for e in events if e not in aside]
-    return [("new, set aside", kept, aside), ("new, count all", events, [])]
+    return [("set aside", kept, aside), ("count all", events, [])]
 
 
 def set_aside_figures(aside: list[dict], truth: dict) -> dict:
@@ -207,10 +149,10 @@ def set_aside_figures(aside: list[dict], truth: dict) -> dict:
             "set_aside_on_debris": sum(1 for c in cells if c is not None and c["debris"])}  # fmt: skip
 
 
-def synthetic_comparison(
+def synthetic_runs(
     bundle: Bundle, work: Path, frames: int, reps: int, threads: int | None, rolling: bool
 ) -> list[dict]:
-    """The synthetic clip, old and new localiser alternating `reps` times: recall and FPS side by side."""
+    """The synthetic clip `reps` times: recall and FPS as `sperm-edge run` gets them (cells set aside)."""
     from sperm_edge.data.synthetic import write_video
 
     clip = work / "synthetic.mp4"
@@ -218,15 +160,13 @@ def synthetic_comparison(
     truth = json.loads(clip.with_suffix(".json").read_text())
     rows = []
     for rep in range(reps):
-        for which in ("old", "new"):
-            events, stats = run_clip(bundle, clip, which, threads, tta=False, rolling=rolling)
-            events = variants(which, events, bundle)[0][1]  # `new` as run by default: cells set aside
-            score = score_events(events, truth)
-            rows.append({"localizer": which, "rep": rep, "recall": round(score["recall"], 4),
-                         "precision": round(score["precision"], 4), "double_counts": score["double_counts"],
-                         "fps": stats["fps"], "localisation_ms": stats["stages_ms"]["localisation"]["mean"],
-                         "loadavg": os.getloadavg()[0]})  # fmt: skip
-            log.info("synthetic %s rep %d: %s", which, rep, rows[-1])
+        events, stats = run_clip(bundle, clip, threads, tta=False, rolling=rolling)
+        score = score_events(variants(events, bundle)[0][1], truth)
+        rows.append({"rep": rep, "recall": round(score["recall"], 4), "precision": round(score["precision"], 4),
+                     "double_counts": score["double_counts"], "fps": stats["fps"],
+                     "localisation_ms": stats["stages_ms"]["localisation"]["mean"],
+                     "loadavg": os.getloadavg()[0]})  # fmt: skip
+        log.info("synthetic rep %d: %s", rep, rows[-1])
     return rows
 
 
@@ -243,7 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic-frames", type=int, default=60)
     parser.add_argument("--synthetic-reps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--no-baseline", action="store_true", help="Skip the BASELINE localiser on the real clips.")
     parser.add_argument("--tta", action="store_true", help="Classify every crop in its 8 orientations (`run --tta`).")
     parser.add_argument(
         "--no-rolling-views",
@@ -265,33 +204,31 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="real-fields-") as tmp:
         work = Path(tmp)
-        synthetic = synthetic_comparison(bundles["hushem"], work, args.synthetic_frames, args.synthetic_reps,
-                                         args.threads, args.rolling_views)  # fmt: skip
+        synthetic = synthetic_runs(bundles["hushem"], work, args.synthetic_frames, args.synthetic_reps,
+                                   args.threads, args.rolling_views)  # fmt: skip
         for name, bundle in bundles.items():
             for seed in seeds:
                 folder = write_real_field(args.data, work / f"{name}-{seed}", args.cells, args.frames, seed, name)
                 truth = json.loads((folder / "clip.json").read_text())
                 sources = sorted({c["source"] for c in truth["cells"].values() if not c["debris"]})
                 originals = crop_classes(bundle, args.data, sources, args.threads, args.tta or args.rolling_views)
-                for which in ("new",) if args.no_baseline else ("new", "old"):
-                    events, stats = run_clip(bundle, folder / "clip.mp4", which, args.threads, args.tta, args.isolate,
-                                             args.rolling_views)  # fmt: skip
-                    for variant, counted, aside in variants(which, events, bundle):
-                        stages = {k: v["mean"] for k, v in stats["stages_ms"].items()}
-                        row = {"set": name, "seed": seed, "localizer": variant,
-                               **score_clip(counted, truth, bundle, originals), **set_aside_figures(aside, truth),
-                               "fps": stats["fps"], "stages_ms_mean": stages,
-                               "loadavg": os.getloadavg()[0]}  # fmt: skip
-                        rows.append(row)
-                        brief = {k: row[k] for k in (*TARGETS, "fps", "set_aside")}
-                        log.info("%s seed %d %s: %s", name, seed, variant, brief)
+                events, stats = run_clip(bundle, folder / "clip.mp4", args.threads, args.tta, args.isolate,
+                                         args.rolling_views)  # fmt: skip
+                for variant, counted, aside in variants(events, bundle):
+                    stages = {k: v["mean"] for k, v in stats["stages_ms"].items()}
+                    row = {"set": name, "seed": seed, "localizer": variant,
+                           **score_clip(counted, truth, bundle, originals), **set_aside_figures(aside, truth),
+                           "fps": stats["fps"], "stages_ms_mean": stages,
+                           "loadavg": os.getloadavg()[0]}  # fmt: skip
+                    rows.append(row)
+                    brief = {k: row[k] for k in (*TARGETS, "fps", "set_aside")}
+                    log.info("%s seed %d %s: %s", name, seed, variant, brief)
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "elapsed_s": round(time.time() - started, 1),
         "loadavg_before": [round(v, 2) for v in load_before],
         "loadavg_after": [round(v, 2) for v in os.getloadavg()],
-        "baseline_commit": BASELINE,
         "bundles": {k: str(v.path) for k, v in bundles.items()},
         "crop_scale": {k: (v.framing or {}).get("crop_scale") for k, v in bundles.items()},
         "set_aside_threshold": {
@@ -344,11 +281,8 @@ def totals(rows: list[dict]) -> list[dict]:
 
 
 def synthetic_summary(rows: list[dict]) -> dict:
-    fps = {w: float(np.median([r["fps"] for r in rows if r["localizer"] == w])) for w in ("old", "new")}
-    recall = {w: float(np.mean([r["recall"] for r in rows if r["localizer"] == w])) for w in ("old", "new")}
-    return {"fps_old": round(fps["old"], 2), "fps_new": round(fps["new"], 2),
-            "fps_ratio": round(fps["new"] / fps["old"], 3) if fps["old"] else None,
-            "recall_old": round(recall["old"], 4), "recall_new": round(recall["new"], 4)}  # fmt: skip
+    return {"fps": round(float(np.median([r["fps"] for r in rows])), 2),
+            "recall": round(float(np.mean([r["recall"] for r in rows])), 4)}  # fmt: skip
 
 
 def render(result: dict) -> str:
@@ -364,10 +298,9 @@ def render(result: dict) -> str:
         f"{result['settings']['cells']} cells + debris per clip, {result['settings']['frames']} frames.",
         "",
         "Targets: recall and precision >= 0.97, double counts <= 2%, class agreement >= 95%, "
-        "% normal's 95% interval holding the truth. `old`: the localiser of "
-        f"{result['baseline_commit']} (before this issue), `new, set aside`: this one as `sperm-edge run` runs it "
-        "by default (cells unlike every validation cell set aside, uncounted, for review), `new, count all`: the same "
-        f"run with `--count-all`. Crop scales (the bundles' framing): {result['crop_scale']}; set-aside drift "
+        "% normal's 95% interval holding the truth. `set aside`: as `sperm-edge run` runs by default (cells unlike "
+        "every validation cell set aside, uncounted, for review), `count all`: the same run with `--count-all`. "
+        f"Crop scales (the bundles' framing): {result['crop_scale']}; set-aside drift "
         f"thresholds (the highest validation crop's score, chosen on seeds 0-2): {result['set_aside_threshold']}.",
         "",
         "| set | seed | localiser | cells | recall | precision | precision w/o debris | double counts | "
@@ -402,9 +335,7 @@ def render(result: dict) -> str:
     s = result["synthetic_summary"]
     lines += [
         "",
-        "Synthetic clip (HuSHeM style, alternating runs; `new` with cells set aside): recall old "
-        f"{s['recall_old']:.3f}, new "
-        f"{s['recall_new']:.3f}; FPS old {s['fps_old']}, new {s['fps_new']} (ratio {s['fps_ratio']}).",
+        f"Synthetic clip (HuSHeM style, cells set aside): recall {s['recall']:.3f}, FPS {s['fps']} (median).",
         "",
     ]
     return "\n".join(lines)

@@ -2,13 +2,13 @@
 
     python benchmarks/soak.py [--bundle B] [--crop-frames 100000] [--field-frames 20000] [--out benchmarks/results]
 
-Runs `sperm-edge run`'s stack (the runtime's `Pipeline` and `RunOutputs`, with tracking in field
-mode) on looping video files: single-cell crops (crop mode) and a synthetic panning field (field
-mode), reopened from the start at every end, as a recording replayed for hours would be. A sampler
-thread records, every `--interval` seconds: frames, FPS over the interval, resident memory (RSS),
-open file descriptors, threads (the kernel's count, so ONNX Runtime's pool is included) and the
-per-frame tracking time (the p50 of the pipeline's recent `tracking` stage; `postprocessing`,
-which holds it, where the pipeline has no such stage).
+Runs the session `sperm-edge run --loop` opens (`runtime.session`, with tracking in field mode) on
+looping video files: single-cell crops (crop mode) and a synthetic panning field (field mode), reopened
+from the start at every end, as a recording replayed for hours would be. A sampler thread records, every
+`--interval` seconds: frames, FPS over the interval, resident memory (RSS), open file descriptors,
+threads (the kernel's count, so ONNX Runtime's pool is included) and the per-frame tracking time (the p50
+of the pipeline's recent `tracking` stage; `postprocessing`, which holds it, where the pipeline has no
+such stage).
 
 Checks, after a warm-up of the first `--warmup` fraction of each run: RSS grows by at most 5%
 (median of the last tenth of samples against the median of the tenth after warm-up), and
@@ -120,27 +120,20 @@ def make_field_clip(path: Path, size: tuple[int, int], frames: int = 120, seed: 
 
 
 def soak_mode(bundle: Bundle, clip: Path, mode: str, frames: int, out: Path, args) -> dict:
-    """One soak run: `frames` frames of `clip`, looping; its samples and the pipeline's final stats."""
-    from sperm_edge.runtime.backends import open_backend
-    from sperm_edge.runtime.flagging import FlagPolicy
-    from sperm_edge.runtime.outputs import RunOutputs, stream
-    from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
-    from sperm_edge.runtime.sources import SourceOptions, open_source
+    """One soak run: `frames` frames of `clip`, looping, in the session `sperm-edge run --loop` opens; its samples
+    and the pipeline's final stats."""
+    from sperm_edge.runtime.session import SessionOptions, open_session
+    from sperm_edge.runtime.sources import SourceOptions
 
-    policy = FlagPolicy.for_classes(bundle.abnormal_classes)
-    config = PipelineConfig(mode=mode, max_frames=frames)  # tracking: on for a video in field mode, as `run`
-    with (
-        open_backend(bundle, args.backend, None, args.threads) as engine,
-        open_source(str(clip), SourceOptions(loop=True)) as source,
-        RunOutputs(out) as outputs,
-        Pipeline(source, engine, bundle.classes, bundle.preprocess, config, policy) as pipeline,
-    ):
-        sampler = Sampler(pipeline, args.interval)
+    options = SessionOptions(
+        backend=args.backend, threads=args.threads, mode=mode, max_frames=frames, source=SourceOptions(loop=True)
+    )
+    with open_session(bundle, str(clip), out, options) as session:
+        sampler = Sampler(session.pipeline, args.interval)
         sampler.start()
-        stream(pipeline, outputs)
+        session.run()
         sampler.stop()
-        stats = pipeline.stats()
-        backend = engine.describe()
+    stats, backend, outputs = session.stats, session.engine.describe(), session.outputs
     return {
         "mode": mode,
         "clip": clip.name,

@@ -37,7 +37,7 @@ measured on the field itself (no stain colour or level is assumed):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import cv2
@@ -286,6 +286,11 @@ def _candidates(
                 if piece_shape is not None:
                     out.append((piece, x0, y0, piece_shape))
     return out
+
+
+# What the runtime's pipeline calls to find the cells of a frame (`find_cells` unless a caller, such as a
+# benchmark comparing two localisers of this repository, passes another): RGB frame and settings in, heads out.
+CellFinder = Callable[[np.ndarray, LocalizerConfig], list[Detection]]
 
 
 def find_cells(rgb: np.ndarray, cfg: LocalizerConfig | None = None) -> list[Detection]:

@@ -1,10 +1,11 @@
 """End-to-end figures: the runtime's stream FPS per mode, with and without explanations, and Grad-CAM++ latency.
 
 The network is one stage of the stream; localisation, cropping, preprocessing, tracking and
-writing outputs take their share, and explanations add theirs. So the stream is measured as
-`sperm-edge run` runs it — the runtime's `Pipeline` and `RunOutputs`, with explanations from the
-engine's `cam` output (`--explain flagged|every`; an `ExplainWorker` for a model without one) or
-without — on frames written to a scratch folder:
+writing outputs take their share, and explanations add theirs. So the stream is measured in the
+session `sperm-edge run` opens (`runtime.session.open_session`, with the command's defaults and
+every setting the bundle decides), with explanations from the engine's `cam` output (`--explain
+flagged|every`; an `ExplainWorker` for a model without one) or without, on frames written to a
+scratch folder:
 microscope fields rendered by the synthetic generator (field mode) and single-cell crops from
 the labelled folder, or synthetic crops without one (crop mode). Files are read as fast as they
 decode (no pacing), so FPS is what the machine sustains. Grad-CAM++ latency is measured on its
@@ -16,7 +17,6 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,39 +98,20 @@ def write_crop_frames(folder: Path, bundle: Bundle, cfg: StreamConfig, data: Pat
 def run_stream(
     bundle: Bundle, frames: Path, out: Path, mode: str, explain: str, cfg: StreamConfig, threads: int, policy=None
 ) -> dict:
-    """One pass of the runtime over `frames` with `--explain` `explain` (none, flagged, every); FPS, cells, stages.
+    """One pass of `sperm-edge run --mode MODE --explain EXPLAIN` over `frames`, headless: FPS, cells, stages.
 
     `policy`: the FlagPolicy (default: the bundle's abnormal classes and the runtime's thresholds).
     """
-    from sperm_edge.explain.worker import ExplainWorker
-    from sperm_edge.runtime.backends import open_backend
-    from sperm_edge.runtime.explanations import EngineExplanations
-    from sperm_edge.runtime.flagging import FlagPolicy
-    from sperm_edge.runtime.outputs import EXPLANATIONS_DIR, RunOutputs, stream
-    from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
-    from sperm_edge.runtime.sources import SourceOptions, open_source
+    from sperm_edge.runtime.session import SessionOptions, open_session
 
     shutil.rmtree(out, ignore_errors=True)
-    worker = maps = None
-    section = bundle.manifest.get("explain") or {}
-    if explain != "none" and section.get("engine"):
-        size, layer = bundle.preprocess.img_size, section.get("layer", "")
-        maps = EngineExplanations(out / EXPLANATIONS_DIR, bundle.classes, size, layer, explain)
-    elif explain != "none":
-        worker = ExplainWorker(bundle.checkpoint_stem(), out / EXPLANATIONS_DIR, queue_size=cfg.explain_queue)
-    policy = policy or FlagPolicy.for_classes(bundle.abnormal_classes)
-    config = PipelineConfig(mode=mode, track=False, keep_frames=False, temperature=bundle.temperature)
-    with (
-        open_source(str(frames), SourceOptions()) as source,
-        open_backend(bundle, cfg.backend, cfg.precision, threads) as engine,
-        worker or nullcontext(),
-        RunOutputs(out, worker, explanations=maps) as outputs,
-        Pipeline(source, engine, bundle.classes, bundle.preprocess, config, policy) as pipeline,
-    ):
-        stream(pipeline, outputs)
-        stats = pipeline.stats()
-        described = engine.describe()
+    options = SessionOptions(
+        backend=cfg.backend, precision=cfg.precision, threads=threads, mode=mode, explain=explain, policy=policy
+    )
+    with open_session(bundle, str(frames), out, options) as session:
+        session.run()
         finishing = time.perf_counter()
+    stats, described, worker = session.stats, session.engine.describe(), session.worker
     row = {
         "mode": mode,
         "explain": explain,
@@ -140,10 +121,11 @@ def run_stream(
         "fps": stats["fps"],
         "cells": stats["cells_seen"],
         "cells_per_s": round(stats["cells_seen"] / stats["elapsed_s"], 2) if stats["elapsed_s"] else None,
-        "flagged": sum(1 for e in outputs.events if e.get("flagged")),
+        "flagged": sum(1 for e in session.outputs.events if e.get("flagged")),
         "network_ms_p50": stats["stages_ms"]["network"]["p50"],
         "stages_ms_mean": {k: v["mean"] for k, v in stats["stages_ms"].items() if v["n"]},
     }
+    explanations = session.report.get("explanations") or {}
     if worker is not None:
         row.update(
             {
@@ -153,8 +135,8 @@ def run_stream(
                 "explain_drain_s": round(time.perf_counter() - finishing, 2),
             }
         )
-    elif maps is not None:
-        row.update({"explained": maps.explained, "explain_dropped": 0, "explain_source": "engine"})
+    elif explanations:
+        row.update({"explained": explanations.get("explained"), "explain_dropped": 0, "explain_source": "engine"})
     return row
 
 

@@ -6,7 +6,7 @@ import json
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -92,6 +92,12 @@ def run(
         "class is averaged over orientations across its frames at no extra cost (off with --tta).",
     ),
     batch: int = typer.Option(32, min=1, help="Largest batch of crops per network call."),
+    every_frame_inference: bool = typer.Option(
+        False,
+        "--every-frame-inference",
+        help="Field mode: classify every cell in every frame it is seen, instead of a tracked cell only until its "
+        "class is settled (for comparison; several times the inference).",
+    ),
     crop_scale: float = typer.Option(
         None, help="Crop side / head width (default: as measured on the training crops at export, else 4.6)."
     ),
@@ -129,67 +135,36 @@ def run(
 ) -> None:
     """Classify the cells of a microscope stream; write events, flagged cells, explanations and a report."""
     from sperm_edge.bundle import load_bundle
-    from sperm_edge.errors import SpermEdgeError
     from sperm_edge.io import prepare_output_dir
-    from sperm_edge.localize import LocalizerConfig
     from sperm_edge.runtime.annotate import gui_available
-    from sperm_edge.runtime.backends import open_backend
-    from sperm_edge.runtime.drift import run_drift
-    from sperm_edge.runtime.explanations import EXPLAIN_MODES
-    from sperm_edge.runtime.flagging import FlagPolicy
-    from sperm_edge.runtime.outputs import RunOutputs, stream
-    from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
-    from sperm_edge.runtime.scoring import score_events
-    from sperm_edge.runtime.sources import SourceOptions, open_source
+    from sperm_edge.runtime.session import SessionOptions, open_session
+    from sperm_edge.runtime.sources import SourceOptions
 
-    if explain not in EXPLAIN_MODES:
-        raise SpermEdgeError(f"--explain must be one of {', '.join(EXPLAIN_MODES)}, not {explain!r}")
     binding = _view_binding(view, token)
+    options = SessionOptions(
+        backend=backend, precision=precision, threads=threads, mode=mode, track=track, tta=tta,
+        rolling_views=rolling_views, batch=batch, crop_scale=crop_scale, crop_size=crop_size, isolate=isolate,
+        set_aside=set_aside, inference="every_frame" if every_frame_inference else "budget",
+        min_confidence=min_confidence, min_stability=min_stability, max_frames=max_frames, explain=explain,
+        explain_on_demand=explain == "none" and binding is not None,  # the view explains the cells clicked
+        explain_threads=explain_threads, save_video=save_video, window=not headless and gui_available(),
+        truth=json.loads(truth.read_text()) if truth else None,
+        source=SourceOptions(
+            width=width, height=height, fps=fps, latest_only=latest_only, loop=loop, stall_timeout=stall_timeout
+        ),
+    )  # fmt: skip
+    options.check()
     loaded = load_bundle(bundle)
-    truth_data = json.loads(truth.read_text()) if truth else None
     prepare_output_dir(out, force)
-    window = not headless and gui_available()
-    options = SourceOptions(
-        width=width, height=height, fps=fps, latest_only=latest_only, loop=loop, stall_timeout=stall_timeout
-    )
-    drift_model = loaded.drift_model()
-    config = PipelineConfig(
-        mode=mode,
-        track=track,
-        max_batch=batch,
-        max_frames=max_frames,
-        temperature=loaded.temperature,
-        drift=drift_model,
-        set_aside_above=drift_model.set_aside_threshold if set_aside and drift_model is not None else None,
-        localizer=LocalizerConfig.framed(loaded.framing, crop_scale, crop_size, isolate),
-        rolling_views=rolling_views and not tta,
-    )
-    policy = FlagPolicy.for_classes(loaded.abnormal_classes, min_confidence, min_stability)
     page = _start_view(ctx, binding, view_fps, out, loaded, {"source": source, "mode": mode})
-    engine = open_backend(loaded, backend, precision, threads, tta=tta)  # `auto` resolved here, activated below
-    # with the view and --explain none, the explainers explain only the cells clicked
-    on_demand = explain == "none" and page is not None
-    maps, worker = _explainers(
-        loaded, "flagged" if on_demand else explain, engine.describe()["backend"], out, explain_threads
-    )
-    if worker is not None and on_demand:
-        worker.preload = False  # torch loads on the first click, not before the stream starts
-    with (
-        engine,
-        open_source(source, options) as src,
-        worker or nullcontext(),
-        RunOutputs(
-            out, worker, out / "annotated.mp4" if save_video else None, src.fps or 15.0, window,
-            explanations=maps, explain_flagged=not on_demand,
-        ) as outs,
-        Pipeline(src, engine, loaded.classes, loaded.preprocess, config, policy) as pipeline,
-    ):  # fmt: skip
+    with open_session(loaded, source, out, options) as session:
         if page is not None:
-            page.attach(pipeline, outs, backend=engine.describe())
+            page.attach(session.pipeline, session.outputs, backend=session.engine.describe())
         console.print(
-            f"[bold]{engine.name}[/] {engine.precision} on {source} ({mode} mode)"
-            + ("" if not window else ", window: press q to stop")
+            f"[bold]{session.engine.name}[/] {session.engine.precision} on {source} ({mode} mode)"
+            + (", window: press q to stop" if options.window else "")
         )
+        pipeline, outs = session.pipeline, session.outputs
         with Live(console=console, refresh_per_second=2, transient=True) as live, _stop_on_sigterm(pipeline):
 
             def show(result) -> None:
@@ -203,22 +178,12 @@ def run(
                         f"prep {ms['preprocessing']:.1f}, network {ms['network']:.1f})"
                     )
 
-            stream(pipeline, outs, show)
-        if worker is not None and worker.pending:
-            console.print(f"finishing {worker.pending} queued explanations...")
-        stats = pipeline.stats()
-        info = {"bundle": str(bundle), "source": source, "mode": mode, "backend": engine.describe(), **stats}
-        if config.set_aside_above is not None and mode == "field":
-            info["set_aside_above"] = round(config.set_aside_above, 4)
-    if truth_data is not None:
-        info["truth"] = score_events(outs.events, truth_data)
-    drift = run_drift(config.drift, outs.events + outs.set_aside)  # every cell scored, counted or not
-    if drift is not None:
-        info["drift"] = drift
-    report = outs.finish(loaded.classes, loaded.normal_class, info)
-    _print_summary(report, stats, out)
+            session.run(show)
+        if session.worker is not None and session.worker.pending:
+            console.print(f"finishing {session.worker.pending} queued explanations...")
+    _print_summary(session.report, session.stats, out)
     if page is not None:
-        page.done(report)
+        page.done(session.report)
         _linger(view_linger, out)
 
 
@@ -259,30 +224,6 @@ def _linger(seconds: float, out: Path) -> None:
             time.sleep(seconds)
         except KeyboardInterrupt:
             pass
-
-
-def _explainers(loaded, explain: str, engine_name: str, out: Path, threads: int):
-    """(engine explanations, None) when the bundle's models have a `cam` output; else (None, the PyTorch worker).
-
-    The worker's thread setting is PyTorch's for the whole process, so it is left alone when the
-    engine itself is PyTorch (whether asked for by name or chosen by `auto`).
-    """
-    from sperm_edge.explain.worker import ExplainWorker
-    from sperm_edge.runtime.explanations import EngineExplanations
-    from sperm_edge.runtime.outputs import EXPLANATIONS_DIR
-
-    if explain == "none":
-        return None, None
-    section = loaded.manifest.get("explain") or {}
-    if section.get("engine"):
-        layer = section.get("layer", "attention")
-        return EngineExplanations(
-            out / EXPLANATIONS_DIR, loaded.classes, loaded.preprocess.img_size, layer, explain
-        ), None
-    reason = section.get("reason", "the bundle's models have no cam output (exported before it existed)")
-    console.print(f"[yellow]explanations from the retained checkpoint in the background:[/] {reason}")
-    worker_threads = None if engine_name == "torch" else threads
-    return None, ExplainWorker(loaded.checkpoint_stem(), out / EXPLANATIONS_DIR, threads=worker_threads)
 
 
 def _print_summary(report: dict, stats: dict, out: Path) -> None:

@@ -7,9 +7,11 @@
 
 - capture: reads frames; for live sources only the newest frame waits (no growing lag).
 - prepare: finds the cells (or takes the whole frame in crop mode), measures the slide's
-  motion, crops and preprocesses exactly as training did.
-- inference: runs the backend in batches (crop mode batches several frames), then tracks,
-  counts and flags the cells.
+  motion, follows the cells across frames (`tracking`), picks those the network must see
+  (`budget`: a tracked cell until its class is settled), crops and preprocesses exactly as
+  training did.
+- inference: runs the backend in batches (crop mode batches several frames), adds what it said
+  to the cells' tracks, counts and flags them.
 - output: the caller's thread (events, flagged cells, video, window; see `outputs`).
 
 Splitting cell finding from the network lets them overlap on different cores. Every stage's
@@ -32,13 +34,14 @@ import numpy as np
 from sperm_edge.calibration import calibrated_probs
 from sperm_edge.drift import DriftModel
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.localize import Detection, LocalizerConfig, crop, find_cells, isolate, whole_frame
+from sperm_edge.localize import CellFinder, Detection, LocalizerConfig, crop, find_cells, isolate, whole_frame
 from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
 from sperm_edge.runtime.backends.base import Backend
+from sperm_edge.runtime.budget import InferenceBudget
 from sperm_edge.runtime.flagging import FlagPolicy
 from sperm_edge.runtime.sources.base import Frame, VideoSource
 from sperm_edge.runtime.timing import STAGES, StageTimes
-from sperm_edge.runtime.tracking import Observation, Track, Tracker, TrackerConfig
+from sperm_edge.runtime.tracking import Observation, Track, Tracker, TrackerConfig, TrackStep
 from sperm_edge.tta import VIEWS, dihedral_view, undo_dihedral_view
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,9 @@ __all__ = ["STAGES", "CellEvent", "CellResult", "FrameResult", "Pipeline", "Pipe
 MODES = ("field", "crop")
 UNLIKE_TRAINING = "unlike_training"  # the flag reason of a cell set aside by `PipelineConfig.set_aside_above`
 _END = object()
+# The prepare stage picks a frame's cells for the network from the tracks as classified up to this many frames
+# before it (it runs that far ahead of the network at most), so the picks do not depend on thread timing.
+DECISION_LAG = 2
 
 
 @dataclass
@@ -64,10 +70,14 @@ class PipelineConfig:
     reason `unlike_training`, for a person to review, and is not counted (`outputs.RunOutputs`).
     `rolling_views`: in field mode, frame i's crops go to the network in dihedral view i mod 8 (rotations and
     mirror images, `sperm_edge.tta`; their cam maps turned back), so the class a track averages over its
-    sightings is averaged over orientations too, at no extra inference (`--tta` costs 8 per crop)."""
+    sightings is averaged over orientations too, at no extra inference (`--tta` costs 8 per crop).
+    `find`: the localiser (`localize.CellFinder`), called with `localizer`; `budget`: which tracked cells go
+    to the network in a frame (`runtime.budget`; untracked cells always do)."""
 
     mode: str = "field"
     localizer: LocalizerConfig = field(default_factory=LocalizerConfig)
+    find: CellFinder = find_cells
+    budget: InferenceBudget = field(default_factory=InferenceBudget)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     track: bool | None = None
     max_batch: int = 32
@@ -119,13 +129,15 @@ class FrameResult:
 
 @dataclass
 class _Prepared:
-    """Frames ready for the network: their cells, crops, the network input and the slide's motion."""
+    """Frames ready for the network: their cells, each frame's track step (None untracked), the indices of the
+    cells that go to the network (`picked`), their crops and the network input."""
 
     frames: list[Frame]
     cells: list[list[Detection]]
+    steps: list[TrackStep | None]
+    picked: list[list[int]]
     crops: list[np.ndarray]
     batch: np.ndarray
-    shifts: list[tuple[float, float]]
     view: int = 0  # the dihedral view `batch` is in (`PipelineConfig.rolling_views`)
 
 
@@ -151,9 +163,8 @@ class Pipeline:
             scheme = getattr(getattr(source, "parsed", None), "scheme", "image")
             track = self.config.mode == "field" and scheme not in ("image", "folder", "glob")
         self.tracker = Tracker(len(self.classes), self.config.tracker) if track else None
-        self._motion = self.tracker.new_estimator() if self.tracker else None
         self.times = StageTimes()
-        self.frames = self.cells_seen = self.events = self.dropped = 0
+        self.frames = self.cells_seen = self.inferences = self.events = self.dropped = 0
         self._next_id = 1
         self._stop, self._abandoned = threading.Event(), threading.Event()
         latest = bool(source.options.latest_only)
@@ -166,6 +177,9 @@ class Pipeline:
         self._started = self._cpu0 = 0.0
         self._t0 = time.time()
         self._stamps: deque[float] = deque(maxlen=30)
+        self._prepared_seq = 0  # frames the prepare stage has handled (sequence numbers, not source indices)
+        self._classified_seq = 0  # frames whose classified sightings have joined their tracks
+        self._classified = threading.Condition()
 
     # -- lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> Pipeline:
@@ -234,6 +248,7 @@ class Pipeline:
         return {
             "frames": self.frames,
             "cells_seen": self.cells_seen,
+            "inferences": self.inferences,  # crops the network classified (`runtime.budget`)
             "events": self.events,
             "fps": round(self.fps, 2),
             "elapsed_s": round(self.elapsed, 3),
@@ -319,24 +334,61 @@ class Pipeline:
     def _prepare_loop(self) -> None:
         while (frames := self._next_frames()) is not None:
             t0 = time.perf_counter()
-            cells, shifts = [], []
+            cells, steps, picked, tracking = [], [], [], 0.0
             for frame in frames:
                 if self.config.mode == "crop":
-                    cells.append([whole_frame(frame.image)])
+                    dets = [whole_frame(frame.image)]
                 else:
-                    cells.append(find_cells(frame.image, self.config.localizer))
-                shifts.append(self._motion.update(frame.image) if self._motion is not None else (0.0, 0.0))
+                    dets = self.config.find(frame.image, self.config.localizer)
+                start = time.perf_counter()
+                step, chosen = self._follow(frame, dets)
+                tracking += time.perf_counter() - start
+                cells.append(dets)
+                steps.append(step)
+                picked.append(chosen)
             t1 = time.perf_counter()
-            crops = [self._crop(frame.image, d, dets) for frame, dets in zip(frames, cells, strict=True) for d in dets]
+            crops = [
+                self._crop(frame.image, dets[i], dets)
+                for frame, dets, chosen in zip(frames, cells, picked, strict=True)
+                for i in chosen
+            ]
             batch = preprocess_batch(crops, self.spec)
             view = frames[0].index % VIEWS if self.config.rolling_views and self.config.mode == "field" else 0
             if view:
                 batch = np.ascontiguousarray(dihedral_view(batch, view))
             t2 = time.perf_counter()
-            self.times.add("localisation", t1 - t0, len(frames))
+            self.times.add("localisation", t1 - t0 - tracking, len(frames))
+            if self.tracker is not None:
+                self.times.add("tracking", tracking, len(frames))
             self.times.add("preprocessing", t2 - t1, len(frames))
-            if not self._put(self._prepared, _Prepared(frames, cells, crops, batch, shifts, view)):
+            if not self._put(self._prepared, _Prepared(frames, cells, steps, picked, crops, batch, view)):
                 return
+
+    def _follow(self, frame: Frame, dets: list[Detection]) -> tuple[TrackStep | None, list[int]]:
+        """The frame's track step (after the slide's motion) and the cells the network must see in it."""
+        seq, self._prepared_seq = self._prepared_seq, self._prepared_seq + 1
+        if self.tracker is None:
+            return None, list(range(len(dets)))
+        self.tracker.observe_motion(frame.image)
+        step = self.tracker.assign(dets, frame.index, frame.image.shape[:2])
+        budget = self.config.budget
+        known = seq - DECISION_LAG  # the tracks' classes are read as of this frame
+        if budget.policy != "every_frame":
+            self._wait_classified(known)
+        chosen = []
+        for i, (det, track, counted) in enumerate(zip(dets, step.tracks, step.counted_before, strict=True)):
+            settled = track.settled_at is not None and track.settled_at <= known
+            if budget.needs_inference(track, det, counted, settled):
+                chosen.append(i)
+        for i in chosen:
+            step.tracks[i].inferred_area = dets[i].area
+        return step, chosen
+
+    def _wait_classified(self, seq: int) -> None:
+        """Block until frame `seq`'s sightings have joined their tracks (or the run is ending)."""
+        with self._classified:
+            while self._classified_seq <= seq and not self._abandoned.is_set() and self._error is None:
+                self._classified.wait(timeout=0.1)
 
     def _crop(self, image: np.ndarray, det: Detection, dets: list[Detection]) -> np.ndarray:
         """The network's view of one cell: the frame (crop mode), or its square, the other heads painted out."""
@@ -351,6 +403,7 @@ class Pipeline:
             t0 = time.perf_counter()
             step = self.config.max_batch
             outputs = [self.backend.infer(item.batch[i : i + step]) for i in range(0, len(item.batch), step)]
+            self.inferences += len(item.batch)
             logits = [o.logits for o in outputs]
             probs = (
                 calibrated_probs(np.concatenate(logits), self.config.temperature)
@@ -362,28 +415,23 @@ class Pipeline:
                 cams = np.ascontiguousarray(undo_dihedral_view(cams, item.view))
             t1 = time.perf_counter()
             drift = self._drift_scores(outputs)  # postprocessing time: a few matrix products
-            results, k, tracking = [], 0, 0.0
-            for frame, dets, shift in zip(item.frames, item.cells, item.shifts, strict=True):
-                n = len(dets)
+            results, k = [], 0
+            for frame, dets, track_step, chosen in zip(item.frames, item.cells, item.steps, item.picked, strict=True):
+                n = len(chosen)
                 cam = cams[k : k + n] if cams is not None else [None] * n
                 scores = drift[k : k + n] if drift is not None else [None] * n
-                result, seconds = self._postprocess(
-                    frame, dets, item.crops[k : k + n], probs[k : k + n], cam, shift, scores, item.view
+                observations = self._observations(
+                    frame, [dets[i] for i in chosen], item.crops[k : k + n], probs[k : k + n], cam, scores, item.view
                 )
-                results.append(result)
-                tracking += seconds
+                results.append(self._postprocess(frame, dets, track_step, chosen, observations))
                 k += n
             self.times.add("network", t1 - t0, len(item.frames))
-            if self.tracker is not None:
-                self.times.add("tracking", tracking, len(item.frames))
-            self.times.add("postprocessing", time.perf_counter() - t1 - tracking, len(item.frames))
+            self.times.add("postprocessing", time.perf_counter() - t1, len(item.frames))
             for result in results:
                 if not self._put(self._results, result):
                     return
         if self.tracker is not None:
-            start = time.perf_counter()
             events = [self._event(track) for track in self.tracker.flush()]
-            self.times.add("tracking", time.perf_counter() - start, 0)
             self._put(self._results, FrameResult(None, [], events, self.fps))
 
     def _drift_scores(self, outputs: list) -> np.ndarray | None:
@@ -392,57 +440,82 @@ class Pipeline:
             return None
         return self.config.drift.score(np.concatenate([o.features for o in outputs]))
 
-    def _postprocess(
+    def _observations(
         self, frame: Frame, dets: list[Detection], crops: list[np.ndarray], probs: np.ndarray,
-        cams: Sequence[np.ndarray | None], shift: tuple[float, float], drift: Sequence[float | None], view: int = 0,
-    ) -> tuple[FrameResult, float]:  # fmt: skip
-        """The frame's cells and events, and the seconds spent in the tracker (its own stage)."""
-        self.frames += 1
-        self.cells_seen += len(dets)
-        now = time.perf_counter()
-        self._stamps.append(now)
+        cams: Sequence[np.ndarray | None], drift: Sequence[float | None], view: int,
+    ) -> list[Observation]:  # fmt: skip
+        """The classified sightings of one frame (the cells the network saw in it)."""
+        now = time.perf_counter() - self._started
         keep = frame.image if self.config.keep_frames and self.config.mode == "field" else None
-        observations = [
-            Observation(frame.index, d, p, c, keep, now - self._started, frame.name, cam, score, view)
+        return [
+            Observation(frame.index, d, p, c, keep, now, frame.name, cam, score, view)
             for d, p, c, cam, score in zip(dets, probs, crops, cams, drift, strict=True)
         ]
-        tracking = 0.0
-        if self.tracker is not None:
-            start = time.perf_counter()
-            self.tracker.move(shift)
-            ids, ended = self.tracker.update(observations, frame.image.shape[:2])
-            tracking = time.perf_counter() - start
-            events = [self._event(track) for track in ended]
+
+    def _postprocess(
+        self, frame: Frame, dets: list[Detection], step: TrackStep | None, chosen: list[int],
+        observations: list[Observation],
+    ) -> FrameResult:  # fmt: skip
+        """The frame's cells (for drawing) and events: its classified sightings join their tracks, and the tracks
+        due are reported, now that every sighting up to this frame is classified."""
+        seq = self.frames
+        self.frames += 1
+        self.cells_seen += len(dets)
+        self._stamps.append(time.perf_counter())
+        seen: dict[int, Observation] = dict(zip(chosen, observations, strict=True))
+        if step is not None:
+            for i, obs in seen.items():
+                track = step.tracks[i]
+                if not step.counted_before[i]:  # a counted cell's later sightings change nothing
+                    track.add(obs)
+                    settled = self.config.budget.is_settled(track)
+                    track.settled_at = (track.settled_at if track.settled_at is not None else seq) if settled else None
+            events = [self._event(track) for track in step.report]
+            for track in step.forget:
+                track.release()
+            ids = [track.id for track in step.tracks]
+            with self._classified:
+                self._classified_seq = seq + 1
+                self._classified.notify_all()
         else:
             events = [self._single_event(obs) for obs in observations]
             ids = [e.event["id"] for e in events]
         cells = []
-        for obs, track_id in zip(observations, ids, strict=True):
-            label = int(np.argmax(obs.probs))
-            conf = float(obs.probs[label])
+        for i, det in enumerate(dets):
+            obs = seen.get(i)
+            probs = obs.probs if obs is not None else step.tracks[i].probs  # not classified here: its track's class
+            label = int(np.argmax(probs))
+            conf = float(probs[label])
             flagged = bool(self.policy.reasons(self.classes[label], conf))
-            cam = obs.cam[label] if obs.cam is not None else None
-            cells.append(
-                CellResult(obs.detection.head_box, self.classes[label], conf, track_id, flagged, cam, obs.crop)
-            )
-        return FrameResult(frame, cells, events, self.recent_fps), tracking
+            cam = obs.cam[label] if obs is not None and obs.cam is not None else None
+            crop_image = obs.crop if obs is not None else None
+            cells.append(CellResult(det.head_box, self.classes[label], conf, ids[i], flagged, cam, crop_image))
+        return FrameResult(frame, cells, events, self.recent_fps)
 
     # -- events -----------------------------------------------------------------------------------
     def _single_event(self, obs: Observation) -> CellEvent:
         track_id, self._next_id = self._next_id, self._next_id + 1
-        return self._make_event(track_id, obs, obs.probs, 1, obs.frame_index, obs.frame_index, 1.0, obs.drift)
+        return self._make_event(track_id, obs, obs.probs, 1, 1, obs.frame_index, obs.frame_index, 1.0, obs.drift)
 
     def _event(self, track: Track) -> CellEvent:
         obs = track.best
         event = self._make_event(
-            track.id, obs, track.probs, track.n, track.first_frame, track.last_frame, track.stability, track.drift
+            track.id,
+            obs,
+            track.probs,
+            track.reported_seen[0],
+            track.inferences,
+            track.first_frame,
+            track.reported_seen[1],
+            track.stability,
+            track.drift,
         )
         track.release()
         return event
 
     def _make_event(
-        self, track_id: int, obs: Observation, probs: np.ndarray, seen: int, first: int, last: int,
-        stability: float, drift: float | None,
+        self, track_id: int, obs: Observation, probs: np.ndarray, seen: int, inferences: int, first: int,
+        last: int, stability: float, drift: float | None,
     ) -> CellEvent:  # fmt: skip
         label = int(np.argmax(probs))
         confidence = float(probs[label])
@@ -467,6 +540,7 @@ class Pipeline:
             "flag_reasons": reasons,
             "track": track_id,
             "frames_seen": seen,
+            "inferences": inferences,  # sightings the network classified (`runtime.budget`)
             "first_frame": first,
             "last_frame": last,
             "stability": round(stability, 3),

@@ -13,6 +13,12 @@ view or goes unseen for `max_missed` frames in view. It is reported once: when i
 then), if it was seen at least `min_frames` times (`min_cut_frames` when every sighting was a piece
 of a blob the localiser cut in two).
 
+Association and classification are separate steps, so the pipeline can decide which tracks need the
+network before it cuts a single crop (`runtime.budget`): `Tracker.assign` follows the heads (where a
+cell is, whether it ended, when it is reported), `Track.add` takes what the network said of one
+sighting, and a `TrackStep`'s reported tracks are turned into events once every sighting up to its
+frame has been classified. `Tracker.update` does both at once for a caller with every result at hand.
+
 Ended tracks are retired: they leave the list matched every frame for a spatial grid on the
 slide, from which only those under the current view are fetched. So the cost per frame depends on
 the cells in view, not on the area scanned. A cell that comes back into view later (serpentine
@@ -102,7 +108,11 @@ class Observation:
 
 @dataclass
 class Track:
-    """A cell followed across frames; `world` is its head centre in slide coordinates."""
+    """A cell followed across frames; `world` is its head centre in slide coordinates.
+
+    Two kinds of state, each written by one step: where the cell is and how often it was seen
+    (`Tracker.assign`), and what the network said of the sightings it classified (`add`).
+    """
 
     id: int
     world: np.ndarray
@@ -116,19 +126,25 @@ class Track:
     missed: int = 0
     active: bool = True
     reported: bool = False
+    # sightings and last frame when it was reported: its event's figures (the track is followed on meanwhile)
+    reported_seen: tuple[int, int] = (0, 0)
+    inferred_area: float = 0.0  # the head area at the last sighting sent to the network (`runtime.budget`)
     best: Observation | None = None
     best_score: float = -1.0
     drift_scores: list[float] = field(default_factory=list)
+    settled_at: int | None = None  # the pipeline's frame sequence number since which it is settled (`runtime.budget`)
 
-    def add(self, obs: Observation, world: np.ndarray) -> None:
+    def sight(self, detection: Detection, world: np.ndarray, frame_index: int) -> None:
+        """Seen again at `world` (slide coordinates) in frame `frame_index`."""
         self.world = (self.world * self.n + world) / (self.n + 1) if self.n else world
         self.n += 1
-        self.whole += int(not obs.detection.cut)
-        self.last_frame = obs.frame_index
+        self.whole += int(not detection.cut)
+        self.last_frame = frame_index
         self.missed = 0
         self.active = True
-        if self.reported:
-            return  # already counted: a revisit only keeps the cell from being counted again
+
+    def add(self, obs: Observation) -> None:
+        """What the network said of one sighting: it joins the cell's mean class, votes and drift score."""
         self.probs_sum = self.probs_sum + obs.probs
         self.votes[int(np.argmax(obs.probs))] += 1
         score = float(obs.probs.max())
@@ -138,14 +154,19 @@ class Track:
             self.drift_scores.append(float(obs.drift))
 
     @property
+    def inferences(self) -> int:
+        """How many of its sightings the network classified."""
+        return int(self.votes.sum())
+
+    @property
     def drift(self) -> float | None:
         """The cell's drift score: the median of its sightings' (None without a drift model)."""
         return float(np.median(self.drift_scores)) if self.drift_scores else None
 
     @property
     def probs(self) -> np.ndarray:
-        """Mean class probabilities over the sightings."""
-        return self.probs_sum / max(1, int(self.votes.sum()))
+        """Mean class probabilities over the classified sightings."""
+        return self.probs_sum / max(1, self.inferences)
 
     @property
     def label(self) -> int:
@@ -153,14 +174,25 @@ class Track:
 
     @property
     def stability(self) -> float:
-        """Share of sightings whose top class agrees with the track's class."""
-        total = int(self.votes.sum())
+        """Share of classified sightings whose top class agrees with the track's class."""
+        total = self.inferences
         return float(self.votes[self.label]) / total if total else 1.0
 
     def release(self) -> None:
         """Drop the pixels once reported; the position stays to recognise a revisit."""
         self.best, self.best_score = None, -1.0
         self.drift_scores = []
+
+
+@dataclass
+class TrackStep:
+    """One frame's association: the track of each detection, whether it had been counted before this frame,
+    the tracks to report once this frame's sightings are classified, and the ended ones to forget."""
+
+    tracks: list[Track]
+    counted_before: list[bool]
+    report: list[Track]
+    forget: list[Track]
 
 
 class RetiredTracks:
@@ -223,33 +255,41 @@ class Tracker:
         self.move(shift)
         return shift
 
-    def new_estimator(self) -> MotionEstimator | None:
-        """A motion estimator for another thread: its shifts go to `move`, in frame order."""
-        return MotionEstimator(self.config.motion_scale) if self.config.motion else None
-
     def move(self, shift: tuple[float, float]) -> None:
         """The frame's content moved by `shift` (pixels) since the previous frame."""
         self.offset = self.offset - np.asarray(shift, dtype=np.float64)
 
     def update(self, observations: list[Observation], frame_shape: tuple[int, int]) -> tuple[list[int], list[Track]]:
-        """Match this frame's observations; returns (track id per observation, tracks to report now)."""
+        """Match and classify this frame's observations at once; returns (track id per observation, tracks to
+        report now). A sighting of a cell already counted only keeps it from being counted again."""
+        frame_index = observations[0].frame_index if observations else 0
+        step = self.assign([o.detection for o in observations], frame_index, frame_shape)
+        for obs, track, counted in zip(observations, step.tracks, step.counted_before, strict=True):
+            if not counted:
+                track.add(obs)
+        for track in step.forget:
+            track.release()
+        return [t.id for t in step.tracks], step.report
+
+    def assign(self, detections: list[Detection], frame_index: int, frame_shape: tuple[int, int]) -> TrackStep:
+        """Follow this frame's detections: match or start their tracks, end the tracks gone, pick those to report."""
         h, w = frame_shape
-        pos = np.array([o.detection.center for o in observations], dtype=np.float64).reshape(-1, 2)
-        sizes = np.array([np.sqrt(o.detection.area) for o in observations]).reshape(-1)
-        if self.tracks and len(observations):
+        pos = np.array([d.center for d in detections], dtype=np.float64).reshape(-1, 2)
+        sizes = np.array([np.sqrt(d.area) for d in detections]).reshape(-1)
+        if self.tracks and len(detections):
             self._refine_offset(pos, sizes)
-        candidates = self._candidates(w, h) if len(observations) else self.tracks
+        candidates = self._candidates(w, h) if len(detections) else self.tracks
         pairs = self._match(pos, sizes, candidates)
-        ids, matched = [], set()
-        for i, obs in enumerate(observations):
+        tracks, counted, matched = [], [], set()
+        for i, det in enumerate(detections):
             world = pos[i] + self.offset
             j = pairs.get(i)
             if j is None:
                 track = Track(
                     next(self._ids),
                     world,
-                    obs.frame_index,
-                    obs.frame_index,
+                    frame_index,
+                    frame_index,
                     float(sizes[i]),
                     np.zeros(self.num_classes),
                     np.zeros(self.num_classes, dtype=np.int64),
@@ -260,8 +300,9 @@ class Tracker:
                 if not track.active:  # a revisit: wake the retired track
                     self.retired.pop(track.id)
                     self.tracks.append(track)
-            track.add(obs, world)
-            ids.append(track.id)
+            counted.append(track.reported)
+            track.sight(det, world, frame_index)
+            tracks.append(track)
             matched.add(track.id)
         ended, still = [], []
         for track in self.tracks:
@@ -277,29 +318,35 @@ class Tracker:
             still.append(track)
         self.tracks = still
         confirmed = [t for t in self.tracks if not t.reported and t.n >= self.config.report_after]
-        return ids, self._report(ended + confirmed)
+        report, forget = self._report(ended + confirmed)
+        return TrackStep(tracks, counted, report, forget)
 
     def flush(self) -> list[Track]:
-        """End every active track (end of stream)."""
+        """End every active track (end of stream); returns those to report (the rest are released)."""
         ended, self.tracks = self.tracks, []
         for track in ended:
             track.active = False
-        return self._report(ended)
+        report, forget = self._report(ended)
+        for track in forget:
+            track.release()
+        return report
 
-    def _report(self, tracks: list[Track]) -> list[Track]:
-        """Mark the tracks to report now; retire the ended ones (a one-frame blip is forgotten)."""
+    def _report(self, tracks: list[Track]) -> tuple[list[Track], list[Track]]:
+        """Mark the tracks to report now and retire the ended ones; returns (to report, ended blips to forget)."""
         c = self.config
         out = [t for t in tracks if not t.reported and t.n >= (c.min_frames if t.whole else c.min_cut_frames)]
         for track in out:
             track.reported = True
+            track.reported_seen = (track.n, track.last_frame)
+        forget = []
         for track in tracks:
             if track.active:
                 continue
             if track.reported:
                 self.retired.add(track)
             else:
-                track.release()
-        return out
+                forget.append(track)
+        return out, forget
 
     def _candidates(self, w: int, h: int) -> list[Track]:
         """Active tracks, then the retired ones under the view (with a margin for the motion estimate's error)."""

@@ -41,3 +41,20 @@ def test_a_stream_failure_is_reported_and_does_not_raise(tiny_bundle, tmp_path) 
     result = _stream(load_bundle(tiny_bundle), cfg, threads=1, on_step=None)
     assert result["runs"] == [] and result["gradcam"] is None
     assert "openvino" in result["error"]
+
+
+def test_the_stream_rows_run_the_session_sperm_edge_run_opens(tiny_bundle, bench_data, tmp_path) -> None:
+    """Every setting the bundle decides (temperature, drift, framing, views, budget) is derived the same way."""
+    import json
+
+    from tests.conftest import run_cli
+
+    cfg = StreamConfig(frames=2, modes=("field",), backend="ort-cpu", field_size=(256, 192), distinct_fields=1)
+    measure_stream(load_bundle(tiny_bundle), bench_data, tmp_path / "work", cfg, threads=1)
+    frames, out = tmp_path / "work" / "field-frames", tmp_path / "run"
+    args = ["run", str(tiny_bundle), "--source", str(frames), "--backend", "ort-cpu", "--threads", "1"]
+    assert run_cli([*args, "--explain", "flagged", "--headless", "--out", str(out)]) == 0
+    bench = json.loads((tmp_path / "work" / "field-out" / "report.json").read_text())
+    run = json.loads((out / "report.json").read_text())
+    assert bench["session"] == run["session"] and run["session"]["budget"]["policy"] == "budget"
+    assert run["session"]["rolling_views"] and run["session"]["temperature"] == load_bundle(tiny_bundle).temperature

@@ -149,29 +149,6 @@ def test_user_errors_are_one_line_and_exit_2(tiny_bundle: Path, tmp_path: Path, 
     assert "event log not found" in capsys.readouterr().err
 
 
-def test_explanations_come_from_the_engine_or_a_worker_that_leaves_torch_threads_alone(
-    tiny_bundle: Path, tmp_path: Path
-) -> None:
-    import torch
-
-    from sperm_edge.bundle import load_bundle
-    from sperm_edge.cli.run import _explainers
-    from sperm_edge.explain import GradCamExplainer
-    from sperm_edge.runtime.explanations import EngineExplanations
-
-    loaded = load_bundle(tiny_bundle)
-    maps, worker = _explainers(loaded, "every", "ort-cpu", tmp_path, 1)
-    assert isinstance(maps, EngineExplanations) and maps.mode == "every" and worker is None
-    assert _explainers(loaded, "none", "ort-cpu", tmp_path, 1) == (None, None)
-    loaded.manifest["explain"] = {"engine": False, "reason": "its head is not pool-then-linear"}
-    for engine, threads in (("torch", None), ("ort-cpu", 1)):  # `torch` whether named or chosen by auto
-        maps, worker = _explainers(loaded, "flagged", engine, tmp_path, 1)
-        assert maps is None and worker.threads == threads
-    before = torch.get_num_threads()
-    with GradCamExplainer(loaded.checkpoint_stem()):  # threads=None: the process setting is not touched
-        assert torch.get_num_threads() == before
-
-
 @pytest.mark.slow
 def test_sigterm_finishes_the_frames_read_writes_the_report_and_exits_0(
     tiny_bundle: Path, numbered_video: Path, tmp_path: Path

@@ -89,21 +89,11 @@ def test_a_bundle_without_a_drift_model_says_so(tiny_bundle: Path, tmp_path: Pat
 SCRIPT = r"""
 import json, sys
 sys.modules["torch"] = None  # any `import torch` now raises ImportError
-from sperm_edge.bundle import load_bundle
-from sperm_edge.runtime.backends import open_backend
-from sperm_edge.runtime.drift import run_drift
-from sperm_edge.runtime.outputs import RunOutputs, stream
-from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
-from sperm_edge.runtime.sources import open_source
+from sperm_edge.runtime.session import SessionOptions, open_session
 
-bundle = load_bundle(sys.argv[1])
-config = PipelineConfig(mode="crop", drift=bundle.drift_model())
-with open_backend(bundle, "ort-cpu") as backend, open_source(sys.argv[2]) as source, \
-        RunOutputs(sys.argv[3]) as outputs, \
-        Pipeline(source, backend, bundle.classes, bundle.preprocess, config) as p:
-    stream(p, outputs)
-drift = run_drift(config.drift, outputs.events)
-print(json.dumps({"drift": drift, "torch_loaded": sys.modules.get("torch") is not None}))
+with open_session(sys.argv[1], sys.argv[2], sys.argv[3], SessionOptions(backend="ort-cpu", mode="crop")) as session:
+    session.run()
+print(json.dumps({"drift": session.report["drift"], "torch_loaded": sys.modules.get("torch") is not None}))
 """
 
 
@@ -122,22 +112,16 @@ def test_drift_scoring_needs_no_torch(drift_bundle, tmp_path: Path) -> None:
 
 
 def _field_run(bundle_path: Path, clip: Path, out: Path, set_aside_above: float | None):
-    from sperm_edge.runtime.backends import open_backend
     from sperm_edge.runtime.flagging import FlagPolicy
-    from sperm_edge.runtime.outputs import RunOutputs, stream
-    from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
-    from sperm_edge.runtime.sources import open_source
+    from sperm_edge.runtime.session import SessionOptions, open_session
 
-    bundle = load_bundle(bundle_path)
-    config = PipelineConfig(mode="field", drift=bundle.drift_model(), set_aside_above=set_aside_above)
-    with (
-        open_source(str(clip)) as source,
-        open_backend(bundle, "ort-cpu") as backend,
-        RunOutputs(out) as outputs,
-        Pipeline(source, backend, bundle.classes, bundle.preprocess, config, FlagPolicy.for_classes([])) as pipeline,
-    ):
-        stream(pipeline, outputs)
-    return outputs, outputs.finish(bundle.classes, bundle.normal_class, {"set_aside_above": set_aside_above})
+    options = SessionOptions(
+        backend="ort-cpu", set_aside=set_aside_above is not None, set_aside_above=set_aside_above,
+        policy=FlagPolicy.for_classes([]),
+    )  # fmt: skip
+    with open_session(bundle_path, str(clip), out, options) as session:
+        session.run()
+    return session.outputs, session.report
 
 
 def test_field_cells_beyond_the_set_aside_score_are_flagged_for_review_and_not_counted(

@@ -8,44 +8,33 @@ from pathlib import Path
 import pytest
 
 from sperm_edge.bundle import load_bundle
-from sperm_edge.explain.worker import ExplainWorker
-from sperm_edge.runtime.backends import open_backend
-from sperm_edge.runtime.explanations import EngineExplanations
-from sperm_edge.runtime.flagging import FlagPolicy
-from sperm_edge.runtime.outputs import RunOutputs, stream
-from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
-from sperm_edge.runtime.sources import open_source
+from sperm_edge.runtime.outputs import RunOutputs
+from sperm_edge.runtime.session import Session, SessionOptions, open_session
 
 
-def _stream(bundle_path: Path, source: Path, outputs: RunOutputs, on_result=None) -> RunOutputs:
-    bundle = load_bundle(bundle_path)
-    policy = FlagPolicy.for_classes(bundle.abnormal_classes)
-    with (
-        open_source(source) as src,
-        open_backend(bundle, "ort-cpu") as backend,
-        outputs,
-        Pipeline(src, backend, bundle.classes, bundle.preprocess, PipelineConfig(), policy) as pipeline,
-    ):
-        stream(pipeline, outputs, on_result)
-    return outputs
+def _stream(bundle, source: Path, out: Path, on_result=None, **options) -> Session:
+    """A run in the session `sperm-edge run` opens; `on_result(result, session)` after each frame's outputs."""
+    with open_session(bundle, str(source), out, SessionOptions(backend="ort-cpu", **options)) as session:
+        session.run(None if on_result is None else lambda result: on_result(result, session))
+    return session
 
 
 def test_cells_ending_while_paused_are_not_counted(tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path) -> None:
     path, _ = clip
-    full = _stream(tiny_bundle, path, RunOutputs(tmp_path / "full"))
+    full = _stream(tiny_bundle, path, tmp_path / "full")
     seen = {"frames": 0}
 
-    def pause_in_the_middle(result) -> None:
+    def pause_in_the_middle(result, session: Session) -> None:
         seen["frames"] += result.frame is not None
-        outputs.paused = 8 <= seen["frames"] < 16
+        session.outputs.paused = 8 <= seen["frames"] < 16
 
-    outputs = RunOutputs(tmp_path / "paused")
-    _stream(tiny_bundle, path, outputs, pause_in_the_middle)
+    paused = _stream(tiny_bundle, path, tmp_path / "paused", pause_in_the_middle)
+    outputs = paused.outputs
     assert outputs.uncounted > 0
-    assert len(outputs.events) + outputs.uncounted == len(full.events)
-    report = outputs.finish(load_bundle(tiny_bundle).classes, "01_Normal", {})
-    assert report["uncounted_while_paused"] == outputs.uncounted and report["cells"] == len(outputs.events)
-    assert "uncounted_while_paused" not in full.finish(load_bundle(tiny_bundle).classes, "01_Normal", {})
+    assert len(outputs.events) + outputs.uncounted == len(full.outputs.events)
+    assert paused.report["uncounted_while_paused"] == outputs.uncounted
+    assert paused.report["cells"] == len(outputs.events)
+    assert "uncounted_while_paused" not in full.report
 
 
 class AskOnce:
@@ -56,7 +45,8 @@ class AskOnce:
         self.target: int | None = None
         self.answers: list[str] = []
 
-    def __call__(self, result) -> None:
+    def __call__(self, result, session: Session) -> None:
+        self.outputs = session.outputs
         flagged = [e["id"] for e in self.outputs.written if e["flagged"]]
         if self.target is None and flagged:
             with pytest.raises(KeyError):
@@ -65,41 +55,29 @@ class AskOnce:
             self.answers += [self.outputs.explain_event(self.target), self.outputs.explain_event(self.target)]
 
 
-def _ask_during(tiny_bundle: Path, path: Path, outputs: RunOutputs) -> AskOnce:
-    ask = AskOnce()
-    ask.outputs = outputs
-    _stream(tiny_bundle, path, outputs, ask)
-    return ask
-
-
 def test_explain_event_queues_the_engine_map_of_one_flagged_cell(
     tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path
 ) -> None:
-    path, _ = clip
-    out = tmp_path / "out"
-    bundle = load_bundle(tiny_bundle)
-    layer = (bundle.manifest.get("explain") or {}).get("layer", "attention")
-    maps = EngineExplanations(out / "explanations", bundle.classes, bundle.preprocess.img_size, layer)
-    ask = _ask_during(tiny_bundle, path, RunOutputs(out, explanations=maps, explain_flagged=False))
+    out, ask = tmp_path / "out", AskOnce()
+    session = _stream(tiny_bundle, clip[0], out, ask, explain_on_demand=True)  # the live view's --explain none
     assert ask.answers == ["queued", "queued"]  # asked twice, queued once
     name = f"{ask.target:06d}"
     assert sorted(p.name for p in (out / "explanations").iterdir()) == [f"{name}.json", f"{name}.png"]
     written = json.loads((out / "explanations" / f"{ask.target:06d}.json").read_text())
     assert written["event"] == ask.target and written["source"] == "engine"
     assert ask.outputs.explain_event(ask.target) == "ready"
-    assert ask.outputs.finish(bundle.classes, bundle.normal_class, {})["explanations"]["explained"] == 1
+    assert session.report["explanations"]["explained"] == 1
 
 
 def test_explain_event_queues_one_flagged_cell_for_the_worker(
     tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path
 ) -> None:
-    path, _ = clip
-    out = tmp_path / "out"
+    out, ask = tmp_path / "out", AskOnce()
     bundle = load_bundle(tiny_bundle)
-    with ExplainWorker(bundle.checkpoint_stem(), out / "explanations", preload=False) as worker:
-        ask = _ask_during(tiny_bundle, path, RunOutputs(out, worker, explain_flagged=False))
+    bundle.manifest["explain"] = {"engine": False, "reason": "a model without a cam output"}
+    session = _stream(bundle, clip[0], out, ask, explain_on_demand=True)
     assert ask.answers == ["queued", "queued"] and ask.outputs.submitted == 1
     assert ask.outputs.explain_event(ask.target) == "ready"
     written = json.loads((out / "explanations" / f"{ask.target:06d}.json").read_text())
     assert written["event"] == ask.target
-    assert ask.outputs.finish(bundle.classes, bundle.normal_class, {})["explanations"]["explained"] == 1
+    assert session.report["explanations"]["explained"] == 1

@@ -14,23 +14,18 @@ from sperm_edge.runtime.flagging import FlagPolicy
 from sperm_edge.runtime.outputs import RunOutputs, stream
 from sperm_edge.runtime.pipeline import STAGES, Pipeline, PipelineConfig
 from sperm_edge.runtime.scoring import score_events
+from sperm_edge.runtime.session import SessionOptions, open_session
 from sperm_edge.runtime.sources import open_source
 
 
-def _run(bundle_path: Path, source: str | Path, out: Path, mode: str = "field", worker=None, **config) -> tuple:
+def _run(bundle_path: Path, source: str | Path, out: Path, temperature: float | None = None, **options) -> tuple:
+    """A run through the session `sperm-edge run` opens (ONNX Runtime CPU); `temperature` replaces the bundle's."""
     bundle = load_bundle(bundle_path)
-    policy = FlagPolicy.for_classes(bundle.abnormal_classes)
-    with (
-        open_source(source) as src,
-        open_backend(bundle, "ort-cpu") as backend,
-        RunOutputs(out, worker) as outputs,
-        Pipeline(
-            src, backend, bundle.classes, bundle.preprocess, PipelineConfig(mode=mode, **config), policy
-        ) as pipeline,
-    ):
-        stream(pipeline, outputs)
-        stats = pipeline.stats()
-    return outputs, stats
+    if temperature is not None:
+        bundle.manifest["temperature"] = temperature
+    with open_session(bundle, str(source), out, SessionOptions(backend="ort-cpu", **options)) as session:
+        session.run()
+    return session.outputs, session.stats
 
 
 def test_field_mode_counts_each_cell_of_the_clip_once(
@@ -56,7 +51,7 @@ def test_the_bundle_temperature_scales_every_confidence(tiny_bundle: Path, tmp_p
     crops = make_crops(tmp_path / "crops", n=6, seed=2)
     events = {}
     for t in (1.0, 3.0):
-        outputs, _ = _run(tiny_bundle, crops, tmp_path / f"out-{t}", mode="crop", temperature=t)
+        outputs, _ = _run(tiny_bundle, crops, tmp_path / f"out-{t}", temperature=t, mode="crop")
         events[t] = sorted(outputs.events, key=lambda e: e["name"])
     for plain, scaled in zip(events[1.0], events[3.0], strict=True):
         assert plain["class"] == scaled["class"]  # calibration never changes a prediction
@@ -70,7 +65,7 @@ def test_crop_mode_classifies_each_image_as_one_cell(tiny_bundle: Path, tmp_path
     from tests.runtime._bundle import make_crops
 
     crops = make_crops(tmp_path / "crops", n=8, seed=1)
-    outputs, stats = _run(tiny_bundle, crops, tmp_path / "out", mode="crop", max_batch=4)
+    outputs, stats = _run(tiny_bundle, crops, tmp_path / "out", mode="crop", batch=4)
     names = sorted(e["name"] for e in outputs.events)
     assert len(names) == 8 and names[0] == "01_Normal/synth_00000.png"
     assert all(e["box"] == [0, 0, 131, 131] and e["frames_seen"] == 1 for e in outputs.events)
@@ -93,7 +88,15 @@ def test_the_explain_worker_does_not_hold_up_the_stream(
         try:
             assert worker.submit(ExplainJob("first", np.zeros((40, 40, 3), np.uint8)))
             assert stuck.wait(timeout=120)
-            outputs, stats = _run(tiny_bundle, clip[0], out, worker=worker)
+            bundle = load_bundle(tiny_bundle)
+            with (
+                open_source(clip[0]) as src,
+                open_backend(bundle, "ort-cpu") as backend,
+                RunOutputs(out, worker) as outputs,
+                Pipeline(src, backend, bundle.classes, bundle.preprocess, PipelineConfig()) as pipeline,
+            ):
+                stream(pipeline, outputs)
+                stats = pipeline.stats()
             # the whole clip went through while the worker was stuck on its first job
             assert stats["frames"] == len(clip[1]["frames"])
             assert worker.done == [] and outputs.submitted >= 1
@@ -107,17 +110,12 @@ def test_the_explain_worker_does_not_hold_up_the_stream(
 def test_a_live_source_ends_cleanly_after_max_frames(
     tiny_bundle: Path, clip: tuple[Path, dict], tmp_path: Path
 ) -> None:
-    bundle = load_bundle(tiny_bundle)
     from sperm_edge.runtime.sources import SourceOptions
 
-    with (
-        open_source(clip[0], SourceOptions(live=True, latest_only=True)) as src,
-        open_backend(bundle, "ort-cpu") as backend,
-        RunOutputs(tmp_path / "out") as outputs,
-        Pipeline(src, backend, bundle.classes, bundle.preprocess, PipelineConfig(max_frames=6)) as pipeline,
-    ):
-        stream(pipeline, outputs)
-    assert 1 <= pipeline.frames <= 6 and src.stats.delivered >= pipeline.frames
+    options = SessionOptions(backend="ort-cpu", max_frames=6, source=SourceOptions(live=True, latest_only=True))
+    with open_session(tiny_bundle, str(clip[0]), tmp_path / "out", options) as session:
+        session.run()
+    assert 1 <= session.pipeline.frames <= 6 and session.source.stats.delivered >= session.pipeline.frames
     assert (tmp_path / "out" / "events.jsonl").is_file()
 
 
@@ -169,14 +167,13 @@ def test_a_read_stuck_in_the_driver_does_not_hang_shutdown(tiny_bundle: Path, nu
 
 
 def test_field_mode_paints_neighbours_out_of_the_crops_unless_told_not_to(tiny_bundle: Path, tmp_path: Path) -> None:
-    from sperm_edge.localize import LocalizerConfig
     from tests.test_localize import two_heads
 
     still = tmp_path / "two heads.png"
     cv2.imwrite(str(still), two_heads(gap=44)[..., ::-1])
     runs = {
         isolate: sorted(
-            _run(tiny_bundle, still, tmp_path / f"out-{isolate}", localizer=LocalizerConfig(isolate=isolate))[0].events,
+            _run(tiny_bundle, still, tmp_path / f"out-{isolate}", isolate=isolate)[0].events,
             key=lambda e: e["box"],
         )
         for isolate in (True, False)

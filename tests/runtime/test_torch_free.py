@@ -10,26 +10,20 @@ from pathlib import Path
 SCRIPT = r"""
 import json, sys
 sys.modules["torch"] = None  # any `import torch` now raises ImportError
-import numpy as np
 from sperm_edge.bundle import load_bundle
-from sperm_edge.explain.worker import ExplainJob, ExplainWorker
-from sperm_edge.runtime.backends import available_backends, open_backend
-from sperm_edge.runtime.explanations import EngineExplanations
-from sperm_edge.runtime.flagging import FlagPolicy
-from sperm_edge.runtime.outputs import RunOutputs, stream
-from sperm_edge.runtime.pipeline import Pipeline, PipelineConfig
-from sperm_edge.runtime.sources import open_source
+from sperm_edge.explain.worker import ExplainWorker
+from sperm_edge.runtime.backends import available_backends
+from sperm_edge.runtime.session import SessionOptions, open_session
 
 bundle = load_bundle(sys.argv[1])
-policy = FlagPolicy.for_classes(bundle.abnormal_classes, min_confidence=1.1)  # flag everything
-worker = ExplainWorker(bundle.checkpoint_stem(), sys.argv[3] + "/explanations")
-maps = EngineExplanations(sys.argv[3] + "/explanations", bundle.classes, bundle.preprocess.img_size, "x", "every")
-with open_backend(bundle, "auto") as backend, open_source(sys.argv[2]) as source, worker, \
-        RunOutputs(sys.argv[3], worker, explanations=maps) as outputs, \
-        Pipeline(source, backend, bundle.classes, bundle.preprocess, PipelineConfig(mode="crop"), policy) as p:
-    stream(p, outputs)
-print(json.dumps({"backends": available_backends(bundle), "chosen": backend.name, "events": len(outputs.events),
-                  "classes": [e["class"] for e in outputs.events], "explain_error": worker.error,
+options = SessionOptions(mode="crop", explain="every", min_confidence=1.1)  # flag everything
+with open_session(bundle, sys.argv[2], sys.argv[3], options) as session:
+    session.run()
+maps = session.outputs.explanations
+with ExplainWorker(bundle.checkpoint_stem(), sys.argv[3] + "/torch-explanations") as worker:
+    pass
+print(json.dumps({"backends": available_backends(bundle), "chosen": session.engine.name,
+                  "events": len(session.outputs.events), "explain_error": worker.error,
                   "explained": maps.explained, "heatmaps": len(maps.heatmaps),
                   "png": maps.heatmaps.png(maps.heatmaps.tracks()[0])[:8].hex(),
                   "torch_loaded": sys.modules.get("torch") is not None}))

@@ -1,0 +1,59 @@
+"""Which tracked cells the network sees in a frame: inference follows the track, not the frame.
+
+A cell stays in view for tens of frames of a slow pan, and its class is settled long before it
+leaves. Like DeepStream's secondary classifiers (which classify a tracked object until its result
+is settled, then only on a re-inference interval), field mode sends a tracked cell to the network
+only while it is needed:
+
+- a cell already counted needs no more inference (its event is written; a later sighting only
+  keeps it from being counted twice);
+- a cell is *settled* once the network has seen it `settle_after` times (with rolling views, the
+  8 dihedral views of 8 consecutive frames) and its mean calibrated top probability is at least
+  `confidence`; an unsure cell goes on being classified until it is counted;
+- a settled cell is classified again when its head looks different: its area changed by more than
+  `change` (relative) since the sighting last classified (it turned, came into focus, or a
+  neighbour detached from it).
+
+Crops are cut and preprocessed only for the cells that need the network, so the saving covers
+preprocessing as well as inference. The pipeline decides for a frame from the tracks as classified
+up to a fixed number of frames before it (its preparing stage runs that far ahead of the network),
+so the same clip gives the same cells, classes and inference counts on any machine. `every_frame`
+(`sperm-edge run --every-frame-inference`) classifies every cell in every frame it is seen, for
+comparison. The defaults were chosen on the validation clips (seeds 0-2) of
+`benchmarks/field_speed.py --select`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sperm_edge.localize import Detection
+from sperm_edge.runtime.tracking import Track
+
+POLICIES = ("budget", "every_frame")
+
+
+@dataclass(frozen=True)
+class InferenceBudget:
+    """The rule that decides whether a tracked cell goes to the network in this frame (see the module docstring)."""
+
+    policy: str = "budget"
+    settle_after: int = 8
+    confidence: float = 0.9
+    change: float = 0.3
+
+    def needs_inference(self, track: Track, detection: Detection, counted_before: bool, settled: bool) -> bool:
+        """Whether this sighting of `track` goes to the network, given whether the cell was counted before this
+        frame and whether its class is settled as far as the deciding frame can know."""
+        if self.policy == "every_frame":
+            return True
+        if counted_before:
+            return False
+        if not settled:
+            return True
+        reference = max(track.inferred_area, 1e-9)
+        return abs(detection.area - reference) / reference > self.change
+
+    def is_settled(self, track: Track) -> bool:
+        """Whether the sightings classified so far settle the track's class (called after each one is added)."""
+        return track.inferences >= self.settle_after and float(track.probs.max()) >= self.confidence

@@ -1,0 +1,253 @@
+"""The one way to run a stream: a bundle, a source and an output folder opened together as a session.
+
+    with open_session(bundle, "slide.mp4", "runs/stream", SessionOptions(explain="flagged")) as session:
+        session.run()                     # until the source ends, the window closes, stop() or Ctrl-C
+    report = session.report               # report.json / report.md, written when the session closed
+
+`sperm-edge run`, `sperm-edge bench`'s stream rows, the benchmarks and the tests all open their
+streams here, so every setting that comes from the bundle is derived once, in `pipeline_config`:
+temperature scaling, the drift model and its set-aside threshold, the framing of field crops
+(`LocalizerConfig.framed`), rolling dihedral views and the per-track inference budget. The session
+opens engine, source, explainer, outputs and pipeline in that order and closes them in reverse
+(jetson-inference's applications are this shape: open, loop, close); then it writes the report,
+with the derived settings under `session`, so two runs can be compared setting by setting.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sperm_edge.bundle import Bundle, load_bundle
+from sperm_edge.errors import SpermEdgeError
+from sperm_edge.localize import CellFinder, LocalizerConfig, find_cells
+from sperm_edge.runtime.backends import open_backend
+from sperm_edge.runtime.backends.base import Backend
+from sperm_edge.runtime.budget import POLICIES, InferenceBudget
+from sperm_edge.runtime.drift import run_drift
+from sperm_edge.runtime.explanations import EXPLAIN_MODES, EngineExplanations
+from sperm_edge.runtime.flagging import FlagPolicy
+from sperm_edge.runtime.outputs import EXPLANATIONS_DIR, RunOutputs, stream
+from sperm_edge.runtime.pipeline import MODES, Pipeline, PipelineConfig
+from sperm_edge.runtime.scoring import score_events
+from sperm_edge.runtime.sources import SourceOptions, open_source
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Session", "SessionOptions", "open_session", "pipeline_config"]
+
+
+@dataclass
+class SessionOptions:
+    """Everything `sperm-edge run` lets a user choose; the defaults are the command's.
+
+    `explain`: none, flagged (Grad-CAM++ of each flagged cell) or every (also every cell's map for
+    live views); `explain_on_demand`: explain only the cells asked for (`RunOutputs.explain_event`,
+    the live view's clicks). `inference`: `budget` (a tracked cell goes to the network until its
+    class is settled, `runtime.budget`) or `every_frame`. `find`: the localiser. `policy`: what is
+    flagged (default: the bundle's abnormal classes, and cells below `min_confidence` or `min_stability`).
+    `set_aside_above`: the drift score above which field mode sets a cell aside, when `set_aside` (default:
+    the bundle's `DriftModel.set_aside_threshold`).
+    """
+
+    backend: str = "auto"
+    precision: str | None = None
+    threads: int | None = None
+    mode: str = "field"
+    track: bool | None = None
+    tta: bool = False
+    rolling_views: bool = True
+    batch: int = 32
+    crop_scale: float | None = None
+    crop_size: int | None = None
+    isolate: bool = True
+    set_aside: bool = True
+    set_aside_above: float | None = None
+    inference: str = "budget"
+    min_confidence: float = 0.6
+    min_stability: float = 0.7
+    max_frames: int | None = None
+    keep_frames: bool = True
+    explain: str = "none"
+    explain_on_demand: bool = False
+    explain_threads: int = 1
+    save_video: bool = False
+    window: bool = False
+    truth: dict | None = None
+    find: CellFinder = find_cells
+    policy: FlagPolicy | None = None
+    source: SourceOptions = field(default_factory=SourceOptions)
+
+    def check(self) -> None:
+        """A clear error for a choice the session cannot run."""
+        for name, value, allowed in (
+            ("--mode", self.mode, MODES),
+            ("--explain", self.explain, EXPLAIN_MODES),
+            ("inference", self.inference, POLICIES),
+        ):
+            if value not in allowed:
+                raise SpermEdgeError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def pipeline_config(bundle: Bundle, options: SessionOptions) -> PipelineConfig:
+    """How the pipeline runs `bundle`: every setting the bundle decides, derived in this one place."""
+    drift = bundle.drift_model()
+    gate = options.set_aside_above
+    if gate is None and drift is not None:
+        gate = drift.set_aside_threshold
+    return PipelineConfig(
+        mode=options.mode,
+        track=options.track,
+        max_batch=options.batch,
+        max_frames=options.max_frames,
+        keep_frames=options.keep_frames,
+        temperature=bundle.temperature,
+        drift=drift,
+        set_aside_above=gate if options.set_aside and drift is not None else None,
+        localizer=LocalizerConfig.framed(bundle.framing, options.crop_scale, options.crop_size, options.isolate),
+        find=options.find,
+        rolling_views=options.rolling_views and not options.tta,
+        budget=InferenceBudget(policy=options.inference),
+    )
+
+
+def describe_config(config: PipelineConfig) -> dict:
+    """The derived settings as report.json records them under `session` (comparable between runs)."""
+    loc = config.localizer
+    return {
+        "mode": config.mode,
+        "track": config.track,
+        "max_batch": config.max_batch,
+        "temperature": round(float(config.temperature), 6),
+        "drift": config.drift is not None,
+        "set_aside_above": None if config.set_aside_above is None else round(float(config.set_aside_above), 6),
+        "crop_scale": loc.crop_scale,
+        "crop_size": loc.crop_size,
+        "isolate": loc.isolate,
+        "finder": getattr(config.find, "__qualname__", repr(config.find)),
+        "rolling_views": config.rolling_views,
+        "budget": asdict(config.budget),
+    }
+
+
+class Session:
+    """An open run: `engine`, `source`, `outputs` and `pipeline` (see `open_session`); `report` once closed."""
+
+    def __init__(self, bundle: Bundle, source: str, out: Path, options: SessionOptions) -> None:
+        self.bundle, self.source_uri, self.out, self.options = bundle, source, out, options
+        self.config = pipeline_config(bundle, options)
+        self.policy = options.policy or FlagPolicy.for_classes(
+            bundle.abnormal_classes, options.min_confidence, options.min_stability
+        )
+        self.report: dict | None = None
+        self.stats: dict = {}
+        self._stack = ExitStack()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def __enter__(self) -> Session:
+        opts = self.options
+        try:
+            self.engine: Backend = self._stack.enter_context(
+                open_backend(self.bundle, opts.backend, opts.precision, opts.threads, tta=opts.tta)
+            )
+            self.source = self._stack.enter_context(open_source(self.source_uri, opts.source))
+            maps, self.worker = self._explainers()
+            if self.worker is not None:
+                self._stack.enter_context(self.worker)
+            video = self.out / "annotated.mp4" if opts.save_video else None
+            outputs = RunOutputs(
+                self.out, self.worker, video, self.source.fps or 15.0, opts.window,
+                explanations=maps, explain_flagged=not opts.explain_on_demand,
+            )  # fmt: skip
+            self.outputs = self._stack.enter_context(outputs)
+            pipeline = Pipeline(
+                self.source, self.engine, self.bundle.classes, self.bundle.preprocess, self.config, self.policy
+            )
+            self.pipeline = self._stack.enter_context(pipeline)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.stats = self.pipeline.stats()
+        finally:
+            self._stack.close()  # pipeline, outputs, explainer (its queue finished), source, engine
+        if exc_type is None:
+            self.report = self._write_report()
+
+    # -- running ----------------------------------------------------------------------------------
+    def run(self, on_result=None) -> None:
+        """Drive the stream into the outputs until the source ends, the window closes, `stop()` or Ctrl-C."""
+        stream(self.pipeline, self.outputs, on_result)
+
+    def stop(self) -> None:
+        """End capture (thread-safe); the frames already read are finished and reported."""
+        self.pipeline.stop()
+
+    def describe(self) -> dict:
+        """The settings this session derived from its bundle and options (report.json's `session`)."""
+        return {**describe_config(self.config), "tta": self.options.tta, "explain": self.options.explain}
+
+    # -- internals --------------------------------------------------------------------------------
+    def _explainers(self):
+        opts = self.options
+        explain = "flagged" if opts.explain_on_demand and opts.explain == "none" else opts.explain
+        folder = self.out / EXPLANATIONS_DIR
+        maps, worker = explainers(self.bundle, explain, self.engine.describe()["backend"], folder, opts.explain_threads)
+        if worker is not None and opts.explain_on_demand:
+            worker.preload = False  # torch loads on the first request, not before the stream starts
+        return maps, worker
+
+    def _write_report(self) -> dict:
+        info = {
+            "bundle": str(self.bundle.path),
+            "source": self.source_uri,
+            "mode": self.options.mode,
+            "backend": self.engine.describe(),
+            "session": self.describe(),
+            **self.stats,
+        }
+        if self.config.set_aside_above is not None and self.options.mode == "field":
+            info["set_aside_above"] = round(self.config.set_aside_above, 4)
+        if self.options.truth is not None:
+            info["truth"] = score_events(self.outputs.events, self.options.truth)
+        drift = run_drift(self.config.drift, self.outputs.events + self.outputs.set_aside)  # every cell scored
+        if drift is not None:
+            info["drift"] = drift
+        return self.outputs.finish(self.bundle.classes, self.bundle.normal_class, info)
+
+
+def explainers(bundle: Bundle, explain: str, engine_name: str, folder: Path, threads: int):
+    """(engine explanations, None) when the bundle's models have a `cam` output; else (None, the PyTorch worker);
+    (None, None) for `explain` none.
+
+    The worker's thread setting is PyTorch's for the whole process, so it is left alone when the
+    engine itself is PyTorch (whether asked for by name or chosen by `auto`).
+    """
+    if explain == "none":
+        return None, None
+    section = bundle.manifest.get("explain") or {}
+    if section.get("engine"):
+        size, layer = bundle.preprocess.img_size, section.get("layer", "attention")
+        return EngineExplanations(folder, bundle.classes, size, layer, explain), None
+    from sperm_edge.explain.worker import ExplainWorker
+
+    reason = section.get("reason", "the bundle's models have no cam output (exported before it existed)")
+    log.warning("explanations from the retained checkpoint in the background: %s", reason)
+    return None, ExplainWorker(bundle.checkpoint_stem(), folder, threads=None if engine_name == "torch" else threads)
+
+
+def open_session(
+    bundle: Bundle | str | Path, source: str, out: str | Path, options: SessionOptions | None = None
+) -> Session:
+    """A session over `source` with `bundle` (a loaded `Bundle` or its folder), writing into `out`; use it in
+    a `with` block. Bad options fail here, before anything is opened."""
+    options = options or SessionOptions()
+    options.check()
+    loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    return Session(loaded, str(source), Path(out), options)
