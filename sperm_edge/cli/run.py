@@ -137,6 +137,7 @@ def run(
     from sperm_edge.bundle import load_bundle
     from sperm_edge.io import prepare_output_dir
     from sperm_edge.runtime.annotate import gui_available
+    from sperm_edge.runtime.budget import InferenceBudget
     from sperm_edge.runtime.session import SessionOptions, open_session
     from sperm_edge.runtime.sources import SourceOptions
 
@@ -144,7 +145,7 @@ def run(
     options = SessionOptions(
         backend=backend, precision=precision, threads=threads, mode=mode, track=track, tta=tta,
         rolling_views=rolling_views, batch=batch, crop_scale=crop_scale, crop_size=crop_size, isolate=isolate,
-        set_aside=set_aside, inference="every_frame" if every_frame_inference else "budget",
+        set_aside=set_aside, budget=InferenceBudget("every_frame" if every_frame_inference else "budget"),
         min_confidence=min_confidence, min_stability=min_stability, max_frames=max_frames, explain=explain,
         explain_on_demand=explain == "none" and binding is not None,  # the view explains the cells clicked
         explain_threads=explain_threads, save_video=save_video, window=not headless and gui_available(),

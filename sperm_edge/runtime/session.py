@@ -43,10 +43,10 @@ __all__ = ["Session", "SessionOptions", "open_session", "pipeline_config"]
 class SessionOptions:
     """Everything `sperm-edge run` lets a user choose; the defaults are the command's.
 
-    `explain`: none, flagged (Grad-CAM++ of each flagged cell) or every (also every cell's map for
-    live views); `explain_on_demand`: explain only the cells asked for (`RunOutputs.explain_event`,
-    the live view's clicks). `inference`: `budget` (a tracked cell goes to the network until its
-    class is settled, `runtime.budget`) or `every_frame`. `find`: the localiser. `policy`: what is
+    `explain`: none, flagged (Grad-CAM++ of each flagged cell) or every (also every cell's map for live
+    views); `explain_on_demand`: explain only the cells asked for (`RunOutputs.explain_event`, the live view's
+    clicks). `budget`: which tracked cells go to the network in a frame (`runtime.budget`: until a cell's
+    class is settled, or with policy `every_frame` in every frame). `find`: the localiser. `policy`: what is
     flagged (default: the bundle's abnormal classes, and cells below `min_confidence` or `min_stability`).
     `set_aside_above`: the drift score above which field mode sets a cell aside, when `set_aside` (default:
     the bundle's `DriftModel.set_aside_threshold`).
@@ -65,7 +65,7 @@ class SessionOptions:
     isolate: bool = True
     set_aside: bool = True
     set_aside_above: float | None = None
-    inference: str = "budget"
+    budget: InferenceBudget = field(default_factory=InferenceBudget)
     min_confidence: float = 0.6
     min_stability: float = 0.7
     max_frames: int | None = None
@@ -85,7 +85,7 @@ class SessionOptions:
         for name, value, allowed in (
             ("--mode", self.mode, MODES),
             ("--explain", self.explain, EXPLAIN_MODES),
-            ("inference", self.inference, POLICIES),
+            ("the inference policy", self.budget.policy, POLICIES),
         ):
             if value not in allowed:
                 raise SpermEdgeError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
@@ -109,7 +109,7 @@ def pipeline_config(bundle: Bundle, options: SessionOptions) -> PipelineConfig:
         localizer=LocalizerConfig.framed(bundle.framing, options.crop_scale, options.crop_size, options.isolate),
         find=options.find,
         rolling_views=options.rolling_views and not options.tta,
-        budget=InferenceBudget(policy=options.inference),
+        budget=options.budget,
     )
 
 

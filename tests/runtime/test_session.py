@@ -8,6 +8,7 @@ import pytest
 
 from sperm_edge.bundle import load_bundle
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.runtime.budget import InferenceBudget
 from sperm_edge.runtime.session import SessionOptions, open_session, pipeline_config
 
 
@@ -22,7 +23,7 @@ def test_the_budget_counts_the_same_cells_with_fewer_inferences(
 ) -> None:
     bundle = load_bundle(tiny_bundle)
     bundle.manifest["temperature"] = 0.05  # a sharp softmax: the untrained head's cells settle
-    every = _field_run(bundle, clip[0], tmp_path / "every", inference="every_frame")
+    every = _field_run(bundle, clip[0], tmp_path / "every", budget=InferenceBudget("every_frame"))
     budget = _field_run(bundle, clip[0], tmp_path / "budget")
     key = lambda e: (e["track"], e["first_frame"], e["frames_seen"])  # noqa: E731
     assert sorted(map(key, every.outputs.events)) == sorted(map(key, budget.outputs.events))  # counting is the same
@@ -44,11 +45,12 @@ def test_settings_come_from_the_bundle_and_bad_options_fail_before_anything_open
     assert config.temperature == bundle.temperature and config.rolling_views
     assert pipeline_config(bundle, SessionOptions(set_aside=False)).set_aside_above is None
     assert not pipeline_config(bundle, SessionOptions(tta=True)).rolling_views  # --tta sees all 8 views itself
-    assert pipeline_config(bundle, SessionOptions(inference="every_frame")).budget.policy == "every_frame"
+    every_frame = SessionOptions(budget=InferenceBudget("every_frame"))
+    assert pipeline_config(bundle, every_frame).budget.policy == "every_frame"
     with pytest.raises(SpermEdgeError, match="--mode must be one of field, crop, not 'tile'"):
         open_session(bundle, "missing.mp4", tmp_path / "out", SessionOptions(mode="tile"))
-    with pytest.raises(SpermEdgeError, match="inference must be one of budget, every_frame"):
-        open_session(bundle, "missing.mp4", tmp_path / "out", SessionOptions(inference="sometimes"))
+    with pytest.raises(SpermEdgeError, match="the inference policy must be one of budget, every_frame"):
+        open_session(bundle, "missing.mp4", tmp_path / "out", SessionOptions(budget=InferenceBudget("sometimes")))
     assert not (tmp_path / "out").exists()
 
 

@@ -1,0 +1,34 @@
+"""The benchmark record: rows with the machine, the load around each timing, the command and the commit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sperm_edge.bench.record import BenchmarkRecord, git_commit, load_line
+
+
+def test_a_record_carries_the_machine_the_load_and_the_commit(tmp_path: Path) -> None:
+    record = BenchmarkRecord.start(["bench.py", "--fast"])
+    with record.timing() as load:
+        sum(range(10_000))
+    assert set(load) == {"load_before", "load_after"} and load["load_after"] is not None
+    result = record.write(tmp_path / "out" / "x.json", [{"fps": 1.0, **load}], {"frames": 3},
+                          lambda r: f"# x\n\n{load_line(r)}\n", extra_field=7)  # fmt: skip
+    written = json.loads((tmp_path / "out" / "x.json").read_text())
+    assert written == json.loads(json.dumps(result)) and written["extra_field"] == 7
+    assert written["command"].endswith("bench.py --fast") and written["commit"] == git_commit()
+    assert written["cores"] >= 1 and written["cpu"]["model"] and written["rows"][0]["fps"] == 1.0
+    assert written["under_load"] == (written["peak_load"] > written["cores"])
+    assert (tmp_path / "out" / "x.md").read_text().startswith("# x\n\nCommand: `")
+
+
+def test_a_record_taken_under_load_says_so(tmp_path: Path) -> None:
+    record = BenchmarkRecord.start([])
+    record.peak_load = record.cores + 1.0  # as if a neighbour's job had run beside the timing
+    result = record.write(tmp_path / "x.json", [], markdown=load_line)
+    assert result["under_load"] and "not a headline figure" in (tmp_path / "x.md").read_text()
+
+
+def test_outside_a_git_checkout_the_commit_is_none(tmp_path: Path) -> None:
+    assert git_commit(tmp_path) is None
