@@ -25,10 +25,10 @@ import torch
 
 from sperm_edge.bench.harness import TimingConfig, time_runners
 from sperm_edge.bench.machine import load_average, machine_facts
+from sperm_edge.engines.base import Outputs
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import atomic_write_json
 from sperm_edge.model import create_model
-from sperm_edge.runtime.backends.base import Outputs
 
 log = logging.getLogger("arch_latency")
 

@@ -34,8 +34,8 @@ import onnx.utils
 
 from sperm_edge.bench.stream import StreamConfig, run_stream, write_crop_frames, write_field_frames
 from sperm_edge.bundle import cpu_name, load_bundle
+from sperm_edge.engines import OrtBackend
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
-from sperm_edge.runtime.backends import OrtBackend
 
 log = logging.getLogger("cam_speed")
 

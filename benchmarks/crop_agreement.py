@@ -38,12 +38,12 @@ from sperm_edge.data.real_fields.slide import STAIN_RANGE
 from sperm_edge.data.real_fields.sprites import render
 from sperm_edge.data.real_fields.video import camera_look
 from sperm_edge.data.synthetic._optics import finish
+from sperm_edge.engines import open_backend
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.images import split_images
 from sperm_edge.io import atomic_write_json
 from sperm_edge.model.checkpoint import read_meta
 from sperm_edge.preprocess import preprocess_batch
-from sperm_edge.runtime.backends import open_backend
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("turned", "alone", "field_glass", "pale", "dark", "camera")

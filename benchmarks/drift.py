@@ -39,9 +39,10 @@ from sperm_edge.bundle import load_bundle
 from sperm_edge.data.folder import load_image_folder
 from sperm_edge.data.presets import NON_SPERM
 from sperm_edge.drift import CELL_QUANTILE, DEFAULT_DIMS, RUN_FALSE_ALARM, fit_drift
+from sperm_edge.engines.ort import new_session
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.images import split_images
-from sperm_edge.export.ort_cpu import cpu_session, ort_outputs
+from sperm_edge.export.ort_cpu import ort_outputs
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger("drift")
@@ -118,7 +119,7 @@ def measure(bundle_path: Path, data: Path) -> dict:
         raise SpermEdgeError(f"bundle {bundle_path} has no drift model: export it again with this version")
     meta = json.loads(bundle.file(bundle.manifest["checkpoint"]["meta"]).read_text())
     classes, spec, lab = bundle.classes, bundle.preprocess, lab_of(meta)
-    session = cpu_session(bundle.onnx_path("fp32"))
+    session = new_session(bundle.onnx_path("fp32"))
 
     def outputs(images: list) -> dict:
         return ort_outputs(session, images, spec)

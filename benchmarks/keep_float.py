@@ -19,12 +19,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from sperm_edge.engines.ort import new_session
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.gate import score
 from sperm_edge.export.images import split_images
 from sperm_edge.export.int8 import Int8Config, prepare_for_quantization, quantize_int8
 from sperm_edge.export.onnx_export import export_onnx
-from sperm_edge.export.ort_cpu import cpu_session, ort_logits
+from sperm_edge.export.ort_cpu import ort_logits
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger("keep_float")
@@ -51,14 +52,14 @@ def measure_run(run: Path, calib_count: int, work: Path) -> list[dict]:
     fp32 = work / f"{run.name}.onnx"
     export_onnx(ckpt.build_model(), spec.img_size, fp32)
     prepared = prepare_for_quantization(fp32, work / f"{run.name}.pre.onnx")
-    reference = {part: ort_logits(cpu_session(fp32), s.images, spec) for part, s in sets.items()}
+    reference = {part: ort_logits(new_session(fp32), s.images, spec) for part, s in sets.items()}
     base = {part: score("fp32", reference[part], s.labels, classes) for part, s in sets.items()}
     rows = []
     for name, patterns in CANDIDATES.items():
         log.info("%s: INT8 with %s in float", run, name)
         config = Int8Config(keep_float=patterns)
         result = quantize_int8(prepared, work / f"{run.name}.{name}.onnx", calib.images, spec, "int8", config)
-        session = cpu_session(result.path)
+        session = new_session(result.path)
         row = {"run": str(run), "arch": ckpt.arch, "candidate": name, "keep_float": list(patterns)}
         for part, images in sets.items():
             figures = score("int8", ort_logits(session, images.images, spec), images.labels, classes, reference[part])

@@ -49,9 +49,9 @@ import numpy as np
 
 from sperm_edge.bundle import Bundle, load_bundle
 from sperm_edge.data.real_fields import write_real_field
+from sperm_edge.engines import open_backend
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
 from sperm_edge.preprocess import decode_image, preprocess_batch
-from sperm_edge.runtime.backends import open_backend
 from sperm_edge.runtime.report import sample_summary
 from sperm_edge.runtime.scoring import match_box, score_events
 from sperm_edge.runtime.session import SessionOptions, open_session

@@ -28,10 +28,10 @@ import numpy as np
 
 from sperm_edge.bundle import Bundle, load_bundle
 from sperm_edge.data.real_fields import RealFieldVideo
+from sperm_edge.engines import open_backend
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
 from sperm_edge.localize import LocalizerConfig, crop, find_cells
 from sperm_edge.preprocess import preprocess_batch
-from sperm_edge.runtime.backends import open_backend
 from sperm_edge.runtime.scoring import match_box
 
 log = logging.getLogger("set_aside")

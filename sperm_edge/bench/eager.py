@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sperm_edge.runtime.backends.base import InputSpec, Outputs
-from sperm_edge.runtime.backends.torch_backend import TorchBackend
+from sperm_edge.engines.base import InputSpec, Outputs
+from sperm_edge.engines.torch_backend import TorchBackend
 
 
 class EagerTorchBackend(TorchBackend):

@@ -32,7 +32,7 @@ from sperm_edge.bench.variants import (
     plan_variants,
 )
 from sperm_edge.bundle import Bundle, load_bundle
-from sperm_edge.runtime.backends.ort import default_threads
+from sperm_edge.engines.ort import default_threads
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Protocol
 import numpy as np
 
 from sperm_edge.bundle import Bundle
+from sperm_edge.engines.base import Outputs
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.runtime.backends.base import Outputs
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,10 @@ def has_gpu() -> bool:
 def plan_variants(bundle: Bundle, backends: list[str]) -> list[PlannedVariant]:
     """Every variant of the chosen backends with its status; the reference variant first when chosen.
 
-    Availability is the runtime's (`sperm_edge.runtime.backends.availability`); "no GPU" and a
+    Availability is the runtime's (`sperm_edge.engines.availability`); "no GPU" and a
     model missing from the bundle are added to the reason, so a row says everything that is missing.
     """
-    from sperm_edge.runtime.backends import availability
+    from sperm_edge.engines import availability
 
     models = bundle.manifest.get("models", {})
     weights = bundle.manifest.get("checkpoint", {}).get("weights")
@@ -153,7 +153,7 @@ def open_runner(bundle: Bundle, variant: Variant, threads: int) -> Runner:
         from sperm_edge.bench.eager import EagerTorchBackend
 
         return EagerTorchBackend(bundle.checkpoint_stem(), threads=threads)
-    from sperm_edge.runtime.backends import open_backend
+    from sperm_edge.engines import open_backend
 
     name = RUNTIME_NAMES.get(variant.backend, variant.backend)
     precision = None if name == "torch" else variant.precision

@@ -345,10 +345,10 @@ def _engine_explanation(loaded, rgb, target: str | None, threads: int | None, vi
     import numpy as np
 
     from sperm_edge.calibration import calibrated_probs
+    from sperm_edge.engines import open_backend
     from sperm_edge.errors import SpermEdgeError
     from sperm_edge.explain.engine import engine_explanation
     from sperm_edge.preprocess import preprocess_batch
-    from sperm_edge.runtime.backends import open_backend
     from sperm_edge.tta import dihedral_view, undo_dihedral_view
 
     section = loaded.manifest.get("explain") or {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from sperm_edge.engines.ort import new_session
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.bundle_writer import BundleWriter
 from sperm_edge.export.cam_parity import FP32_TOLERANCE, CamParity, CamReference, compare_cams, reference_maps
@@ -13,7 +14,7 @@ from sperm_edge.export.gate import Score, check_drop, score
 from sperm_edge.export.images import ImageSet
 from sperm_edge.export.int8 import Int8Config, Int8Result, prepare_for_quantization, quantize_int8
 from sperm_edge.export.onnx_export import export_onnx
-from sperm_edge.export.ort_cpu import Latency, cpu_session, measure_latency, ort_logits, ort_outputs
+from sperm_edge.export.ort_cpu import Latency, measure_latency, ort_logits, ort_outputs
 from sperm_edge.export.parity import check_onnx, check_parity
 from sperm_edge.export.qdq_check import check_tensorrt_qdq
 from sperm_edge.preprocess import PreprocessSpec
@@ -86,7 +87,7 @@ class Stages:
                 )
         if held_out is not None:
             self.reporter.step(f"scoring FP32 on {len(held_out)} held-out images")
-            self.fp32_logits = ort_logits(cpu_session(path), held_out.images, self.spec)
+            self.fp32_logits = ort_logits(new_session(path), held_out.images, self.spec)
             self.fp32_score = score("fp32", self.fp32_logits, held_out.labels, self.classes)
             entry["accuracy"] = {**self.fp32_score.describe(), "images": held_out.source, "backend": "ort-cpu"}
             self.writer.manifest["evaluation"] = _set_summary(held_out)
@@ -112,7 +113,7 @@ class Stages:
         return section
 
     def _cam_parity(self, path: Path, precision: str) -> CamParity:
-        cam = ort_outputs(cpu_session(path), self.cam_images, self.spec)["cam"]
+        cam = ort_outputs(new_session(path), self.cam_images, self.spec)["cam"]
         return compare_cams(cam, self.cam_reference, precision)
 
     def int8(self, calib: ImageSet, gate_set: ImageSet, held_out: ImageSet) -> None:
@@ -136,7 +137,7 @@ class Stages:
         self.reporter.step(
             f"gating INT8 on {len(gate_set)} validation images, scoring it on {len(held_out)} test images"
         )
-        self.fp32_val_logits = ort_logits(cpu_session(self.writer.path(FP32_FILE)), gate_set.images, self.spec)
+        self.fp32_val_logits = ort_logits(new_session(self.writer.path(FP32_FILE)), gate_set.images, self.spec)
         fp32_val = score("fp32", self.fp32_val_logits, gate_set.labels, self.classes)
         for variant, result in results.items():
             extra = {"qdq_check": qdq.describe()} if variant == "int8" else {}
@@ -149,7 +150,7 @@ class Stages:
     def _register(
         self, variant: str, result: Int8Result, gate_set: ImageSet, fp32_val: Score, held_out: ImageSet, extra: dict
     ) -> None:
-        session = cpu_session(result.path)
+        session = new_session(result.path)
         val = score(variant, ort_logits(session, gate_set.images, self.spec), gate_set.labels, self.classes,
                     self.fp32_val_logits)  # fmt: skip
         test = score(variant, ort_logits(session, held_out.images, self.spec), held_out.labels, self.classes,

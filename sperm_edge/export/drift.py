@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 
 from sperm_edge.drift import DRIFT_FILE, fit_drift
+from sperm_edge.engines.ort import new_session
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.bundle_writer import BundleWriter
 from sperm_edge.export.images import split_images
-from sperm_edge.export.ort_cpu import cpu_session, ort_outputs
+from sperm_edge.export.ort_cpu import ort_outputs
 from sperm_edge.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def add_drift(writer: BundleWriter, onnx_file: str, meta: dict, classes: list[str], spec: PreprocessSpec) -> dict:
     """Fit and write the drift file into the bundle; return the manifest's `drift` section."""
-    session = cpu_session(writer.path(onnx_file))
+    session = new_session(writer.path(onnx_file))
     if "features" not in [o.name for o in session.get_outputs()]:
         return _unavailable(writer, "the ONNX model has no `features` output")
     try:

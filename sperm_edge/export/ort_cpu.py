@@ -1,8 +1,8 @@
-"""ONNX Runtime on the CPU, as export uses it: logits of real images and a quick batch-1 latency figure."""
+"""ONNX Runtime on the CPU, as export uses it (`engines.ort`'s sessions): outputs of real images and a batch-1
+latency figure."""
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -13,21 +13,8 @@ import numpy as np
 import onnxruntime as ort
 
 from sperm_edge.bundle import cpu_name
-from sperm_edge.errors import SpermEdgeError
+from sperm_edge.engines.ort import OrtBackend
 from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
-
-
-def cpu_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session with all graph optimizations; a model ORT cannot load becomes a SpermEdgeError."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # ORT raises its own Fail/InvalidGraph types
-        raise SpermEdgeError(f"ONNX Runtime cannot load {path}: {err}") from err
 
 
 def ort_outputs(
@@ -70,23 +57,23 @@ class Latency:
 def measure_latency(
     path: str | Path, precision: str, img_size: int, runs: int = 20, warmup: int = 5, threads: int | None = None
 ) -> Latency:
-    """Median wall time of `runs` batch-1 inferences on random input after `warmup` untimed ones."""
-    threads = threads or os.cpu_count() or 1
-    session = cpu_session(path, threads)
-    name = session.get_inputs()[0].name
+    """Median wall time of `runs` batch-1 inferences on random input after `warmup` untimed ones, through the
+    runtime's own ONNX Runtime backend and session settings (what `--backend auto` will run)."""
+    backend = OrtBackend(path, "cpu", precision, threads)
     batch = np.random.default_rng(0).standard_normal((1, 3, img_size, img_size)).astype(np.float32)
-    for _ in range(warmup):
-        session.run(None, {name: batch})
     times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, {name: batch})
-        times.append((time.perf_counter() - start) * 1000.0)
+    with backend:
+        for _ in range(warmup):
+            backend.infer(batch)
+        for _ in range(runs):
+            start = time.perf_counter()
+            backend.infer(batch)
+            times.append((time.perf_counter() - start) * 1000.0)
     return Latency(
         backend="ort-cpu",
         precision=precision,
         batch=1,
         p50_ms=round(statistics.median(times), 3),
         runs=runs,
-        machine={"cpu": cpu_name(), "threads": threads},
+        machine={"cpu": cpu_name(), "threads": backend.threads},
     )

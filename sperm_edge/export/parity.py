@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from sperm_edge.engines.ort import new_session
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.export.ort_cpu import cpu_session, ort_logits
+from sperm_edge.export.ort_cpu import ort_logits
 from sperm_edge.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def check_onnx(path: str | Path, num_classes: int, img_size: int, batch_sizes: S
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         raise SpermEdgeError(f"{path.name} fails onnx.checker: {err}") from err
-    session = cpu_session(path)
+    session = new_session(path)
     name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
     if names[0] != "logits" or names[1:] not in ([], ["cam", "features"]):
@@ -111,7 +112,7 @@ def check_parity(
     images_source: str = "",
 ) -> Parity:
     """Run the ONNX model on `images` and hold its logits to PyTorch's within `tolerance`."""
-    onnx_logits = ort_logits(cpu_session(onnx_path), images, spec)
+    onnx_logits = ort_logits(new_session(onnx_path), images, spec)
     agreement = compare_logits(torch_logits, onnx_logits, "pytorch fp32")
     parity = Parity(agreement=agreement, tolerance=tolerance, images=images_source)
     log.info(

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from sperm_edge import hardware
+from sperm_edge.engines import BACKENDS, auto_choice, availability
+from sperm_edge.engines.tensorrt import engine_mismatch, rebuild_command
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.runtime.backends import BACKENDS, auto_choice, availability
-from sperm_edge.runtime.backends.tensorrt import engine_mismatch, rebuild_command
 
 RUNTIME_INSTALL = 'pip install "sperm-edge[runtime]"'
 

@@ -33,10 +33,10 @@ import numpy as np
 
 from sperm_edge.calibration import calibrated_probs
 from sperm_edge.drift import DriftModel
+from sperm_edge.engines.base import Backend
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.localize import CellFinder, Detection, LocalizerConfig, crop, find_cells, isolate, whole_frame
 from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
-from sperm_edge.runtime.backends.base import Backend
 from sperm_edge.runtime.budget import InferenceBudget
 from sperm_edge.runtime.flagging import FlagPolicy
 from sperm_edge.runtime.sources.base import Frame, VideoSource

@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sperm_edge.bundle import Bundle, load_bundle
+from sperm_edge.engines import open_backend
+from sperm_edge.engines.base import Backend
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.localize import CellFinder, LocalizerConfig, find_cells
-from sperm_edge.runtime.backends import open_backend
-from sperm_edge.runtime.backends.base import Backend
 from sperm_edge.runtime.budget import POLICIES, InferenceBudget
 from sperm_edge.runtime.drift import run_drift
 from sperm_edge.runtime.explanations import EXPLAIN_MODES, EngineExplanations

@@ -7,8 +7,8 @@ import pytest
 
 from sperm_edge.bench.accuracy import EvalSet, load_eval_set, predict, score
 from sperm_edge.bundle import load_bundle
+from sperm_edge.engines.base import Outputs
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.runtime.backends.base import Outputs
 from tests.bench.conftest import IMG_SIZE
 from tests.conftest import write_tiny_folder
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from sperm_edge.bench.eager import EagerTorchBackend
 from sperm_edge.bundle import load_bundle
-from sperm_edge.runtime.backends import TorchBackend
+from sperm_edge.engines import TorchBackend
 from tests.bench.conftest import IMG_SIZE
 
 

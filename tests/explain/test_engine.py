@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from sperm_edge.bundle import load_bundle
+from sperm_edge.engines import open_backend
 from sperm_edge.explain import GradCamExplainer, write_explanation
 from sperm_edge.explain.engine import engine_explanation
 from sperm_edge.explain.overlay import overlay
 from sperm_edge.metrics import softmax
 from sperm_edge.preprocess import decode_image, preprocess_batch
-from sperm_edge.runtime.backends import open_backend
 
 
 def _crops(masked_crops: Path) -> list[np.ndarray]:

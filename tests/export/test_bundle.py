@@ -11,8 +11,8 @@ import onnx
 import pytest
 
 from sperm_edge.bundle import load_bundle
+from sperm_edge.engines.ort import new_session
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.export.ort_cpu import cpu_session
 from sperm_edge.io import sha256_file
 from sperm_edge.model import get_entry
 from sperm_edge.model.checkpoint import load_checkpoint
@@ -89,7 +89,7 @@ def test_onnx_has_a_dynamic_batch_and_no_runtime_padding_arithmetic(tiny_bundle)
     graph = onnx.load(str(tiny_bundle / "model.onnx")).graph
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert not {"Shape", "Ceil"} & {node.op_type for node in graph.node}
-    session = cpu_session(tiny_bundle / "model.onnx")
+    session = new_session(tiny_bundle / "model.onnx")
     assert [o.name for o in session.get_outputs()] == ["logits", "cam", "features"]
     for batch in (1, 5):
         logits, cam, features = session.run(None, {"input": np.zeros((batch, 3, 32, 32), np.float32)})

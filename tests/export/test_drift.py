@@ -8,8 +8,9 @@ import numpy as np
 
 from sperm_edge.bundle import load_bundle
 from sperm_edge.drift import DRIFT_FILE
+from sperm_edge.engines.ort import new_session
 from sperm_edge.export.images import split_images
-from sperm_edge.export.ort_cpu import cpu_session, ort_outputs
+from sperm_edge.export.ort_cpu import ort_outputs
 
 
 def test_export_fits_the_drift_model_on_the_training_split(tiny_bundle, tiny_run) -> None:
@@ -26,5 +27,5 @@ def test_export_fits_the_drift_model_on_the_training_split(tiny_bundle, tiny_run
     assert len(model.val_scores) == len(val)
     assert np.isclose(model.threshold, section["cell_threshold"], atol=1e-4)
     # the stored validation scores are what the bundle's own FP32 model gives those crops
-    features = ort_outputs(cpu_session(bundle.onnx_path("fp32")), val.images, bundle.preprocess)["features"]
+    features = ort_outputs(new_session(bundle.onnx_path("fp32")), val.images, bundle.preprocess)["features"]
     np.testing.assert_allclose(model.score(features), model.val_scores, rtol=1e-4, atol=1e-4)

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 
 from sperm_edge.bundle import load_bundle
+from sperm_edge.engines import open_backend
 from sperm_edge.explain.worker import ExplainJob, ExplainWorker
-from sperm_edge.runtime.backends import open_backend
 from sperm_edge.runtime.events import read_events
 from sperm_edge.runtime.flagging import FlagPolicy
 from sperm_edge.runtime.outputs import RunOutputs, stream

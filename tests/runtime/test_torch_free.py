@@ -12,7 +12,7 @@ import json, sys
 sys.modules["torch"] = None  # any `import torch` now raises ImportError
 from sperm_edge.bundle import load_bundle
 from sperm_edge.explain.worker import ExplainWorker
-from sperm_edge.runtime.backends import available_backends
+from sperm_edge.engines import available_backends
 from sperm_edge.runtime.session import SessionOptions, open_session
 
 bundle = load_bundle(sys.argv[1])

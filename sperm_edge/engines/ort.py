@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sperm_edge.engines.base import Backend, InputSpec, Outputs, missing
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import cache_dir
-from sperm_edge.runtime.backends.base import Backend, InputSpec, Outputs, missing
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,36 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def new_session(
+    path: str | Path,
+    providers: list | None = None,
+    threads: int | None = None,
+    spin: bool = False,
+    name: str = "ort-cpu",
+):
+    """An ONNX Runtime session as the runtime runs it: the one place sessions are made, so the figures export
+    measures (parity, accuracy, drift features, latency) come from the settings the stream runs with.
+
+    All graph optimizations, sequential execution, `threads` intra-op threads (default: the usable cores).
+    Idle intra-op workers sleep instead of spinning (`spin` False), leaving the cores to the stream's other
+    threads (capture, cell finding): measured 1.7x the frame rate of spinning workers on 2 busy cores. A model
+    ONNX Runtime cannot load becomes a SpermEdgeError naming it.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise SpermEdgeError(f"ONNX Runtime cannot load {path} on {name}: {err}") from err
 
 
 class OrtBackend(Backend):
@@ -122,21 +152,7 @@ class OrtBackend(Backend):
         ok, why = self.available_for(self.provider)
         if not ok:
             raise missing(f"ONNX Runtime provider {PROVIDERS.get(self.provider)}", why)
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # idle intra-op workers sleep instead of spinning, leaving the cores to the stream's other threads
-        # (capture, cell finding): measured 1.7x the frame rate of spinning workers on 2 busy cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
-        try:
-            session = ort.InferenceSession(str(self.onnx_path), sess_options=options, providers=self.provider_chain())
-        except Exception as err:  # onnxruntime raises its own exception types
-            raise SpermEdgeError(f"ONNX Runtime cannot load {self.onnx_path} on {self.name}: {err}") from err
+        session = new_session(self.onnx_path, self.provider_chain(), self.threads, self.spin, self.name)
         used = session.get_providers()
         if used[0] != PROVIDERS[self.provider]:
             raise SpermEdgeError(

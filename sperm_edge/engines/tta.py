@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sperm_edge.runtime.backends.base import Backend, InputSpec, Outputs
+from sperm_edge.engines.base import Backend, InputSpec, Outputs
 from sperm_edge.tta import VIEWS, dihedral_views, mean_over_views
 
 

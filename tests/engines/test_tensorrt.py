@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from sperm_edge.bundle import load_bundle
+from sperm_edge.engines import auto_choice, availability, open_backend
+from sperm_edge.engines.tensorrt import TensorRTBackend, engine_mismatch
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.runtime.backends import auto_choice, availability, open_backend
-from sperm_edge.runtime.backends.tensorrt import TensorRTBackend, engine_mismatch
 
 HERE_TRT, HERE_SM = "10.3.0", "8.7"
 

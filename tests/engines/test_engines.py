@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from sperm_edge.bundle import load_bundle
-from sperm_edge.errors import SpermEdgeError
-from sperm_edge.runtime.backends import (
+from sperm_edge.engines import (
     OrtBackend,
     TensorRTBackend,
     available_backends,
     choose_auto,
     open_backend,
 )
-from sperm_edge.runtime.backends.ort import available_providers
+from sperm_edge.engines.ort import available_providers
+from sperm_edge.errors import SpermEdgeError
 
 
 def _batch(n: int, size: int) -> np.ndarray:
@@ -137,7 +137,7 @@ def test_a_model_exported_before_cam_returns_logits_only(tmp_path: Path) -> None
     import onnx
     from onnx import TensorProto, helper
 
-    from sperm_edge.runtime.backends import OrtBackend, Outputs
+    from sperm_edge.engines import OrtBackend, Outputs
 
     node = helper.make_node("GlobalAveragePool", ["input"], ["pooled"])
     flat = helper.make_node("Flatten", ["pooled"], ["scores"])

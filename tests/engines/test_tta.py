@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from sperm_edge.bundle import load_bundle
-from sperm_edge.runtime.backends import DihedralTTA, OrtBackend, open_backend
+from sperm_edge.engines import DihedralTTA, OrtBackend, open_backend
 from sperm_edge.tta import VIEWS, dihedral_views
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sperm_edge.engines.base import OUTPUTS, Backend, InputSpec, Outputs, missing
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.runtime.backends.base import OUTPUTS, Backend, InputSpec, Outputs, missing
 
 log = logging.getLogger(__name__)
 
