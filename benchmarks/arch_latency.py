@@ -7,7 +7,7 @@ of them is trained. Each architecture is built with its ImageNet backbone and an
 then rounds that alternate the models, so drift hits all alike. Every model is fed a crop of one
 shared input at its own size.
 
-    flock /tmp/sperm-edge-cpu.lock python benchmarks/arch_latency.py
+    python benchmarks/arch_latency.py
 
 writes benchmarks/results/arch_latency.json (rows, load average before and after, machine).
 """

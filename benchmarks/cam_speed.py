@@ -12,8 +12,8 @@
    writing their explanation files) and once with nothing flagged (the maps alone: the engine
    outputs and every cell's heatmap).
 
-    flock /tmp/sperm-edge-cpu.lock python benchmarks/cam_speed.py \\
-        --bundle hushem=/work/models/issue14-hushem-224 --bundle smids=/work/models/issue14-smids-128
+    python benchmarks/cam_speed.py \\
+        --bundle hushem=HUSHEM_BUNDLE --bundle smids=SMIDS_BUNDLE
 
 writes benchmarks/results/explanations/speed.json and speed.md (with the load average before and after).
 """

@@ -17,7 +17,7 @@ Method choice, on VALIDATION data only: the own validation crops against the sam
 synthetic lab shifts (hue rotation, gamma, greyscale, blur); the variant with the highest mean
 AUROC there is the one a bundle should ship. The test and cross-lab figures never choose.
 
-    python benchmarks/drift.py --bundles /work/models/issue13-hushem-224 /work/models/issue13-smids-128
+    python benchmarks/drift.py --bundles HUSHEM_BUNDLE SMIDS_BUNDLE
 
 writes benchmarks/results/drift.json and drift.md.
 """

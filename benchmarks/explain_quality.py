@@ -20,8 +20,8 @@ split:
   the most relevant are; higher is more faithful) on the PyTorch checkpoint, for the maps vs the
   random maps, on all test crops or a class-stratified sample (`--road-limit`).
 
-    python benchmarks/explain_quality.py --bundle hushem=/work/models/issue14-hushem-224 \\
-        --bundle smids=/work/models/issue14-smids-128 --out benchmarks/results/explanations
+    python benchmarks/explain_quality.py --bundle hushem=HUSHEM_BUNDLE \\
+        --bundle smids=SMIDS_BUNDLE --out benchmarks/results/explanations
 
 writes explain_quality.json (figures with 95% CIs, how each was made, machine), explain_quality.md,
 localisation.png, road.png and grid_<name>.png (real test crops: crop, overlay, head outline).

@@ -1,6 +1,6 @@
 """The live view's cost to the stream: FPS headless, with the view and no client, and with two clients watching.
 
-    flock /tmp/sperm-edge-cpu.lock python benchmarks/live_view_fps.py BUNDLE [--clip CLIP] [--rounds 3]
+    python benchmarks/live_view_fps.py BUNDLE [--clip CLIP] [--rounds 3]
 
 Each measurement is one `sperm-edge run BUNDLE --source CLIP --headless --explain none` in its own
 process, reading the clip as fast as it decodes (FPS is what the machine sustains; the report's

@@ -9,8 +9,8 @@ ground truth; per cell (truth id) the median of its sightings' scores is compare
 threshold. Per set and quantile: heads set aside (lost), debris objects and their sightings set
 aside, false heads (on no object) set aside.
 
-    flock /tmp/sperm-edge-cpu.lock python benchmarks/set_aside.py \\
-        --hushem-bundle /work/models/final-hushem-224 --smids-bundle /work/models/final-smids-128
+    python benchmarks/set_aside.py \\
+        --hushem-bundle HUSHEM_BUNDLE --smids-bundle SMIDS_BUNDLE
 
 writes benchmarks/results/set_aside.json and set_aside.md.
 """

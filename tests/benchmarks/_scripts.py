@@ -1,4 +1,4 @@
-"""Load a script of benchmarks/ as a module, for tests of its functions."""
+"""Load a script of benchmarks/ (or tools/) as a module, for tests of its functions."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+TOOLS = BENCHMARKS.parent / "tools"
 
 
-def load_script(name: str):
-    """benchmarks/NAME.py as module NAME (registered, so its dataclasses and pickling resolve)."""
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+def load_script(name: str, folder: Path = BENCHMARKS):
+    """FOLDER/NAME.py as module NAME (registered, so its dataclasses and pickling resolve)."""
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

@@ -7,14 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from sperm_edge.data.folder import load_image_folder
-from sperm_edge.data.splits import kfold_splits
-from sperm_edge.preprocess import PreprocessSpec, resize_rgb
 from tests.benchmarks._scripts import BENCHMARKS, load_script
-from tests.conftest import write_tiny_folder
 
 REQUIRED = {"dataset", "arch", "precision", "folds", "accuracy_mean", "accuracy_std", "macro_f1_mean"}
 REQUIRED |= {"macro_f1_std", "per_class_f1", "img_size", "seconds"}
@@ -88,23 +83,9 @@ def test_a_run_that_keeps_its_final_weights_is_chosen_on_their_validation_score(
     assert "| ema-last | 0.800 |" in "\n".join(paper_table._candidate_lines({**row, "folds": 2}))
 
 
-def test_packing_is_lossless_after_the_resize_and_keeps_the_folds(tmp_path) -> None:
-    pack_data = load_script("pack_data")
-    source = write_tiny_folder(tmp_path / "src", per_class=10, size=37)
-    pack_data.pack(source, tmp_path / "packed", size=24)
-    original, packed = load_image_folder(source), load_image_folder(tmp_path / "packed")
-    spec = PreprocessSpec(24, (0.0,) * 3, (1.0,) * 3)
-    assert all(np.array_equal(resize_rgb(a, spec), b) for a, b in zip(original.images, packed.images, strict=True))
-    assert kfold_splits(packed.labels, packed.pixel_hashes, 5, 0) == kfold_splits(
-        original.labels, original.pixel_hashes, 5, 0
-    )
-
-
 @pytest.mark.parametrize(
     ("script", "args", "message"),
     [
-        ("pack_data.py", ["--data-root", "{tmp}/nowhere", "--out", "{tmp}/o", "--datasets", "hushem"], "not found"),
-        ("pack_data.py", ["--size", "smids128"], "NAME=PIXELS"),
         ("paper_table.py", ["--pick", "hushem-cbam=x", "--table-only", "--out", "{tmp}/o"], "DATASET/ARCH=RECIPE"),
         ("paper_table.py", ["--pick", "smids/simple_cnn=nope", "--table-only", "--out", "{tmp}/o"], "no recipe"),
         (
@@ -112,7 +93,6 @@ def test_packing_is_lossless_after_the_resize_and_keeps_the_folds(tmp_path) -> N
             ["--pick", "hushem/simple_cnn=224-lr5e-4-mixup-ema-last-kd-lite1", "--table-only", "--out", "{tmp}/o"],
             "is for the Lite0 architectures",
         ),
-        ("cuda_latency.py", ["{tmp}/missing", "--data", "{tmp}", "--out", "{tmp}/c.json"], "not found"),
         ("keep_float.py", ["--runs", "{tmp}/missing", "--out", "{tmp}/o"], "checkpoint file not found"),
         ("arch_latency.py", ["--configs", "cbam_efficientnet_lite1", "--out", "{tmp}/a.json"], "ARCH@PIXELS"),
         ("arch_latency.py", ["--configs", "resnet9@64", "--out", "{tmp}/a.json"], "unknown architecture 'resnet9'"),

@@ -6,7 +6,7 @@ written as lossless WebP under the same class folder and file name plus `.webp`,
 duplicate groups and therefore the k-fold splits are unchanged. Training at the packed size then
 sees exactly the pixels it would see from the originals.
 
-    python benchmarks/pack_data.py --data-root ../shared/data --out .paperdata --size smids=128
+    python tools/pack_data.py --data-root ../shared/data --out .paperdata --size smids=128
 """
 
 from __future__ import annotations

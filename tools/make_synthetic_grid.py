@@ -3,7 +3,7 @@
 The real images are read at run time from the shared data folder (never copied into the
 repository); only this comparison figure is committed.
 
-    python benchmarks/make_synthetic_grid.py [--data ../shared/data] [--out docs/synthetic_vs_real.png]
+    python tools/make_synthetic_grid.py [--data ../shared/data] [--out docs/synthetic_vs_real.png]
 """
 
 from __future__ import annotations

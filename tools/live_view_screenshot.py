@@ -1,6 +1,6 @@
 """Screenshot the live view during a run: `docs/live_view.png` in the README.
 
-    python benchmarks/live_view_screenshot.py BUNDLE CLIP [--out docs/live_view.png] [--fps 4] [--cells 40]
+    python tools/live_view_screenshot.py BUNDLE CLIP [--out docs/live_view.png] [--fps 4] [--cells 40]
 
 Runs `sperm-edge run BUNDLE --source CLIP --view ... --explain flagged` in its own process, opens
 the page in Debian's headless chromium (Playwright with `executable_path`), waits until `--cells`

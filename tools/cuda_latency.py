@@ -4,7 +4,7 @@
 the GPU: eager FP32 and FP16 autocast (channels_last) at a few batch sizes, and one Grad-CAM++
 explanation (the runtime's `GradCamExplainer`) on real crops, CPU beside CUDA.
 
-    python benchmarks/cuda_latency.py RUN_OR_CHECKPOINT --data ../shared/data/hushem --out cuda.json
+    python tools/cuda_latency.py RUN_OR_CHECKPOINT --data ../shared/data/hushem --out cuda.json
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Re-draw a result folder's bench.md, bench.csv and bench.png from its bench.json, machine.json and stream.json.
 
-    python benchmarks/render.py benchmarks/results/hushem
+    python tools/render.py benchmarks/results/hushem
 
 For report-format changes: the measured figures are read back, nothing is measured again.
 """
