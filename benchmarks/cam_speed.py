@@ -33,8 +33,9 @@ import numpy as np
 import onnx.utils
 
 from sperm_edge.bench.stream import StreamConfig, run_stream, write_crop_frames, write_field_frames
-from sperm_edge.bundle import cpu_name, load_bundle
+from sperm_edge.bundle import load_bundle
 from sperm_edge.engines import OrtBackend
+from sperm_edge.hardware import cpu_name
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger("cam_speed")

@@ -40,12 +40,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sperm_edge.bundle import cpu_name, load_bundle
+from sperm_edge.bundle import load_bundle
 from sperm_edge.engines import open_backend
 from sperm_edge.explain.engine import engine_explanation
 from sperm_edge.explain.overlay import encode_png, overlay
 from sperm_edge.explain.scores import centre_prior, heat_in_mask, mean_ci, pointing_hit, random_map, stain_head_mask
 from sperm_edge.export.images import split_images
+from sperm_edge.hardware import cpu_name
 from sperm_edge.io import atomic_path, atomic_write_bytes, atomic_write_json
 from sperm_edge.metrics import softmax
 from sperm_edge.preprocess import preprocess_batch

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sperm_edge.bench.machine import gpu_facts, package_versions
-from sperm_edge.bundle import cpu_name
+from sperm_edge.bench.machine import package_versions
+from sperm_edge.hardware import cpu_name, gpus
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
 from sperm_edge.metrics import fold_spread
 from sperm_edge.model import get_entry
@@ -499,7 +499,7 @@ class Scheduler:
         self.machine = {
             "cpu": cpu_name(),
             "threads": os.cpu_count(),
-            "gpus": gpu_facts(),
+            "gpus": gpus(),
             "python": platform.python_version(),
             "packages": package_versions(),
             "data_root": str(args.data_root),

@@ -28,7 +28,6 @@ torch-free on purpose: the classify-only runtime loads bundles with this module.
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,21 +43,6 @@ MANIFEST = "manifest.json"
 def describe_file(path: Path) -> dict:
     """The manifest's entry for a file: {sha256, size}."""
     return {"sha256": sha256_file(path), "size": path.stat().st_size}
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux /proc/cpuinfo), else what `platform` knows.
-
-    Export records it beside each latency in `benchmarks`; the runtime's `auto` trusts only figures
-    measured on a processor of the same name.
-    """
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""What this machine offers an engine: Jetson model, L4T/JetPack release, CUDA, cuDNN, TensorRT, GPU, cameras.
+"""What this machine offers an engine: processor, Jetson model, L4T/JetPack release, CUDA, cuDNN, TensorRT, GPU,
+cameras. The one probe: export, the runtime, `doctor` and the benchmarks all ask here.
 
 Read from the files the system keeps (`/etc/nv_tegra_release`, the device tree, CUDA's
 `version.json`, cuDNN's header, the libraries' file names, `/dev/video*`) below a `root` path,
@@ -10,10 +11,29 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
+import os
+import platform
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 ROOT = Path("/")
+# CPU flags that decide how fast INT8 and FP32 kernels can be (x86 /proc/cpuinfo names).
+INTERESTING_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
 _LIB_DIRS = ("usr/lib/aarch64-linux-gnu", "usr/lib/x86_64-linux-gnu", "usr/local/cuda/lib64", "usr/lib64", "usr/lib")
 
 # L4T (Jetson Linux) release -> JetPack, from NVIDIA's JetPack release notes; the newest first.
@@ -156,3 +176,89 @@ def cuda_driver_gpu() -> tuple[str, str] | None:
     cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)
     cuda.cuDeviceGetName(name, len(name), device)
     return name.value.decode(errors="replace"), f"{major.value}.{minor.value}"
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor block of /proc/cpuinfo as {key: value}; empty where there is none (macOS, Windows)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    facts: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if facts:
+                break
+            continue
+        key, _, value = line.partition(":")
+        facts.setdefault(key.strip(), value.strip())
+    return facts
+
+
+def cpu_facts() -> dict:
+    """Model name, vendor/family/model numbers, the INT8-relevant flags, logical and usable cores."""
+    info = _cpuinfo()
+    flags = set(info.get("flags", info.get("Features", "")).split())
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
+    return {
+        "model": info.get("model name") or info.get("Hardware") or platform.processor() or platform.machine(),
+        "vendor": info.get("vendor_id", ""),
+        "family_model_stepping": "/".join(info.get(k, "?") for k in ("cpu family", "model", "stepping")),
+        "architecture": platform.machine(),
+        "flags": {flag: flag in flags for flag in INTERESTING_FLAGS} if flags else {},
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
+    }
+
+
+def cpu_name() -> str:
+    """The processor's model name: export records it beside each latency, and `--backend auto` trusts only
+    figures measured on a processor of the same name."""
+    return cpu_facts()["model"]
+
+
+def gpus() -> list[dict]:
+    """GPUs with name, driver and memory from nvidia-smi, the Jetson's L4T release, or the CUDA driver library;
+    empty without a GPU. Every question about the GPU (benchmarks, `bench`'s GPU rows) asks this."""
+    found: list[dict] = []
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run(
+                [smi, "--query-gpu=name,driver_version,memory.total,compute_cap", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=True,
+            ).stdout
+        except (OSError, subprocess.SubprocessError) as err:
+            log.warning("nvidia-smi failed: %s", err)
+            out = ""
+        for line in out.strip().splitlines():
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) >= 3:
+                found.append(
+                    {
+                        "name": parts[0],
+                        "driver": parts[1],
+                        "memory": parts[2],
+                        "compute_capability": parts[3] if len(parts) > 3 else "",
+                    }
+                )
+    board = jetson()
+    if not found and board is not None:
+        found.append(
+            {
+                "name": board["model"],
+                "driver": f"L4T {board['l4t']} (JetPack {board['jetpack']})",
+                "memory": "shared",
+                "compute_capability": board["compute_capability"] or "",
+            }
+        )
+    driver = cuda_driver_gpu() if not found else None
+    if driver is not None:
+        found.append({"name": driver[0], "driver": "CUDA driver", "memory": "", "compute_capability": driver[1]})
+    return found

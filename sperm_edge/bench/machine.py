@@ -1,8 +1,7 @@
 """Facts about the machine a benchmark ran on: CPU model and the flags that matter for INT8, cores, GPU, versions.
 
 Benchmark numbers mean little without these, so every run writes them beside its rows
-(`machine.json`). Nothing here imports torch or a GPU library: the GPU is found with `nvidia-smi`
-(desktop) or `/etc/nv_tegra_release` and the device tree (Jetson, `sperm_edge.hardware`), and
+(`machine.json`). The processor and the GPU come from the one probe, `sperm_edge.hardware`;
 versions are read from package metadata.
 """
 
@@ -12,26 +11,12 @@ import importlib.metadata as md
 import logging
 import os
 import platform
-import shutil
-import subprocess
 from pathlib import Path
 
-from sperm_edge.hardware import jetson
+from sperm_edge.hardware import cpu_facts, gpus
 
 log = logging.getLogger(__name__)
 
-# CPU flags that decide how fast INT8 and FP32 kernels can be (x86 /proc/cpuinfo names).
-INTERESTING_FLAGS = (
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512_bf16",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-)
 PACKAGES = (
     "sperm-edge",
     "numpy",
@@ -47,42 +32,6 @@ PACKAGES = (
 )
 
 
-def _cpuinfo() -> dict[str, str]:
-    """The first processor block of /proc/cpuinfo as {key: value}; empty where there is none (macOS, Windows)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}
-    facts: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            if facts:
-                break
-            continue
-        key, _, value = line.partition(":")
-        facts.setdefault(key.strip(), value.strip())
-    return facts
-
-
-def cpu_facts() -> dict:
-    """Model name, vendor/family/model numbers, the INT8-relevant flags, logical and usable cores."""
-    info = _cpuinfo()
-    flags = set(info.get("flags", info.get("Features", "")).split())
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 1
-    return {
-        "model": info.get("model name") or info.get("Hardware") or platform.processor() or platform.machine(),
-        "vendor": info.get("vendor_id", ""),
-        "family_model_stepping": "/".join(info.get(k, "?") for k in ("cpu family", "model", "stepping")),
-        "architecture": platform.machine(),
-        "flags": {flag: flag in flags for flag in INTERESTING_FLAGS} if flags else {},
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": usable,
-    }
-
-
 def memory_total_mb() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -91,46 +40,6 @@ def memory_total_mb() -> float | None:
     except OSError:
         pass
     return None
-
-
-def gpu_facts() -> list[dict]:
-    """GPUs with name, driver and memory from nvidia-smi, or the Jetson's L4T release; empty without a GPU."""
-    gpus: list[dict] = []
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run(
-                [smi, "--query-gpu=name,driver_version,memory.total,compute_cap", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                timeout=20,
-                check=True,
-            ).stdout
-        except (OSError, subprocess.SubprocessError) as err:
-            log.warning("nvidia-smi failed: %s", err)
-            out = ""
-        for line in out.strip().splitlines():
-            parts = [p.strip() for p in line.split(",")]
-            if len(parts) >= 3:
-                gpus.append(
-                    {
-                        "name": parts[0],
-                        "driver": parts[1],
-                        "memory": parts[2],
-                        "compute_capability": parts[3] if len(parts) > 3 else "",
-                    }
-                )
-    board = jetson()
-    if not gpus and board is not None:
-        gpus.append(
-            {
-                "name": board["model"],
-                "driver": f"L4T {board['l4t']} (JetPack {board['jetpack']})",
-                "memory": "shared",
-                "compute_capability": board["compute_capability"] or "",
-            }
-        )
-    return gpus
 
 
 def package_versions() -> dict[str, str]:
@@ -167,7 +76,7 @@ def machine_facts(threads: int) -> dict:
         "threads": threads,
         "memory_total_mb": memory_total_mb(),
         "os": f"{platform.system()} {platform.release()}",
-        "gpus": gpu_facts(),
+        "gpus": gpus(),
         "onnxruntime_providers": ort_providers(),
         "versions": package_versions(),
     }

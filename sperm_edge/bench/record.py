@@ -23,7 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sperm_edge.bench.machine import cpu_facts, describe_machine, load_average, machine_facts
+from sperm_edge.bench.machine import describe_machine, load_average, machine_facts
+from sperm_edge.hardware import cpu_facts
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
 
 

@@ -78,18 +78,10 @@ def parse_backends(text: str | None) -> list[str]:
 
 
 def has_gpu() -> bool:
-    """Whether an NVIDIA GPU is visible (nvidia-smi, the Jetson release file or torch.cuda)."""
-    from sperm_edge.bench.machine import gpu_facts
+    """Whether an NVIDIA GPU is visible (`hardware.gpus`: nvidia-smi, the Jetson release, the CUDA driver)."""
+    from sperm_edge.hardware import gpus
 
-    if gpu_facts():
-        return True
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception as err:  # a broken CUDA install raises all sorts; it means no usable GPU here
-        log.debug("torch.cuda check failed: %s", err)
-        return False
+    return bool(gpus())
 
 
 def plan_variants(bundle: Bundle, backends: list[str]) -> list[PlannedVariant]:
@@ -107,7 +99,7 @@ def plan_variants(bundle: Bundle, backends: list[str]) -> list[PlannedVariant]:
 
     def add(variant: Variant, *reasons: str) -> None:
         if variant.backend in GPU_BACKENDS and not gpu:
-            reasons = ("no GPU (nvidia-smi and torch.cuda find none)", *reasons)
+            reasons = ("no GPU (nvidia-smi, the Jetson release and the CUDA driver find none)", *reasons)
         ok, why = availability(RUNTIME_NAMES.get(variant.backend, variant.backend))
         why = "; ".join(r for r in (*reasons, "" if ok else why) if r)
         planned.append(PlannedVariant(variant, "unavailable" if why else "ok", why))

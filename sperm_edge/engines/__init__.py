@@ -16,13 +16,14 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-from sperm_edge.bundle import Bundle, cpu_name
+from sperm_edge.bundle import Bundle
 from sperm_edge.engines.base import Backend, InputSpec, Outputs
 from sperm_edge.engines.ort import OrtBackend, available_providers
 from sperm_edge.engines.tensorrt import TensorRTBackend, rebuild_command
 from sperm_edge.engines.torch_backend import TorchBackend
 from sperm_edge.engines.tta import DihedralTTA
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.hardware import cpu_name
 
 log = logging.getLogger(__name__)
 

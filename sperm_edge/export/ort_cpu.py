@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from sperm_edge.bundle import cpu_name
 from sperm_edge.engines.ort import OrtBackend
+from sperm_edge.hardware import cpu_name
 from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
 
 

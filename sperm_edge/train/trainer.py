@@ -32,11 +32,11 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from sperm_edge.bundle import cpu_name
 from sperm_edge.data.augment import augmentation
 from sperm_edge.data.folder import ImageFolder
 from sperm_edge.data.presets import abnormal_classes
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.hardware import cpu_name
 from sperm_edge.io import atomic_write_json
 from sperm_edge.metrics import classification_report, softmax
 from sperm_edge.model import create_model, get_entry

@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from sperm_edge.bench.machine import INTERESTING_FLAGS, describe_machine, machine_facts
+from sperm_edge.bench.machine import describe_machine, machine_facts
+from sperm_edge.hardware import INTERESTING_FLAGS
 
 
 def test_machine_facts_have_what_the_report_needs() -> None:
