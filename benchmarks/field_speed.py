@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sperm_edge.bench.record import BenchmarkRecord, load_line
+from sperm_edge.bench.record import BenchmarkRecord, load_line, replace_section
 from sperm_edge.bundle import Bundle, load_bundle
 from sperm_edge.data.real_fields import write_real_field
 from sperm_edge.data.synthetic import write_video
@@ -46,6 +46,9 @@ from sperm_edge.runtime.session import SessionOptions, open_session
 
 log = logging.getLogger("field_speed")
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+README_START = "<!-- field-speed:start (written by benchmarks/field_speed.py) -->"
+README_END = "<!-- field-speed:end -->"
 TARGETS = {"fps_ratio": 3.0, "class_agreement": 0.98, "recall_precision_points": 0.5, "synthetic_fps": 40.0}
 # candidate rules for --select: (settle_after, confidence); `change` stays at its default
 SELECT_GRID = ((4, 0.8), (4, 0.9), (8, 0.8), (8, 0.9), (8, 0.95))
@@ -67,7 +70,9 @@ def clip_path(work: Path, set_name: str, seed: int, args) -> tuple[Path, dict]:
 
 def run_policy(bundle: Bundle, video: Path, truth: dict, budget: InferenceBudget, args, record) -> dict:
     """One run of `video` in `sperm-edge run`'s session with `budget`; the figures of its row and its events."""
-    options = SessionOptions(backend=args.backend, threads=args.threads, budget=budget, keep_frames=False)
+    options = SessionOptions(
+        backend=args.backend, precision=args.precision, threads=args.threads, budget=budget, keep_frames=False
+    )
     with tempfile.TemporaryDirectory(prefix="field-speed-") as out:
         with record.timing() as load:
             with open_session(bundle, str(video), out, options) as session:
@@ -192,6 +197,29 @@ def render(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def readme_section(result: dict) -> str:
+    """The README's performance lines: per set, every frame against the budget, with the machine and its load."""
+    every = {x["set"]: x for x in result["summary"] if x["policy"] == "every_frame"}
+    lines = [
+        f"Field mode on this project's clips, {result['rows'][0]['backend']}, measured side by side by "
+        f"`benchmarks/field_speed.py` on {result['machine'].split(',')[0]} ({result['cores']} cores; highest "
+        f"1-minute load {result['peak_load']}{', UNDER LOAD: not a headline' if result['under_load'] else ''}; "
+        "[all rows](benchmarks/results/field_speed.md)):",
+        "",
+        "| clips | FPS every frame | FPS budget | x | inferences / cell (every frame, budget) "
+        "| class agreement (worst) |",
+        "| --- | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for x in result["summary"]:
+        if x["policy"] != "budget":
+            continue
+        e = every[x["set"]]
+        agree = "-" if x["min_class_agreement"] is None else f"{100 * x['min_class_agreement']:.1f}%"
+        lines.append(f"| {x['set']} ({x['clips']}) | {e['fps']:.1f} | {x['fps']:.1f} | {x['fps_ratio']:.2f} | "
+                     f"{e['inferences_per_cell']:.1f}, {x['inferences_per_cell']:.1f} | {agree} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -201,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", type=int, default=40)
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--precision", default=None, help="fp32, int8, int8_cpu (default: what auto picks).")
+    parser.add_argument("--name", default=None, help="Output file stem (default field_speed, or field_speed_select).")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--select", action="store_true", help="Choose the budget's rule on the validation clips.")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sperm-edge-field-speed")
@@ -211,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     bundles = {"hushem": load_bundle(args.hushem_bundle), "smids": load_bundle(args.smids_bundle)}
     budgets = [InferenceBudget(settle_after=n, confidence=c) for n, c in SELECT_GRID] if args.select else [
         InferenceBudget()]  # fmt: skip
-    name = "field_speed_select" if args.select else "field_speed"
+    name = args.name or ("field_speed_select" if args.select else "field_speed")
     partial = args.out / f"{name}.partial.json"
     rows: list[dict] = json.loads(partial.read_text()) if partial.is_file() else []
     record = BenchmarkRecord.start(argv)
@@ -227,13 +257,16 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(partial, rows)
     summary = summarize(rows)
     settings = {"cells": args.cells, "frames": args.frames, "seeds": seeds, "backend": args.backend,
-                "threads": args.threads, "select": args.select}  # fmt: skip
+                "precision": args.precision, "threads": args.threads, "select": args.select}  # fmt: skip
     for row in rows:
         row.pop("classes", None)  # per-track classes: only for the agreement
     record.write(args.out / f"{name}.json", rows, settings, render, targets=TARGETS, summary=summary,
                  selected=select(summary) if args.select else None,
                  bundles={k: str(v.path) for k, v in bundles.items()})  # fmt: skip
     partial.unlink(missing_ok=True)
+    if not args.select and args.name is None and args.out.resolve() == RESULTS.resolve():
+        result = json.loads((args.out / f"{name}.json").read_text())
+        replace_section(REPO / "README.md", README_START, README_END, readme_section(result))
     print((args.out / f"{name}.md").read_text())
     return 0
 

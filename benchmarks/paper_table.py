@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from sperm_edge.bench.machine import package_versions
+from sperm_edge.bench.record import replace_section
 from sperm_edge.hardware import cpu_name, gpus
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
 from sperm_edge.metrics import fold_spread
@@ -463,12 +464,7 @@ def _int8_drop(row: dict) -> str:
 
 def update_readme(rows: list[dict], readme: Path = README) -> None:
     """Replace the README's generated results section (between its markers) with `rows` rendered anew."""
-    text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        raise SystemExit(f"{readme} has no generated section ({README_START} ... {README_END})")
-    body = text[: start + len(README_START)] + "\n" + readme_section(rows) + "\n" + text[end:]
-    atomic_write_bytes(readme, body.encode())
+    replace_section(readme, README_START, README_END, readme_section(rows))
 
 
 def write_table(args: argparse.Namespace) -> None:

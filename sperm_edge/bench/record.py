@@ -122,3 +122,12 @@ def load_line(result: dict) -> str:
     if result["under_load"]:
         line += " **Taken under load (above the core count): not a headline figure.**"
     return line
+
+
+def replace_section(path: Path, start: str, end: str, body: str) -> None:
+    """Replace what lies between the marker lines `start` and `end` of `path` (a README) with `body`, atomically."""
+    text = path.read_text()
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        raise SystemExit(f"{path} has no generated section ({start} ... {end})")
+    atomic_write_bytes(path, (text[: i + len(start)] + "\n" + body.rstrip("\n") + "\n" + text[j:]).encode())

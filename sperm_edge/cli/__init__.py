@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 from rich.logging import RichHandler
 
-from sperm_edge.cli import bench, data, demo, doctor, export, run, train, view  # noqa: F401  (registers commands)
+from sperm_edge.cli import bench, data, demo, doctor, export, report, run, train, view  # noqa: F401  (registers)
 from sperm_edge.cli._app import app
 from sperm_edge.errors import SpermEdgeError
 

@@ -126,6 +126,8 @@ def run(
     truth: Path = typer.Option(
         None, help="Ground truth of a synthetic clip (its .json): score recall and double counts."
     ),
+    sample_id: str = typer.Option(None, help="The sample's id, recorded in the run header and the report."),
+    operator: str = typer.Option(None, help="Who ran it, recorded in the run header and the report."),
     view: str = typer.Option(
         None, help="Serve the live view page at [HOST:]PORT (host 127.0.0.1 unless given; e.g. 8050)."
     ),
@@ -149,7 +151,7 @@ def run(
         min_confidence=min_confidence, min_stability=min_stability, max_frames=max_frames, explain=explain,
         explain_on_demand=explain == "none" and binding is not None,  # the view explains the cells clicked
         explain_threads=explain_threads, save_video=save_video, window=not headless and gui_available(),
-        truth=json.loads(truth.read_text()) if truth else None,
+        truth=json.loads(truth.read_text()) if truth else None, sample_id=sample_id, operator=operator,
         source=SourceOptions(
             width=width, height=height, fps=fps, latest_only=latest_only, loop=loop, stall_timeout=stall_timeout
         ),

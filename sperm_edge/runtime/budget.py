@@ -7,9 +7,9 @@ only while it is needed:
 
 - a cell already counted needs no more inference (its event is written; a later sighting only
   keeps it from being counted twice);
-- a cell is *settled* once the network has seen it `settle_after` times (with rolling views, the
-  8 dihedral views of 8 consecutive frames) and its mean calibrated top probability is at least
-  `confidence`; an unsure cell goes on being classified until it is counted;
+- a cell is *settled* once the network has seen it `settle_after` times (with rolling views, 4
+  of the 8 dihedral views, from 4 consecutive frames) and its mean calibrated top probability is at
+  least `confidence`; an unsure cell goes on being classified until it is counted;
 - a settled cell is classified again when its head looks different: its area changed by more than
   `change` (relative) since the sighting last classified (it turned, came into focus, or a
   neighbour detached from it).
@@ -19,8 +19,9 @@ preprocessing as well as inference. The pipeline decides for a frame from the tr
 up to a fixed number of frames before it (its preparing stage runs that far ahead of the network),
 so the same clip gives the same cells, classes and inference counts on any machine. `every_frame`
 (`sperm-edge run --every-frame-inference`) classifies every cell in every frame it is seen, for
-comparison. The defaults were chosen on the validation clips (seeds 0-2) of
-`benchmarks/field_speed.py --select`.
+comparison. The defaults were chosen on the validation clips (seeds 0-2) of `benchmarks/field_speed.py
+--select` (benchmarks/results/field_speed_select.md): of the rules that kept every cell's class and
+recall and precision within 0.5 points of every-frame inference, the one with the fewest inferences.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class InferenceBudget:
     """The rule that decides whether a tracked cell goes to the network in this frame (see the module docstring)."""
 
     policy: str = "budget"
-    settle_after: int = 8
+    settle_after: int = 4
     confidence: float = 0.9
     change: float = 0.3
 

@@ -1,8 +1,10 @@
-"""The event log: one JSON line per counted cell, flushed as it goes.
+"""The event log: one JSON line per counted cell, flushed as it goes, after a run header.
 
-Each line is written and flushed at once, and the file is fsync'ed at most once a second, so a
-crash or power cut loses at most the last second of cells; a torn last line is skipped when the
-log is read back.
+The first line of a run's log is its header (`type: "run"`: run id, software version, the bundle's
+manifest hash, engine, host, start time, sample id and operator, classes), so the log alone says
+what produced it and `sperm-edge report` can rebuild the report from it. Each line is written and
+flushed at once, and the file is fsync'ed at most once a second, so a crash or power cut loses at
+most the last second of cells; a torn last line is skipped when the log is read back.
 """
 
 from __future__ import annotations
@@ -19,15 +21,18 @@ from sperm_edge.tta import VIEWS
 log = logging.getLogger(__name__)
 
 EVENTS_FILE = "events.jsonl"
-SET_ASIDE_FILE = "set_aside.jsonl"  # cells not counted: unlike the training cells (same lines as events.jsonl)
+SET_ASIDE_FILE = "set_aside.jsonl"  # cells not counted, with their `reason` (same lines as events.jsonl)
+RUN_HEADER = "run"  # the `type` of a log's first line
 
 
 class EventLog:
-    """Append-only JSONL writer: `with EventLog(path) as events: events.write({...})`."""
+    """Append-only JSONL writer: `with EventLog(path) as events: events.write({...})`; `header`, when given, is
+    written as the first line of a new log (it is not counted)."""
 
-    def __init__(self, path: str | Path, sync_interval: float = 1.0) -> None:
+    def __init__(self, path: str | Path, sync_interval: float = 1.0, header: dict | None = None) -> None:
         self.path = Path(path)
         self.sync_interval = sync_interval
+        self.header = header
         self.count = 0
         self._handle = None
         self._last_sync = 0.0
@@ -36,6 +41,8 @@ class EventLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in __exit__)
         self._last_sync = time.monotonic()
+        if self.header is not None and self._handle.tell() == 0:
+            self._line({**self.header, "type": RUN_HEADER})
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -48,9 +55,12 @@ class EventLog:
     def write(self, event: dict) -> None:
         if self._handle is None:
             raise SpermEdgeError(f"event log {self.path} is not open")
-        self._handle.write(json.dumps(event, separators=(",", ":")) + "\n")
-        self._handle.flush()
+        self._line(event)
         self.count += 1
+
+    def _line(self, record: dict) -> None:
+        self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._handle.flush()
         now = time.monotonic()
         if now - self._last_sync >= self.sync_interval:
             os.fsync(self._handle.fileno())
@@ -64,21 +74,36 @@ class EventLog:
             self._handle = None
 
 
-def read_events(path: str | Path) -> list[dict]:
-    """Every complete event in a log (a torn last line, from a crash, is skipped)."""
+def _records(path: str | Path) -> list[dict]:
+    """Every complete line of a log, header included (a torn last line, from a crash, is skipped)."""
     path = Path(path)
     if not path.is_file():
         raise SpermEdgeError(f"event log not found: {path}")
-    events = []
+    records = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                events.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 log.warning("%s line %d is incomplete; skipped", path, number)
-    return events
+                continue
+            if not isinstance(record, dict):
+                raise SpermEdgeError(f"{path} line {number} is not an event (a JSON object): {line[:80]!r}")
+            records.append(record)
+    return records
+
+
+def read_events(path: str | Path) -> list[dict]:
+    """Every complete event in a log, without its run header (a torn last line, from a crash, is skipped)."""
+    return [r for r in _records(path) if r.get("type") != RUN_HEADER]
+
+
+def read_run_header(path: str | Path) -> dict | None:
+    """The run header of a log (its first line), or None for a log written before headers existed."""
+    records = _records(path)
+    return records[0] if records and records[0].get("type") == RUN_HEADER else None
 
 
 def find_event(path: str | Path, event_id: int) -> dict:

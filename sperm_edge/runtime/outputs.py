@@ -1,8 +1,9 @@
 """Everything a run leaves behind, written on the output thread as results arrive.
 
 OUT/events.jsonl            one line per counted cell (see `events`)
-OUT/set_aside.jsonl         cells set aside as unlike the training cells (`counted` False, see
-                            `PipelineConfig.set_aside_above`): flagged for review, not counted; only when any
+OUT/set_aside.jsonl         cells not counted (`counted` False), with their `reason`: `unlike_training` (see
+                            `PipelineConfig.set_aside_above`: flagged for review) or `paused` (their tracks
+                            ended while counting was paused); only when any
 OUT/flagged/ID.png|.frame.jpg|.json   flagged cells (see `flagging`)
 OUT/explanations/ID.png|.json         Grad-CAM++ of flagged cells (`--explain flagged|every`, or one asked
                                       for by `explain_event`, e.g. a click in the live view): from the
@@ -39,8 +40,9 @@ class RunOutputs:
     keeps every cell's in `explanations.heatmaps`); `explainer`, the PyTorch worker, is the
     fallback for a model without a `cam` output. With `explain_flagged` False they explain only
     the cells `explain_event` asks for. While `paused` (set from another thread, e.g. the live
-    view), the cells whose tracks end are not counted, only tallied in `uncounted`; `written`
-    holds the events the last `write` logged.
+    view), the cells whose tracks end are not counted: they go to set_aside.jsonl with reason `paused`
+    and are tallied in `uncounted`; `written` holds the events the last `write` logged. `header`: the
+    run header, the first line of events.jsonl.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class RunOutputs:
         explanations: EngineExplanations | None = None,
         explain_flagged: bool = True,
         keep_flagged: int = 4096,
+        header: dict | None = None,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.explainer = explainer
@@ -70,7 +73,7 @@ class RunOutputs:
         self.flags = FlagStore(self.out_dir, flag_capacity)
         self.submitted = 0
         self.quit_requested = False
-        self._log = EventLog(self.out_dir / EVENTS_FILE)
+        self._log = EventLog(self.out_dir / EVENTS_FILE, header=header)
         self._set_aside = EventLog(self.out_dir / SET_ASIDE_FILE)  # opened on the first cell set aside
         self._video = VideoFileOutput(video, video_fps) if video else None
         self._window = Window() if window else None
@@ -92,7 +95,7 @@ class RunOutputs:
         self._log.close()
         self._set_aside.close()
         if self._video is not None:
-            self._video.close(keep=exc_type is None or exc_type is KeyboardInterrupt)
+            self._video.close()  # kept even after a failure: what was recorded is evidence too
         if self._window is not None:
             self._window.__exit__()
 
@@ -101,6 +104,8 @@ class RunOutputs:
         paused = self.paused
         if paused:
             self.uncounted += len(result.events)
+            for cell in result.events:
+                self._write_set_aside({**cell.event, "counted": False, "reason": "paused"})
         self.written = []
         for cell in [] if paused else result.events:
             event = cell.event
@@ -113,7 +118,7 @@ class RunOutputs:
                 self._log.write(event)
                 self.written.append(event)
             else:
-                self._write_set_aside(event)
+                self._write_set_aside({**event, "reason": "unlike_training"})
         if self.explanations is not None and self.explanations.heatmaps is not None:
             self.explanations.heatmaps.update(result.cells)
         if result.frame is not None and (self._video is not None or self._window is not None):
@@ -184,8 +189,9 @@ class RunOutputs:
             run = {**run, "explanations": {**self.explainer.summary(), "source": "torch", "submitted": self.submitted}}
         if self.uncounted:
             run = {**run, "uncounted_while_paused": self.uncounted}
-        if self._set_aside.count:
-            summary = {"cells": self._set_aside.count, "file": SET_ASIDE_FILE, "threshold": run.get("set_aside_above")}
+        unlike = sum(1 for e in self.set_aside if e.get("reason", "unlike_training") == "unlike_training")
+        if unlike:
+            summary = {"cells": unlike, "file": SET_ASIDE_FILE, "threshold": run.get("set_aside_above")}
             run = {**run, "set_aside": summary}
         report = build_report(self.events, classes, normal_class, run, self.out_dir)
         write_report(self.out_dir, report)

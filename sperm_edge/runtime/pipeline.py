@@ -227,6 +227,13 @@ class Pipeline:
                 return
             yield item
 
+    @property
+    def batch_limit(self) -> int:
+        """Crops per network call: `max_batch`, or the engine's own maximum when smaller (a TensorRT engine's
+        profile), so a frame with more cells than the engine takes is split instead of failing."""
+        engine_max = self.backend.input_spec.max_batch if self.backend.is_active else None
+        return min(self.config.max_batch, engine_max) if engine_max else self.config.max_batch
+
     # -- figures ----------------------------------------------------------------------------------
     @property
     def elapsed(self) -> float:
@@ -320,7 +327,7 @@ class Pipeline:
         if first is _END:
             return None
         batch = [first]
-        while self.config.mode == "crop" and len(batch) < self.config.max_batch:
+        while self.config.mode == "crop" and len(batch) < self.batch_limit:
             try:
                 item = self._frames.get_nowait()
             except queue.Empty:
@@ -401,7 +408,7 @@ class Pipeline:
     def _infer_loop(self) -> None:
         while (item := self._prepared.get()) is not _END:
             t0 = time.perf_counter()
-            step = self.config.max_batch
+            step = self.batch_limit
             outputs = [self.backend.infer(item.batch[i : i + step]) for i in range(0, len(item.batch), step)]
             self.inferences += len(item.batch)
             logits = [o.logits for o in outputs]

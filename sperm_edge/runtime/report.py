@@ -10,6 +10,8 @@ training data (`runtime.drift`).
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -17,8 +19,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sperm_edge.data.presets import NON_SPERM
+from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
-from sperm_edge.runtime.drift import drift_message
+from sperm_edge.runtime.drift import drift_message, run_drift
+from sperm_edge.runtime.events import EVENTS_FILE, SET_ASIDE_FILE, read_events, read_run_header
+
+log = logging.getLogger(__name__)
 
 WHO_MINIMUM = 200
 MAX_THUMBNAILS = 60
@@ -99,6 +105,16 @@ def render_markdown(report: dict) -> str:
         f"backend {report.get('backend', {}).get('backend', '?')} "
         f"({report.get('backend', {}).get('precision', '?')}), {report.get('created', '')}."
     )
+    run = report.get("run") or {}
+    if run:
+        lines.append(
+            f"Sample `{run.get('sample_id') or '-'}`, operator {run.get('operator') or '-'}; run `{run.get('run_id')}` "
+            f"on {run.get('host')}, {run.get('software')}; bundle `{run.get('bundle')}` (manifest sha256 "
+            f"`{str(run.get('bundle_sha256'))[:16]}…`)."
+        )
+    status = report.get("status")
+    if status:
+        lines.append(f"Status: **{status}**" + (f": {report['error']}" if report.get("error") else "") + ".")
     lines.append("")
     if report.get("warning"):
         lines += [f"> **Warning:** {report['warning']}.", ""]
@@ -178,3 +194,60 @@ def write_report(out_dir: str | Path, report: dict) -> tuple[Path, Path]:
     atomic_write_json(out_dir / "report.json", report)
     atomic_write_bytes(out_dir / "report.md", render_markdown(report).encode())
     return out_dir / "report.json", out_dir / "report.md"
+
+
+def rebuild_report(run_dir: str | Path) -> dict:
+    """report.json and report.md of a run folder, rebuilt from its events.jsonl (and run header).
+
+    For a run that ended without its report (killed, power cut) the status is `aborted`; a run that
+    wrote one keeps its status, timings and drift verdict, and its counts are taken from the log again.
+    """
+    run_dir = Path(run_dir)
+    log_path = run_dir / EVENTS_FILE
+    if not log_path.is_file():
+        raise SpermEdgeError(f"{run_dir} is not a run folder: it has no {EVENTS_FILE}")
+    header = read_run_header(log_path)
+    if header is None:
+        raise SpermEdgeError(f"{log_path} has no run header (its first line): it was written before run headers "
+                             "existed, or is not a sperm-edge event log")  # fmt: skip
+    events = read_events(log_path)
+    previous = _previous_report(run_dir / "report.json")
+    recomputed = {*sample_summary([], [], None), "created", "flagged_cells"}
+    info = {k: v for k, v in previous.items() if k not in recomputed}
+    info["run"] = {k: v for k, v in header.items() if k != "type"}
+    info.setdefault("source", header.get("source"))
+    info.setdefault("mode", header.get("mode"))
+    info.setdefault("backend", {"backend": header.get("backend"), "precision": header.get("precision")})
+    if not previous:
+        info["status"] = "aborted"
+        info["error"] = "the run ended without writing its report (killed or lost power?); rebuilt from events.jsonl"
+    if "drift" not in info and (drift := _drift(header, events, run_dir)) is not None:
+        info["drift"] = drift
+    info["rebuilt"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    report = build_report(events, header["classes"], header.get("normal_class"), info, run_dir)
+    write_report(run_dir, report)
+    return report
+
+
+def _previous_report(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        log.warning("%s is unreadable (%s): rebuilt from the event log alone", path, err)
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def _drift(header: dict, events: list[dict], run_dir: Path) -> dict | None:
+    """The drift verdict from the cells' scores, with the bundle's drift model when the bundle is still there."""
+    from sperm_edge.bundle import load_bundle
+
+    try:
+        model = load_bundle(header["bundle"]).drift_model()
+    except (SpermEdgeError, OSError, KeyError) as err:
+        log.warning("no drift verdict: the run's bundle cannot be loaded (%s)", err)
+        return None
+    aside = read_events(run_dir / SET_ASIDE_FILE) if (run_dir / SET_ASIDE_FILE).is_file() else []
+    return run_drift(model, events + aside)

@@ -11,19 +11,29 @@ temperature scaling, the drift model and its set-aside threshold, the framing of
 opens engine, source, explainer, outputs and pipeline in that order and closes them in reverse
 (jetson-inference's applications are this shape: open, loop, close); then it writes the report,
 with the derived settings under `session`, so two runs can be compared setting by setting.
+
+A run always ends with a report: `status` is `complete` when the source ended (or `--max-frames`),
+`stopped` when it was stopped (`stop()`, Ctrl-C, SIGTERM, the window, the live view's finish) and
+`aborted` with the `error` when anything failed; the error is still raised after the report is
+written. The run header (`run_header`) is the first line of events.jsonl and the report's `run`.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import uuid
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
-from sperm_edge.bundle import Bundle, load_bundle
+from sperm_edge import __version__
+from sperm_edge.bundle import MANIFEST, Bundle, load_bundle
 from sperm_edge.engines import open_backend
 from sperm_edge.engines.base import Backend
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.io import sha256_file
 from sperm_edge.localize import CellFinder, LocalizerConfig, find_cells
 from sperm_edge.runtime.budget import POLICIES, InferenceBudget
 from sperm_edge.runtime.drift import run_drift
@@ -49,7 +59,7 @@ class SessionOptions:
     class is settled, or with policy `every_frame` in every frame). `find`: the localiser. `policy`: what is
     flagged (default: the bundle's abnormal classes, and cells below `min_confidence` or `min_stability`).
     `set_aside_above`: the drift score above which field mode sets a cell aside, when `set_aside` (default:
-    the bundle's `DriftModel.set_aside_threshold`).
+    the bundle's `DriftModel.set_aside_threshold`). `sample_id`, `operator`: recorded in the run header.
     """
 
     backend: str = "auto"
@@ -76,6 +86,8 @@ class SessionOptions:
     save_video: bool = False
     window: bool = False
     truth: dict | None = None
+    sample_id: str | None = None
+    operator: str | None = None
     find: CellFinder = find_cells
     policy: FlagPolicy | None = None
     source: SourceOptions = field(default_factory=SourceOptions)
@@ -132,6 +144,28 @@ def describe_config(config: PipelineConfig) -> dict:
     }
 
 
+def run_header(bundle: Bundle, engine: Backend, source: str, options: SessionOptions) -> dict:
+    """What produced a run, for its audit trail: events.jsonl's first line and report.json's `run`."""
+    return {
+        "type": "run",
+        "run_id": uuid.uuid4().hex,
+        "software": f"sperm-edge {__version__}",
+        "started": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "host": socket.gethostname(),
+        "sample_id": options.sample_id,
+        "operator": options.operator,
+        "source": source,
+        "mode": options.mode,
+        "bundle": str(bundle.path),
+        "bundle_sha256": sha256_file(bundle.path / MANIFEST),
+        "arch": bundle.arch,
+        "classes": bundle.classes,
+        "normal_class": bundle.normal_class,
+        "backend": engine.name,
+        "precision": engine.precision,
+    }
+
+
 class Session:
     """An open run: `engine`, `source`, `outputs` and `pipeline` (see `open_session`); `report` once closed."""
 
@@ -143,6 +177,8 @@ class Session:
         )
         self.report: dict | None = None
         self.stats: dict = {}
+        self.header: dict | None = None
+        self.outputs: RunOutputs | None = None
         self._stack = ExitStack()
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -157,9 +193,10 @@ class Session:
             if self.worker is not None:
                 self._stack.enter_context(self.worker)
             video = self.out / "annotated.mp4" if opts.save_video else None
+            self.header = run_header(self.bundle, self.engine, self.source_uri, opts)
             outputs = RunOutputs(
                 self.out, self.worker, video, self.source.fps or 15.0, opts.window,
-                explanations=maps, explain_flagged=not opts.explain_on_demand,
+                explanations=maps, explain_flagged=not opts.explain_on_demand, header=self.header,
             )  # fmt: skip
             self.outputs = self._stack.enter_context(outputs)
             pipeline = Pipeline(
@@ -172,13 +209,17 @@ class Session:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        error = None if exc_type is None else f"{exc_type.__name__}: {exc}".rstrip(": ")
+        stopped = exc_type is KeyboardInterrupt or self.pipeline.stopping
+        self.stats = self.pipeline.stats()
         try:
-            if exc_type is None:
-                self.stats = self.pipeline.stats()
-        finally:
             self._stack.close()  # pipeline, outputs, explainer (its queue finished), source, engine
-        if exc_type is None:
-            self.report = self._write_report()
+        except Exception as err:  # a failure while closing (a full disk, say) still gets its report
+            error = error or f"{type(err).__name__}: {err}"
+            raise
+        finally:
+            status = "aborted" if error and exc_type is not KeyboardInterrupt else "stopped" if stopped else "complete"
+            self.report = self._write_report(status, error)
 
     # -- running ----------------------------------------------------------------------------------
     def run(self, on_result=None) -> None:
@@ -203,8 +244,20 @@ class Session:
             worker.preload = False  # torch loads on the first request, not before the stream starts
         return maps, worker
 
-    def _write_report(self) -> dict:
+    def _write_report(self, status: str, error: str | None) -> dict | None:
+        """report.json and report.md; a report that cannot be written is logged, never raised over the run's error."""
+        try:
+            return self._report(status, error)
+        except Exception as err:
+            log.error("the report of %s could not be written: %s (`sperm-edge report %s` rebuilds it)", self.out, err,
+                      self.out)  # fmt: skip
+            return None
+
+    def _report(self, status: str, error: str | None) -> dict:
         info = {
+            "status": status,
+            "error": error,
+            "run": {k: v for k, v in self.header.items() if k != "type"},
             "bundle": str(self.bundle.path),
             "source": self.source_uri,
             "mode": self.options.mode,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from sperm_edge.runtime.events import read_events
 from tests.conftest import run_cli
 
 
@@ -31,7 +32,8 @@ def test_run_writes_events_flags_explanations_and_report(
         ]
     )
     assert code == 0
-    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    header, *events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert header["type"] == "run" and header["bundle_sha256"] and header["source"] == str(path)
     assert events and all({"frame", "box", "class", "probs", "flagged", "track"} <= set(e) for e in events)
     report = json.loads((out / "report.json").read_text())
     assert {"counts", "percent_normal", "ci95", "fps"} <= set(report)
@@ -75,7 +77,7 @@ def test_run_writes_events_flags_explanations_and_report(
     # a hand-edited log: a view that is no orientation is named, not a traceback
     log = out / "events.jsonl"
     edited = [
-        {**e, "view": "2.5"} if e["id"] == event["id"] else e for e in map(json.loads, log.read_text().splitlines())
+        {**e, "view": "2.5"} if e.get("id") == event["id"] else e for e in map(json.loads, log.read_text().splitlines())
     ]
     log.write_text("".join(json.dumps(e) + "\n" for e in edited))
     assert run_cli(args) == 2
@@ -169,7 +171,7 @@ def test_sigterm_finishes_the_frames_read_writes_the_report_and_exits_0(
         deadline = time.monotonic() + 90
         events = out / "events.jsonl"
         while time.monotonic() < deadline and process.poll() is None:
-            if events.is_file() and len(events.read_text().splitlines()) >= 30:  # past one loop of the clip
+            if events.is_file() and len(events.read_text().splitlines()) > 30:  # past one loop of the clip
                 break
             time.sleep(0.1)
         assert process.poll() is None, process.stdout.read()
@@ -183,9 +185,10 @@ def test_sigterm_finishes_the_frames_read_writes_the_report_and_exits_0(
     assert process.returncode == 0, output
     assert took < 10, took
     report = json.loads((out / "report.json").read_text())
-    lines = events.read_text().splitlines()
+    header, *lines = events.read_text().splitlines()
     # every frame read was classified and logged (crop mode: one cell per frame)
     assert report["frames"] == report["source_stats"]["delivered"] == len(lines) == sum(report["counts"].values())
+    assert json.loads(header)["type"] == "run" and report["status"] == "stopped"
     assert report["frames"] >= 30 and "SIGTERM" in output
 
 
@@ -198,7 +201,7 @@ def test_run_with_tta_finds_the_same_cells_and_records_it(
         out = tmp_path / tta
         args = ["run", str(tiny_bundle), "--source", str(path), "--headless", "--explain", "none"]
         assert run_cli([*args, "--backend", "ort-cpu", "--max-frames", "6", "--no-track", tta, "--out", str(out)]) == 0
-        events[tta] = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+        events[tta] = read_events(out / "events.jsonl")
         report = json.loads((out / "report.json").read_text())
         assert ("tta" in report["backend"]) == (tta == "--tta")
     assert events["--tta"] and [e["box"] for e in events["--tta"]] == [e["box"] for e in events["--no-tta"]]

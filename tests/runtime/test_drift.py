@@ -14,6 +14,7 @@ import pytest
 
 from sperm_edge.bundle import load_bundle
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.runtime.events import read_events
 from tests.conftest import run_cli
 
 
@@ -56,7 +57,7 @@ def test_shifted_crops_score_high_and_the_run_warns(drift_bundle, tmp_path: Path
     assert loud["drift"]["p_value"] < 0.05 <= quiet["drift"]["p_value"]
     assert loud["drift"]["warning"] is True and loud["drift"]["share_out"] > quiet["drift"]["share_out"]
     assert quiet["drift"]["warning"] is False
-    events = [json.loads(line) for line in (tmp_path / "loud" / "events.jsonl").read_text().splitlines()]
+    events = read_events(tmp_path / "loud" / "events.jsonl")
     assert np.median([e["drift_score"] for e in events]) == pytest.approx(loud["drift"]["score"], abs=1e-3)
     md = (tmp_path / "loud" / "report.md").read_text()
     assert "Drift warning" in md and "unlike the training data" in md and "sperm-edge adapt" in md

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sperm_edge.runtime.events import read_events
 from sperm_edge.runtime.explanations import TrackHeatmaps
 from sperm_edge.runtime.pipeline import CellResult
 from tests.conftest import run_cli
@@ -41,6 +42,6 @@ def test_run_explain_every_keeps_heatmaps_and_writes_flagged(
     report = json.loads((out / "report.json").read_text())
     explained = report["explanations"]
     assert explained["source"] == "engine" and explained["mode"] == "every" and explained["tracks_with_heatmaps"] > 0
-    flagged = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    flagged = read_events(out / "events.jsonl")
     flagged = [e for e in flagged if e["flagged"]]
     assert explained["explained"] == len(flagged) == len(list((out / "explanations").glob("*.json")))

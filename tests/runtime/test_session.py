@@ -75,3 +75,81 @@ def test_explanations_come_from_the_engine_or_a_worker_that_leaves_torch_threads
     before = torch.get_num_threads()
     with GradCamExplainer(loaded.checkpoint_stem()):  # threads=None: the process setting is not touched
         assert torch.get_num_threads() == before
+
+
+def test_the_run_header_opens_the_log_and_the_report_names_the_run(tiny_bundle: Path, clip, tmp_path: Path) -> None:
+    from sperm_edge.io import sha256_file
+    from sperm_edge.runtime.events import read_events, read_run_header
+
+    session = _field_run(tiny_bundle, clip[0], tmp_path / "out", max_frames=6, sample_id="S-17", operator="A. Lab")
+    log = tmp_path / "out" / "events.jsonl"
+    header = read_run_header(log)
+    assert log.read_text().splitlines()[0].startswith('{"type":"run"')
+    assert header["bundle_sha256"] == sha256_file(Path(tiny_bundle) / "manifest.json")
+    assert header["sample_id"] == "S-17" and header["operator"] == "A. Lab" and header["backend"] == "ort-cpu"
+    assert session.report["run"] == {k: v for k, v in header.items() if k != "type"}
+    assert session.report["status"] == "complete" and session.report["error"] is None
+    assert all(e.get("type") != "run" for e in read_events(log)) and len(read_events(log)) == session.report["cells"]
+
+
+def test_a_failing_run_still_writes_its_report_as_aborted(tiny_bundle: Path, clip, tmp_path: Path) -> None:
+    from sperm_edge.localize import find_cells
+
+    calls = {"n": 0}
+
+    def finder_that_fails_on_frame_12(rgb, cfg):
+        calls["n"] += 1
+        if calls["n"] == 12:
+            raise RuntimeError("the frame grabber returned garbage")
+        return find_cells(rgb, cfg)
+
+    with pytest.raises(RuntimeError, match="garbage"):
+        _field_run(tiny_bundle, clip[0], tmp_path / "out", find=finder_that_fails_on_frame_12)
+    import json
+
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["status"] == "aborted" and "RuntimeError: the frame grabber returned garbage" in report["error"]
+    assert "Status: **aborted**" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_stopped_run_says_so_and_report_rebuilds_it_from_the_log(tiny_bundle: Path, clip, tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import run_cli
+
+    out = tmp_path / "out"
+    options = SessionOptions(backend="ort-cpu", threads=1)
+    with open_session(tiny_bundle, str(clip[0]), out, options) as session:
+        session.run(lambda result: session.stop() if session.pipeline.frames == 8 else None)
+    assert session.report["status"] == "stopped"
+    (out / "report.json").unlink()  # as after a SIGKILL: the log is all there is
+    (out / "report.md").unlink()
+    assert run_cli(["report", str(out)]) == 0
+    rebuilt = json.loads((out / "report.json").read_text())
+    assert rebuilt["status"] == "aborted" and "without writing its report" in rebuilt["error"]
+    assert rebuilt["cells"] == session.report["cells"] and rebuilt["counts"] == session.report["counts"]
+    assert rebuilt["run"] == session.report["run"] and (out / "report.md").is_file()
+    assert run_cli(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_a_frame_with_more_cells_than_the_engine_takes_is_split(tiny_bundle: Path, clip, tmp_path: Path) -> None:
+    """A TensorRT engine's profile caps its batch (16 by default): the pipeline splits by the engine's limit."""
+    from dataclasses import replace
+
+    from sperm_edge.engines import OrtBackend
+    from sperm_edge.runtime.outputs import RunOutputs, stream
+    from sperm_edge.runtime.pipeline import Pipeline
+    from sperm_edge.runtime.sources import open_source
+
+    class TwoAtATime(OrtBackend):  # ONNX Runtime, with the batch limit an engine profile would set
+        def _activate_impl(self):
+            return replace(super()._activate_impl(), max_batch=2)
+
+    bundle = load_bundle(tiny_bundle)
+    config = pipeline_config(bundle, SessionOptions(budget=InferenceBudget("every_frame")))
+    engine = TwoAtATime(bundle.onnx_path("fp32"), threads=1)
+    with open_source(str(clip[0])) as source, engine, RunOutputs(tmp_path / "out") as outputs:
+        with Pipeline(source, engine, bundle.classes, bundle.preprocess, config) as pipeline:
+            stream(pipeline, outputs)  # Backend.infer refuses a batch over the engine's maximum
+            assert pipeline.batch_limit == 2
+    assert pipeline.inferences == pipeline.cells_seen > 2 * pipeline.frames and outputs.count > 0

@@ -55,4 +55,4 @@ def test_classify_without_torch(tiny_bundle: Path, tmp_path: Path) -> None:
     for i in range(1, 4):
         info = json.loads((tmp_path / "out" / "explanations" / f"{i:06d}.json").read_text())
         assert info["source"] == "engine" and (tmp_path / "out" / "explanations" / f"{i:06d}.png").is_file()
-    assert len((tmp_path / "out" / "events.jsonl").read_text().splitlines()) == 3
+    assert len((tmp_path / "out" / "events.jsonl").read_text().splitlines()) == 1 + 3  # the run header, the cells
