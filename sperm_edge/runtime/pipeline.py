@@ -475,7 +475,7 @@ class Pipeline:
                 track = step.tracks[i]
                 if not step.counted_before[i]:  # a counted cell's later sightings change nothing
                     track.add(obs)
-                    settled = self.config.budget.is_settled(track)
+                    settled = self.config.budget.is_settled(track, self.config.set_aside_above)
                     track.settled_at = (track.settled_at if track.settled_at is not None else seq) if settled else None
             events = [self._event(track) for track in step.report]
             for track in step.forget:

@@ -88,7 +88,9 @@ def test_the_units_command_runs_and_stops_cleanly_on_sigterm(tiny_bundle, number
             process.kill()
     assert process.returncode == 0, output
     report = json.loads((events[0].parent / "report.json").read_text())
-    assert report["frames"] == len(events[0].read_text().splitlines()) >= 25
+    header, *cells = events[0].read_text().splitlines()  # the run header, then one cell a frame (crop mode)
+    assert report["frames"] == len(cells) >= 25 and json.loads(header)["type"] == "run"
+    assert report["status"] == "stopped"
 
 
 def test_the_container_installs_the_runtime_extra_on_jetpack_6() -> None:
