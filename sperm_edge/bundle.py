@@ -94,7 +94,7 @@ class Bundle:
     def file(self, name: str) -> Path:
         if name not in self.manifest["files"]:
             raise SpermEdgeError(f"bundle {self.path} has no file {name!r}")
-        return self.path / name
+        return _inside(self.path, name)
 
     def precisions(self) -> list[str]:
         return list(self.manifest.get("models", {}))
@@ -108,6 +108,24 @@ class Bundle:
     def checkpoint_stem(self) -> Path:
         """Path stem of the retained PyTorch checkpoint (load with sperm_edge.model.checkpoint)."""
         return self.file(self.manifest["checkpoint"]["weights"]).with_suffix("")
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """FOLDER/NAME, refused when NAME leaves the folder (`..`, an absolute path, a link out): an untrusted
+    manifest must not make the runtime read or hash files elsewhere."""
+    target = folder / name
+    if not isinstance(name, str) or Path(name).is_absolute() or not target.resolve().is_relative_to(folder.resolve()):
+        raise SpermEdgeError(f"bundle {folder} lists a file outside itself: {name!r} (tampered manifest?)")
+    return target
+
+
+def _check_classes(path: Path, manifest: dict) -> None:
+    """The class list must be names, one per output of the model, as the manifest records them."""
+    classes = manifest.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        raise SpermEdgeError(f"bundle {path}: `classes` must be a non-empty list of names")
+    if len(set(classes)) != len(classes):
+        raise SpermEdgeError(f"bundle {path}: `classes` names a class twice: {classes}")
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
@@ -128,6 +146,9 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         raise SpermEdgeError(
             f"bundle {path} has schema {manifest['schema_version']}; this sperm-edge reads up to {SCHEMA_VERSION}"
         )
+    _check_classes(path, manifest)
+    for name in manifest.get("files", {}):
+        _inside(path, name)
     if verify:
         for name, entry in manifest.get("files", {}).items():
             target = path / name

@@ -25,13 +25,13 @@ def _setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; user errors become one red line on stderr and exit code 2."""
+    """Run the CLI; user errors become one red line on stderr and exit 2 (75, EX_TEMPFAIL: a live source lost)."""
     _setup_logging()
     try:
         app(args=argv, prog_name="sperm-edge")
     except SpermEdgeError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         sys.exit(130)

@@ -120,6 +120,12 @@ def run(
     stall_timeout: float = typer.Option(
         5.0, min=0.1, help="Reopen a live source that delivers no frame for this many seconds."
     ),
+    reconnect_attempts: int = typer.Option(
+        5, min=0, help="Reopen a live source this many times in a row before the run fails (0: forever, for services)."
+    ),
+    reconnect_interval: float = typer.Option(
+        0.5, min=0.01, help="Seconds before the first reopen attempt (doubling up to 8 s)."
+    ),
     explain_threads: int = typer.Option(
         1, min=1, help="PyTorch threads of the explanation worker (only for models without a cam output)."
     ),
@@ -153,7 +159,8 @@ def run(
         explain_threads=explain_threads, save_video=save_video, window=not headless and gui_available(),
         truth=json.loads(truth.read_text()) if truth else None, sample_id=sample_id, operator=operator,
         source=SourceOptions(
-            width=width, height=height, fps=fps, latest_only=latest_only, loop=loop, stall_timeout=stall_timeout
+            width=width, height=height, fps=fps, latest_only=latest_only, loop=loop, stall_timeout=stall_timeout,
+            reopen_attempts=reconnect_attempts or -1, backoff=reconnect_interval,
         ),
     )  # fmt: skip
     options.check()

@@ -32,7 +32,7 @@ from sperm_edge import __version__
 from sperm_edge.bundle import MANIFEST, Bundle, load_bundle
 from sperm_edge.engines import open_backend
 from sperm_edge.engines.base import Backend
-from sperm_edge.errors import SpermEdgeError
+from sperm_edge.errors import SourceLost, SpermEdgeError
 from sperm_edge.io import sha256_file
 from sperm_edge.localize import CellFinder, LocalizerConfig, find_cells
 from sperm_edge.runtime.budget import POLICIES, InferenceBudget
@@ -188,6 +188,7 @@ class Session:
             self.engine: Backend = self._stack.enter_context(
                 open_backend(self.bundle, opts.backend, opts.precision, opts.threads, tta=opts.tta)
             )
+            _check_outputs(self.engine, self.bundle)
             self.source = self._stack.enter_context(open_source(self.source_uri, opts.source))
             maps, self.worker = self._explainers()
             if self.worker is not None:
@@ -223,8 +224,14 @@ class Session:
 
     # -- running ----------------------------------------------------------------------------------
     def run(self, on_result=None) -> None:
-        """Drive the stream into the outputs until the source ends, the window closes, `stop()` or Ctrl-C."""
+        """Drive the stream into the outputs until the source ends, the window closes, `stop()` or Ctrl-C.
+
+        A source that gave up (a camera or stream that could not be reopened) ends the run as a failure, so
+        a service manager restarts it (`Restart=on-failure`), and the report says so.
+        """
         stream(self.pipeline, self.outputs, on_result)
+        if self.source.stats.error and not self.pipeline.stopping:
+            raise SourceLost(f"source {self.source_uri} gave up: {self.source.stats.error}")
 
     def stop(self) -> None:
         """End capture (thread-safe); the frames already read are finished and reported."""
@@ -293,6 +300,20 @@ def explainers(bundle: Bundle, explain: str, engine_name: str, folder: Path, thr
     reason = section.get("reason", "the bundle's models have no cam output (exported before it existed)")
     log.warning("explanations from the retained checkpoint in the background: %s", reason)
     return None, ExplainWorker(bundle.checkpoint_stem(), folder, threads=None if engine_name == "torch" else threads)
+
+
+def _check_outputs(engine: Backend, bundle: Bundle) -> None:
+    """One warm-up inference on a blank crop: the model must give one logit per class the manifest names, or
+    every count would go to the wrong class (a model swapped into a bundle, a manifest edited by hand)."""
+    import numpy as np
+
+    size = bundle.preprocess.img_size
+    width = engine.infer(np.zeros((1, 3, size, size), np.float32)).logits.shape[-1]
+    if width != len(bundle.classes):
+        raise SpermEdgeError(
+            f"bundle {bundle.path}: its model gives {width} class scores but the manifest names "
+            f"{len(bundle.classes)} classes ({', '.join(bundle.classes)}); re-export the bundle"
+        )
 
 
 def open_session(

@@ -126,3 +126,23 @@ def test_library_export_without_any_real_images_falls_back_to_noise(tiny_run, tm
     assert manifest["models"]["fp32"]["parity"]["images"].startswith("uniform noise")
     assert [b["precision"] for b in manifest["benchmarks"]] == ["fp32"]
     assert manifest["drift"]["available"] is False and "drift.npz" not in manifest["files"]  # no split to fit on
+
+
+@pytest.mark.parametrize("name", ["../outside.onnx", "/etc/passwd", "sub/../../outside.onnx"])
+def test_a_manifest_cannot_point_outside_its_bundle(tiny_bundle: Path, tmp_path: Path, name: str) -> None:
+    import json
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    (tmp_path / "outside.onnx").write_bytes(b"x")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"][name] = {"sha256": "0" * 64, "size": 1}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SpermEdgeError, match="lists a file outside itself"):
+        load_bundle(copy)
+    manifest["files"].pop(name)
+    manifest["classes"] = ["a", "a"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SpermEdgeError, match="names a class twice"):
+        load_bundle(copy)

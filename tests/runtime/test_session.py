@@ -153,3 +153,31 @@ def test_a_frame_with_more_cells_than_the_engine_takes_is_split(tiny_bundle: Pat
             stream(pipeline, outputs)  # Backend.infer refuses a batch over the engine's maximum
             assert pipeline.batch_limit == 2
     assert pipeline.inferences == pipeline.cells_seen > 2 * pipeline.frames and outputs.count > 0
+
+
+@pytest.mark.slow
+def test_a_stream_server_that_dies_for_good_fails_the_run_for_a_restart(tiny_bundle: Path, tmp_path: Path) -> None:
+    """The service's restart path: the live source gives up, the report says aborted, the exit status is 75."""
+    import json
+    import threading
+
+    from sperm_edge.runtime.sources import SourceOptions
+    from tests.conftest import run_cli
+    from tests.runtime._stream_server import StreamServer
+
+    with StreamServer() as server:
+        threading.Timer(3.0, server.kill).start()  # and it never comes back
+        args = ["run", str(tiny_bundle), "--source", server.url, "--backend", "ort-cpu", "--mode", "crop",
+                "--headless", "--out", str(tmp_path / "out"), "--stall-timeout", "1", "--reconnect-attempts", "2",
+                "--reconnect-interval", "0.1"]  # fmt: skip
+        assert run_cli(args) == 75
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["status"] == "aborted" and "gave up" in report["error"] and report["frames"] > 0
+    assert SourceOptions().reopen_attempts == 5  # the library default; the CLI's 0 means forever (-1)
+
+
+def test_a_bundle_whose_model_and_classes_disagree_is_refused_before_the_run(tiny_bundle: Path, clip, tmp_path) -> None:
+    bundle = load_bundle(tiny_bundle)
+    bundle.manifest["classes"] = [*bundle.classes, "05_Extra"]
+    with pytest.raises(SpermEdgeError, match="gives 4 class scores but the manifest names 5 classes"):
+        _field_run(bundle, clip[0], tmp_path / "out")

@@ -190,3 +190,23 @@ def test_frames_of_other_depth_or_channels_are_converted_or_skipped(numbered_vid
     assert frames[0][0, 0].tolist() == [7, 7, 7]
     assert frames[1][0, 0].tolist() == [128, 128, 128]
     assert frames[2][0, 0].tolist() == [30, 20, 10]  # BGR(A) -> RGB
+
+
+def test_a_glob_through_a_symlink_loop_lists_each_image_once(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    from sperm_edge.runtime.sources.images import list_images
+
+    cv2.imwrite(str(tmp_path / "cell.png"), np.full((20, 20, 3), 90, np.uint8))
+    (tmp_path / "again").symlink_to(tmp_path, target_is_directory=True)  # a loop: again/again/... is tmp_path
+    images = list_images(parse_uri(f"{tmp_path}/**/*.png"))
+    assert [p.name for p in images] == ["cell.png"]
+
+
+def test_looping_over_a_folder_where_nothing_decodes_stops_with_an_error(tmp_path: Path) -> None:
+    for i in range(3):
+        (tmp_path / f"broken{i}.png").write_bytes(b"not an image")
+    with open_source(tmp_path, SourceOptions(loop=True)) as source:
+        with pytest.raises(SpermEdgeError, match="none of the 3 images .* can be decoded"):
+            next(iter(source))

@@ -36,7 +36,10 @@ def list_images(uri: SourceURI) -> list[Path]:
         paths = [Path(p) for p in glob.glob(uri.location, recursive=True) if Path(p).is_file()]
     if not paths:
         raise SpermEdgeError(f"no images found for source {uri.raw}")
-    return sorted(paths, key=natural_key)
+    unique: dict[Path, Path] = {}
+    for path in sorted(paths, key=natural_key):  # one image reached twice (a link, a symlink loop) counts once
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 class ImageSource(VideoSource):
@@ -64,7 +67,10 @@ class ImageSource(VideoSource):
         self.paths = []
 
     def _read_impl(self) -> tuple[np.ndarray, str] | None:
+        failed_in_a_row = 0
         while self._next < len(self.paths) or (self.options.loop and self.paths):
+            if self._stop.is_set():
+                return None
             if self._next >= len(self.paths):
                 self._next = 0
             path = self.paths[self._next]
@@ -73,7 +79,12 @@ class ImageSource(VideoSource):
                 image = decode_image(path)
             except SpermEdgeError as err:
                 self.stats.skipped += 1
+                failed_in_a_row += 1
                 log.warning("skipped: %s", err)
+                if self.options.loop and failed_in_a_row >= len(self.paths):
+                    raise SpermEdgeError(
+                        f"none of the {len(self.paths)} images of {self.uri} can be decoded: nothing to loop over"
+                    ) from err
                 continue
             name = str(path.relative_to(self._root)) if self._root else path.name
             return image, name
