@@ -137,7 +137,12 @@ def run(
     view: str = typer.Option(
         None, help="Serve the live view page at [HOST:]PORT (host 127.0.0.1 unless given; e.g. 8050)."
     ),
-    token: str = typer.Option(None, help="Token the live view requires (needed off loopback); auto: generate one."),
+    token: str = typer.Option(
+        None,
+        help="Token the live view requires off loopback (auto: generate one; else prefer --token-file or "
+        "SPERM_EDGE_TOKEN: a command line shows in ps).",
+    ),
+    token_file: Path = typer.Option(None, help="File holding the live view's token (e.g. a 0600 file of the service)."),
     view_fps: float = typer.Option(10.0, min=0.1, help="Most frames per second the live view's stream sends."),
     view_linger: float = typer.Option(5.0, min=0.0, help="Seconds the live view stays up after the report."),
 ) -> None:
@@ -149,7 +154,7 @@ def run(
     from sperm_edge.runtime.session import SessionOptions, open_session
     from sperm_edge.runtime.sources import SourceOptions
 
-    binding = _view_binding(view, token)
+    binding = _view_binding(view, token, token_file)
     options = SessionOptions(
         backend=backend, precision=precision, threads=threads, mode=mode, track=track, tta=tta,
         rolling_views=rolling_views, batch=batch, crop_scale=crop_scale, crop_size=crop_size, isolate=isolate,
@@ -197,30 +202,31 @@ def run(
         _linger(view_linger, out)
 
 
-def _view_binding(view: str | None, token: str | None) -> tuple[str, int, str | None] | None:
-    """(host, port, token) of the live view, checked before anything starts; None without --view."""
+def _view_binding(view: str | None, token: str | None, token_file: Path | None) -> tuple | None:
+    """(host, port, token, generated) of the live view, checked before anything starts; None without --view."""
     from sperm_edge.errors import SpermEdgeError
 
     if view is None:
-        if token is not None:
-            raise SpermEdgeError("--token goes with --view [HOST:]PORT")
+        if token is not None or token_file is not None:
+            raise SpermEdgeError("--token and --token-file go with --view [HOST:]PORT")
         return None
     from sperm_edge.view import parse_bind, resolve_token  # the view's package is imported only when asked for
 
     host, port = parse_bind(view)
-    return host, port, resolve_token(host, token)
+    return host, port, resolve_token(host, token, token_file), token == "auto" and token_file is None
 
 
 def _start_view(ctx: typer.Context, binding, fps: float, out: Path, loaded, info: dict):
     """Start the live view at `binding` (host, port, token); it stops when the command ends."""
     if binding is None:
         return None
-    from sperm_edge.view import LiveView
+    from sperm_edge.view import LiveView, announce
 
-    page = LiveView(out, loaded.classes, loaded.normal_class, *binding, fps, info)
+    host, port, token, generated = binding
+    page = LiveView(out, loaded.classes, loaded.normal_class, host, port, token, fps, info)
     page.__enter__()
     ctx.call_on_close(page.__exit__)
-    console.print(f"live view: [bold]{page.url}[/]", soft_wrap=True, highlight=False)
+    console.print(f"live view: [bold]{announce(page.url, token, generated, out)}[/]", soft_wrap=True, highlight=False)
     return page
 
 

@@ -18,13 +18,16 @@ def view(
     run_dir: Path = typer.Argument(..., help="A run folder written by `sperm-edge run`."),
     port: int = typer.Option(8050, min=0, max=65535, help="Port (0: any free one)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on; any but loopback needs --token."),
-    token: str = typer.Option(None, help="Token the page requires; auto: generate one."),
+    token: str = typer.Option(None, help="Token the page requires; auto: generate one (or SPERM_EDGE_TOKEN)."),
+    token_file: Path = typer.Option(None, help="File holding the token."),
 ) -> None:
     """Serve the page over a finished run until Ctrl-C."""
-    from sperm_edge.view import RunView, resolve_token
+    from sperm_edge.view import RunView, announce, resolve_token
 
-    with RunView(run_dir, host, port, resolve_token(host, token)) as served:
-        console.print(f"{run_dir}: [bold]{served.url}[/] (Ctrl-C to stop)", soft_wrap=True, highlight=False)
+    secret = resolve_token(host, token, token_file)
+    with RunView(run_dir, host, port, secret) as served:
+        line = announce(served.url, secret, token == "auto" and token_file is None, run_dir)
+        console.print(f"{run_dir}: [bold]{line}[/] (Ctrl-C to stop)", soft_wrap=True, highlight=False)
         try:
             while True:
                 time.sleep(3600)

@@ -26,6 +26,6 @@ except ImportError as err:  # pragma: no cover - the dev install has the extra
     raise SpermEdgeError(missing) from err
 
 from sperm_edge.view.live import LiveView, RunView  # noqa: E402
-from sperm_edge.view.security import parse_bind, resolve_token  # noqa: E402
+from sperm_edge.view.security import announce, parse_bind, resolve_token  # noqa: E402
 
-__all__ = ["LiveView", "RunView", "parse_bind", "resolve_token"]
+__all__ = ["LiveView", "RunView", "announce", "parse_bind", "resolve_token"]

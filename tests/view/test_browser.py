@@ -53,9 +53,12 @@ def test_live_page_counts_streams_explains_and_finishes(page, tiny_bundle: Path,
                                                         tmp_path: Path) -> None:  # fmt: skip
     out = tmp_path / "live"
     with live_run(tiny_bundle, watch_clip, out, "--fps", "4", "--view-linger", "3", token="auto") as run:
-        url = wait_for(lambda: next((w for w in run.output().split() if "?token=" in w), None), 30, "the URL")
-        page.goto(url)
+        shown = wait_for(lambda: next((w for w in run.output().split() if "?token=" in w), None), 30, "the URL")
+        token = (out / "view_token").read_text().strip()  # the log shows 4 characters of it, the file all
+        assert token not in run.output() and shown.endswith(f"?token={token[:4]}…")
+        page.goto(shown.split("?")[0] + f"?token={token}")
         page.wait_for_selector("#state.live")
+        assert "token" not in page.url  # moved into an HTTP-only cookie, out of the address bar
         # the MJPEG stream renders in the <img>
         page.wait_for_function("() => document.getElementById('stream').naturalWidth > 0")
         assert page.eval_on_selector("#stream", "img => img.naturalWidth") == 480

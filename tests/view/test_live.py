@@ -55,12 +55,16 @@ def test_view_refuses_non_loopback_without_a_token(tiny_bundle: Path, watch_clip
     assert not out.exists()  # refused before anything was written
 
 
-def test_token_auto_prints_a_url_with_the_token(tiny_bundle: Path, watch_clip: Path, tmp_path: Path) -> None:
-    with live_run(tiny_bundle, watch_clip, tmp_path / "auto", "--max-frames", "30", "--fps", "10",
+def test_token_auto_is_written_to_a_private_file_and_masked_in_the_log(
+    tiny_bundle: Path, watch_clip: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "auto"
+    with live_run(tiny_bundle, watch_clip, out, "--max-frames", "30", "--fps", "10",
                   "--view-linger", "0", token="auto") as run:  # fmt: skip
-        line = wait_for(lambda: "?token=" in run.output() and run.output(), 30, "the URL")
-        token = line.split("?token=")[1].split()[0]
-        assert len(token) >= 20
+        wait_for(lambda: "?token=" in run.output() and run.output(), 30, "the URL")
+        token = (out / "view_token").read_text().strip()
+        assert len(token) >= 20 and token not in run.output() and f"?token={token[:4]}…" in run.output()
+        assert (out / "view_token").stat().st_mode & 0o077 == 0  # its owner's only
         assert request(run.port, f"/api/status?token={token}")[0] == 200
         assert request(run.port, "/api/status")[0] == 401
         assert run.wait(60) == 0

@@ -32,13 +32,29 @@ def test_tokens() -> None:
     assert is_loopback("localhost") and is_loopback("127.0.0.2") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
     assert resolve_token("127.0.0.1", None) is None
-    with pytest.raises(SpermEdgeError, match="needs --token"):
+    with pytest.raises(SpermEdgeError, match="needs a token"):
         resolve_token("0.0.0.0", None)
     with pytest.raises(SpermEdgeError, match="at least 8"):
         resolve_token("0.0.0.0", "short")
     first, second = resolve_token("0.0.0.0", "auto"), resolve_token("0.0.0.0", "auto")
     assert first != second and len(first) >= 20
     assert url_for("0.0.0.0", 8050, "abc") == "http://127.0.0.1:8050/?token=abc"
+    assert url_for("0.0.0.0", 8050, "abcdefgh", reveal=False) == "http://127.0.0.1:8050/?token=abcd…"
+
+
+def test_off_loopback_a_token_comes_from_a_file_or_the_environment_and_is_not_a_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPERM_EDGE_TOKEN", raising=False)
+    for weak, message in (("change-me", "known default"), ("only12chars!", "at least 16")):
+        with pytest.raises(SpermEdgeError, match=message):
+            resolve_token("0.0.0.0", weak)
+        assert resolve_token("127.0.0.1", weak) == weak  # loopback: the user's own machine
+    secret = tmp_path / "token"
+    secret.write_text("a-long-random-token-from-a-file\n")
+    assert resolve_token("0.0.0.0", None, secret) == "a-long-random-token-from-a-file"
+    monkeypatch.setenv("SPERM_EDGE_TOKEN", "another-long-random-token")
+    assert resolve_token("0.0.0.0", None) == "another-long-random-token"
+    with pytest.raises(SpermEdgeError, match="cannot be read"):
+        resolve_token("0.0.0.0", None, tmp_path / "missing")
 
 
 def test_token_is_required_on_every_route(finished_run: Path) -> None:
@@ -53,7 +69,11 @@ def test_token_is_required_on_every_route(finished_run: Path) -> None:
         assert headers.get("www-authenticate") == "Bearer"
         assert request(port, "/api/status", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
         assert request(port, f"/api/status?token={TOKEN}")[0] == 200
-        assert request(port, f"/?token={TOKEN}")[0] == 200
+        status, headers, _ = request(port, f"/?token={TOKEN}")  # the page: its token moves into a cookie
+        cookie = headers.get("set-cookie", "")
+        assert status == 303 and headers.get("location") == "/" and "HttpOnly" in cookie and "SameSite" in cookie
+        assert request(port, "/", headers={"Cookie": cookie.split(";")[0]})[0] == 200
+        assert request(port, "/api/status", headers={"Cookie": "sperm_edge_token=wrong-token-xx"})[0] == 401
 
 
 def test_cross_origin_posts_and_foreign_hosts_are_refused(finished_run: Path) -> None:
