@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,8 +112,9 @@ class EngineExplanations:
         self.out_dir, self.classes, self.img_size = Path(out_dir), list(classes), img_size
         self.layer, self.mode, self.nice = layer, mode, nice
         self.heatmaps = TrackHeatmaps() if mode == "every" else None
-        self.explained = 0
-        self.failed = 0
+        self.explained = self.failed = self.dropped = 0
+        self.error: str | None = None  # the last failure, for the report
+        self.close_timeout = 10.0  # seconds `__exit__` waits for the queue to be written
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
 
@@ -124,8 +126,18 @@ class EngineExplanations:
 
     def __exit__(self, *exc: object) -> None:
         if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
+            deadline = time.monotonic() + self.close_timeout
+            while self._thread.is_alive() and time.monotonic() < deadline:  # the queue may be full: keep trying
+                try:
+                    self._queue.put(None, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if self._thread.is_alive():
+                left = self._queue.qsize()
+                self.dropped += left
+                log.warning("explanations: %d still queued after %.0f s, left unwritten", left, self.close_timeout)
             self._thread = None
 
     def write(self, event: dict, crop: np.ndarray, cam: np.ndarray, probs: np.ndarray) -> dict:
@@ -138,7 +150,11 @@ class EngineExplanations:
             raise SpermEdgeError("engine explanations are not open: use them in a `with` block")
         name = event_name(event["id"])
         extra = {"event": event["id"], "frame": event["frame"], "box": event["box"]}
-        self._queue.put((name, crop, cam, probs, self.classes.index(event["class"]), extra))
+        try:  # never block the stream on a writer that cannot keep up (a slow or full disk)
+            self._queue.put_nowait((name, crop, cam, probs, self.classes.index(event["class"]), extra))
+        except queue.Full:
+            self.dropped += 1
+            return {}
         return {"explanation": f"{self.out_dir.name}/{name}.png"}
 
     def _run(self) -> None:
@@ -148,15 +164,16 @@ class EngineExplanations:
             try:
                 explanation = engine_explanation(crop, cam, probs, self.classes, self.img_size, self.layer, target)
                 write_explanation(self.out_dir, name, crop, explanation, extra)
-            except (OSError, ValueError, cv2.error) as err:  # one bad crop must not end the run
+            except Exception as err:  # any failure (a bad crop, a full disk) is counted; the writer goes on
                 self.failed += 1
+                self.error = f"{type(err).__name__}: {err}"
                 log.warning("explaining %s failed: %s", name, err)
                 continue
             self.explained += 1
 
     def summary(self) -> dict:
         info = {"source": "engine", "mode": self.mode, "explained": self.explained, "failed": self.failed}
-        info.update(dropped=0, error=None)
+        info.update(dropped=self.dropped, error=self.error)
         if self.heatmaps is not None:
             info["tracks_with_heatmaps"] = len(self.heatmaps)
         return info

@@ -157,7 +157,8 @@ class RunOutputs:
         """Queue a flagged cell's explanation: the engine's map, else a job for the worker; the paths to record."""
         paths: dict = {}
         if self.explanations is not None and cam is not None:
-            paths, queued = self.explanations.write(event, crop, cam, probs), True
+            paths = self.explanations.write(event, crop, cam, probs)
+            queued = bool(paths)  # empty when the writer's queue was full and the map was dropped
         elif self.explainer is not None:
             extra = {"event": event["id"], "frame": event["frame"], "box": event["box"]}
             queued = self.explainer.submit(ExplainJob(event_name(event["id"]), crop, extra))

@@ -89,6 +89,9 @@ class PipelineConfig:
     set_aside_above: float | None = None
     rolling_views: bool = False
     join_timeout: float = 5.0  # seconds `__exit__` waits for its threads (a read stuck in a driver is left behind)
+    # seconds after `stop()` within which the stream must end; past it iterating fails (an engine call that never
+    # returns would otherwise hold the run, and a service's stop, forever)
+    stop_timeout: float = 15.0
 
 
 @dataclass
@@ -154,6 +157,7 @@ class Pipeline:
         policy: FlagPolicy | None = None,
     ) -> None:
         self.source, self.backend, self.classes, self.spec = source, backend, list(classes), spec
+        self._stopped_at: float | None = None
         self.config = config or PipelineConfig()
         if self.config.mode not in MODES:
             raise SpermEdgeError(f"unknown mode {self.config.mode!r}; choose field or crop")
@@ -209,6 +213,8 @@ class Pipeline:
     def stop(self) -> None:
         """Stop capturing (thread-safe). Frames already read are still processed and open tracks reported:
         keep iterating to collect the last events."""
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
         self._stop.set()
         self.source.stop()
 
@@ -219,7 +225,11 @@ class Pipeline:
 
     def __iter__(self) -> Iterator[FrameResult]:
         while True:
-            item = self._results.get()
+            try:
+                item = self._results.get(timeout=0.2)
+            except queue.Empty:
+                self._check_stop_deadline()
+                continue
             if item is _END:
                 self._results.put(_END)  # a second iteration ends at once
                 if self._error is not None:
@@ -233,6 +243,17 @@ class Pipeline:
         profile), so a frame with more cells than the engine takes is split instead of failing."""
         engine_max = self.backend.input_spec.max_batch if self.backend.is_active else None
         return min(self.config.max_batch, engine_max) if engine_max else self.config.max_batch
+
+    def _check_stop_deadline(self) -> None:
+        """Fail the run when it has not ended `stop_timeout` seconds after `stop()`: a stage is stuck."""
+        if self._stopped_at is None or time.monotonic() - self._stopped_at <= self.config.stop_timeout:
+            return
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        raise SpermEdgeError(
+            f"the stream did not end within {self.config.stop_timeout:g} s of being stopped: stage(s) "
+            f"{', '.join(stuck) or '?'} stuck (an inference or capture call that never returned?); the frames "
+            "finished before are in the report"
+        )
 
     # -- figures ----------------------------------------------------------------------------------
     @property

@@ -10,6 +10,7 @@ from sperm_edge.bundle import load_bundle
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.runtime.budget import InferenceBudget
 from sperm_edge.runtime.session import SessionOptions, open_session, pipeline_config
+from sperm_edge.runtime.sources import open_source
 
 
 def _field_run(bundle, clip: Path, out: Path, **options):
@@ -181,3 +182,40 @@ def test_a_bundle_whose_model_and_classes_disagree_is_refused_before_the_run(tin
     bundle.manifest["classes"] = [*bundle.classes, "05_Extra"]
     with pytest.raises(SpermEdgeError, match="gives 4 class scores but the manifest names 5 classes"):
         _field_run(bundle, clip[0], tmp_path / "out")
+
+
+def test_stop_ends_a_run_whose_engine_call_never_returns(tiny_bundle: Path, clip, tmp_path: Path) -> None:
+    """A wedged engine: stop() still ends the run within its deadline, as a failure."""
+    import threading
+    import time
+
+    from sperm_edge.engines import OrtBackend
+    from sperm_edge.runtime.outputs import RunOutputs, stream
+    from sperm_edge.runtime.pipeline import Pipeline
+
+    release = threading.Event()
+
+    class Wedges(OrtBackend):  # ONNX Runtime whose sixth call blocks until released
+        calls = 0
+
+        def _infer_impl(self, batch):
+            Wedges.calls += 1
+            if Wedges.calls == 6:
+                release.wait(timeout=60)
+            return super()._infer_impl(batch)
+
+    bundle = load_bundle(tiny_bundle)
+    config = pipeline_config(bundle, SessionOptions(budget=InferenceBudget("every_frame")))
+    config.stop_timeout, config.join_timeout = 1.0, 0.5
+    engine = Wedges(bundle.onnx_path("fp32"), threads=1)
+    try:
+        with open_source(str(clip[0])) as source, engine, RunOutputs(tmp_path / "out") as outputs:
+            with Pipeline(source, engine, bundle.classes, bundle.preprocess, config) as pipeline:
+                threading.Timer(2.0, pipeline.stop).start()  # systemctl stop, while the engine is wedged
+                start = time.monotonic()
+                with pytest.raises(SpermEdgeError, match="did not end within 1 s of being stopped: .*inference"):
+                    stream(pipeline, outputs)
+        assert time.monotonic() - start < 2.0 + 1.0 + 1.0  # stopped at 2 s, failed 1 s later, not after 60
+    finally:
+        release.set()
+    assert pipeline.stats()["frames"] == 5  # the frames before the wedged call were finished
