@@ -12,6 +12,7 @@ saw; the event's `crop`), `ID.frame.jpg` (the frame it came from; `frame_image`)
 from __future__ import annotations
 
 import collections
+import shutil
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,25 +66,45 @@ def _encode(rgb: np.ndarray, ext: str, quality: int = 90) -> bytes:
 
 
 class FlagStore:
-    """The newest `capacity` flagged cells in memory, every one of them on disk under `out_dir/flagged/`."""
+    """The newest `capacity` flagged cells in memory, every one of them on disk under `out_dir/flagged/`.
 
-    def __init__(self, out_dir: str | Path | None, capacity: int = 128, save_frames: bool = True) -> None:
+    Long runs stay bounded on disk: the full frame of a flagged cell (a JPEG of the whole field) is saved
+    for the first `max_frames` flagged cells only (crops are always kept), and no image at all is saved
+    while the output folder's file system has less than `min_free_mb` free; `frames_skipped` and
+    `images_skipped_low_disk` count what was left out, for the report.
+    """
+
+    def __init__(
+        self, out_dir: str | Path | None, capacity: int = 128, save_frames: bool = True, max_frames: int = 1000,
+        min_free_mb: float = 200.0,
+    ) -> None:  # fmt: skip
         self.dir = Path(out_dir) / FLAGGED_DIR if out_dir is not None else None
         self.save_frames = save_frames
+        self.max_frames, self.min_free_mb = max_frames, min_free_mb
+        self.frames_saved = self.frames_skipped = self.images_skipped_low_disk = 0
         self.recent: collections.deque[dict] = collections.deque(maxlen=capacity)
         self.count = 0
         self._lock = threading.Lock()
+
+    def _disk_low(self) -> bool:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(self.dir).free < self.min_free_mb * 1e6
 
     def add(self, event: dict, crop: np.ndarray, frame: np.ndarray | None = None) -> dict:
         """Keep a flagged cell; returns the paths written (relative to the output folder)."""
         name = event_name(event["id"])
         paths = {}
-        if self.dir is not None:
+        if self.dir is not None and self._disk_low():
+            self.images_skipped_low_disk += 1
+        elif self.dir is not None:
             atomic_write_bytes(self.dir / f"{name}.png", _encode(crop, ".png"))
             paths["crop"] = f"{FLAGGED_DIR}/{name}.png"
-            if frame is not None and self.save_frames:
+            if frame is not None and self.save_frames and self.frames_saved < self.max_frames:
                 atomic_write_bytes(self.dir / f"{name}.frame.jpg", _encode(frame, ".jpg"))
                 paths["frame_image"] = f"{FLAGGED_DIR}/{name}.frame.jpg"
+                self.frames_saved += 1
+            elif frame is not None and self.save_frames:
+                self.frames_skipped += 1
             atomic_write_json(self.dir / f"{name}.json", {**event, **paths})
         with self._lock:
             self.recent.append({"event": event, "crop": crop, **paths})

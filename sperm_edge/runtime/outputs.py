@@ -177,6 +177,8 @@ class RunOutputs:
         cell = self._flagged[int(event_id)]
         if (self.out_dir / EXPLANATIONS_DIR / f"{event_name(event_id)}.png").is_file():
             return "ready"
+        if "crop" not in cell.event:  # no image was kept (the disk was nearly full)
+            return "unavailable"
         if int(event_id) not in self._requested and self._open:
             self._explain(cell.event, decode_image(self.out_dir / cell.event["crop"]), cell.cam, cell.crop_probs)
         return "queued" if int(event_id) in self._requested else "unavailable"
@@ -190,6 +192,12 @@ class RunOutputs:
             run = {**run, "explanations": {**self.explainer.summary(), "source": "torch", "submitted": self.submitted}}
         if self.uncounted:
             run = {**run, "uncounted_while_paused": self.uncounted}
+        flags = self.flags
+        if flags.frames_skipped or flags.images_skipped_low_disk:
+            run = {**run, "images": {
+                "frames_skipped": flags.frames_skipped, "max_frames": flags.max_frames,
+                "skipped_low_disk": flags.images_skipped_low_disk, "min_free_mb": flags.min_free_mb,
+            }}  # fmt: skip
         unlike = sum(1 for e in self.set_aside if e.get("reason", "unlike_training") == "unlike_training")
         if unlike:
             summary = {"cells": unlike, "file": SET_ASIDE_FILE, "threshold": run.get("set_aside_above")}

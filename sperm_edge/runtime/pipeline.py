@@ -405,7 +405,7 @@ class Pipeline:
             self._wait_classified(known)
         chosen = []
         for i, (det, track, counted) in enumerate(zip(dets, step.tracks, step.counted_before, strict=True)):
-            settled = track.settled_at is not None and track.settled_at <= known
+            settled = track.settled_as_of(known)
             if budget.needs_inference(track, det, counted, settled):
                 chosen.append(i)
         for i in chosen:
@@ -497,7 +497,7 @@ class Pipeline:
                 if not step.counted_before[i]:  # a counted cell's later sightings change nothing
                     track.add(obs)
                     settled = self.config.budget.is_settled(track, self.config.set_aside_above)
-                    track.settled_at = (track.settled_at if track.settled_at is not None else seq) if settled else None
+                    track.log_settled(seq, settled)
             events = [self._event(track) for track in step.report]
             for track in step.forget:
                 track.release()

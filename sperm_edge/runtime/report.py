@@ -112,6 +112,13 @@ def render_markdown(report: dict) -> str:
             f"on {run.get('host')}, {run.get('software')}; bundle `{run.get('bundle')}` (manifest sha256 "
             f"`{str(run.get('bundle_sha256'))[:16]}…`)."
         )
+    images = report.get("images")
+    if images and images.get("skipped_low_disk"):
+        lines.append(f"> **Disk nearly full:** {images['skipped_low_disk']} flagged cells kept no image (less than "
+                     f"{images['min_free_mb']:g} MB free); their events are in events.jsonl.")  # fmt: skip
+    if images and images.get("frames_skipped"):
+        lines.append(f"Full frames were saved for the first {images['max_frames']} flagged cells only "
+                     f"({images['frames_skipped']} more kept their crop).")  # fmt: skip
     status = report.get("status")
     if status:
         lines.append(f"Status: **{status}**" + (f": {report['error']}" if report.get("error") else "") + ".")

@@ -132,7 +132,20 @@ class Track:
     best: Observation | None = None
     best_score: float = -1.0
     drift_scores: list[float] = field(default_factory=list)
-    settled_at: int | None = None  # the pipeline's frame sequence number since which it is settled (`runtime.budget`)
+    # (frame sequence number, settled) each time its settled state changed (`runtime.budget`), in order
+    settle_log: list[tuple[int, bool]] = field(default_factory=list)
+
+    def settled_as_of(self, seq: int) -> bool:
+        """Whether it was settled once frame `seq` had been classified (a later change is not seen)."""
+        for at, settled in reversed(self.settle_log):
+            if at <= seq:
+                return settled
+        return False
+
+    def log_settled(self, seq: int, settled: bool) -> None:
+        """Record the settled state after frame `seq`'s sighting, when it changed."""
+        if settled != (self.settle_log[-1][1] if self.settle_log else False):
+            self.settle_log.append((seq, settled))
 
     def sight(self, detection: Detection, world: np.ndarray, frame_index: int) -> None:
         """Seen again at `world` (slide coordinates) in frame `frame_index`."""

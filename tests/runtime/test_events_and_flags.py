@@ -72,3 +72,19 @@ def test_run_outputs_keep_events_on_disk_not_in_memory(tmp_path: Path) -> None:
     assert outputs.count == 3200 and [e["id"] for e in outputs.events] == list(range(3200))
     report = outputs.finish(["normal", "tapered"], "normal", {})
     assert report["counts"] == {"normal": 3200, "tapered": 0}
+
+
+def test_flagged_images_stay_bounded_on_disk(tmp_path: Path) -> None:
+    """Full frames for the first few flagged cells only; no image at all below the free-space floor."""
+    import numpy as np
+
+    from sperm_edge.runtime.flagging import FlagStore
+
+    crop, frame = np.full((20, 20, 3), 90, np.uint8), np.full((60, 80, 3), 120, np.uint8)
+    store = FlagStore(tmp_path / "run", max_frames=2)
+    written = [store.add({"id": i, "class": "x"}, crop, frame) for i in range(1, 5)]
+    assert [("frame_image" in w, "crop" in w) for w in written] == [(True, True)] * 2 + [(False, True)] * 2
+    assert store.frames_skipped == 2 and len(list((tmp_path / "run" / "flagged").glob("*.frame.jpg"))) == 2
+    full = FlagStore(tmp_path / "full", min_free_mb=1e12)  # more than any disk has free: the floor is reached
+    assert full.add({"id": 1, "class": "x"}, crop, frame) == {} and full.images_skipped_low_disk == 1
+    assert full.count == 1 and not list((tmp_path / "full" / "flagged").glob("*.png"))
