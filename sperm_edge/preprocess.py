@@ -7,6 +7,7 @@ inputs identical; the spec travels in the checkpoint and the bundle and is never
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,7 +64,13 @@ def decode_image(path: str | Path) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)  # handles spaces and non-ASCII names
     except OSError as err:
         raise SpermEdgeError(f"cannot read image {path}: {err.strerror or err}") from err
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as err:
+        if "MAX_IMAGE_PIXELS" in str(err):
+            limit = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "OpenCV's limit")
+            raise SpermEdgeError(f"image {path} has more pixels than the {limit} allowed") from None
+        raise SpermEdgeError(f"cannot decode image {path}: {str(err).strip().splitlines()[-1]}") from None
     if image is None:
         raise SpermEdgeError(f"cannot decode image {path}: not an image or corrupt")
     return to_rgb8(image, source=str(path))

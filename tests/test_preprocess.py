@@ -58,3 +58,20 @@ def test_spec_round_trips_through_a_dict() -> None:
     assert PreprocessSpec.from_dict(SPEC.to_dict()) == SPEC
     with pytest.raises(SpermEdgeError, match="unknown resize rule"):
         PreprocessSpec(32, (0.5,) * 3, (0.5,) * 3, resize="stretch")
+
+
+def test_an_image_over_the_pixel_limit_is_refused_by_name(tmp_path) -> None:
+    """A decompression bomb: the file is small, its pixels are not; refused before they are allocated."""
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+
+    big = tmp_path / "bomb.png"
+    cv2.imwrite(str(big), np.zeros((400, 400, 3), np.uint8))  # 160,000 pixels, against a limit of 10,000
+    script = "import sys; from sperm_edge.preprocess import decode_image; decode_image(sys.argv[1])"
+    env = {"OPENCV_IO_MAX_IMAGE_PIXELS": "10000", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", script, str(big)], capture_output=True, text=True, env=env)
+    assert done.returncode != 0 and f"image {big} has more pixels than the 10000 allowed" in done.stderr
+    assert "cv2.error" not in done.stderr
