@@ -41,30 +41,51 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+class Tally:
+    """Counts per class and flag reasons, kept up to date one event at a time (a long run's live view asks for
+    the summary often: it must not recount every event each time)."""
+
+    def __init__(self, events: Sequence[dict] = ()) -> None:
+        self.cells = self.flagged = 0
+        self.counts: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.add(events)
+
+    def add(self, events: Sequence[dict]) -> None:
+        for event in events:
+            self.cells += 1
+            self.counts[event["class"]] += 1
+            if event.get("flagged"):
+                self.flagged += 1
+                self.reasons.update(event.get("flag_reasons", []))
+
+    def summary(self, classes: Sequence[str], normal_class: str | None) -> dict:
+        """Counts per class, % normal with its interval, and the WHO-minimum warning."""
+        excluded = [c for c in classes if NON_SPERM.search(c)]
+        sperm = sum(n for c, n in self.counts.items() if c not in excluded)
+        normal = self.counts.get(normal_class, 0) if normal_class else 0
+        interval = wilson_interval(normal, sperm) if normal_class else None
+        warning = None
+        if sperm < WHO_MINIMUM:
+            warning = f"only {sperm} sperm counted; WHO asks for at least {WHO_MINIMUM} for a morphology assessment"
+        return {
+            "cells": self.cells,
+            "sperm_counted": sperm,
+            "counts": {c: self.counts.get(c, 0) for c in classes},
+            "normal_class": normal_class,
+            "excluded_classes": excluded,
+            "percent_normal": round(100.0 * normal / sperm, 2) if normal_class and sperm else None,
+            "ci95": [round(100.0 * interval[0], 2), round(100.0 * interval[1], 2)] if interval else None,
+            "who_minimum": WHO_MINIMUM,
+            "warning": warning,
+            "flagged": self.flagged,
+            "flag_reasons": dict(self.reasons),
+        }
+
+
 def sample_summary(events: Sequence[dict], classes: Sequence[str], normal_class: str | None) -> dict:
     """Counts per class, % normal with its interval, and the WHO-minimum warning, from the events."""
-    counts = Counter(e["class"] for e in events)
-    excluded = [c for c in classes if NON_SPERM.search(c)]
-    sperm = sum(n for c, n in counts.items() if c not in excluded)
-    normal = counts.get(normal_class, 0) if normal_class else 0
-    interval = wilson_interval(normal, sperm) if normal_class else None
-    warning = None
-    if sperm < WHO_MINIMUM:
-        warning = f"only {sperm} sperm counted; WHO asks for at least {WHO_MINIMUM} for a morphology assessment"
-    flagged = [e for e in events if e.get("flagged")]
-    return {
-        "cells": len(events),
-        "sperm_counted": sperm,
-        "counts": {c: counts.get(c, 0) for c in classes},
-        "normal_class": normal_class,
-        "excluded_classes": excluded,
-        "percent_normal": round(100.0 * normal / sperm, 2) if normal_class and sperm else None,
-        "ci95": [round(100.0 * interval[0], 2), round(100.0 * interval[1], 2)] if interval else None,
-        "who_minimum": WHO_MINIMUM,
-        "warning": warning,
-        "flagged": len(flagged),
-        "flag_reasons": dict(Counter(r for e in flagged for r in e.get("flag_reasons", []))),
-    }
+    return Tally(events).summary(classes, normal_class)
 
 
 def build_report(

@@ -1,7 +1,7 @@
 """What the page shows, for a run that is going on or one that has finished; safe to read from the web thread.
 
-`RunState` keeps the counted events (in the order they were counted), the tally computed from
-them exactly as the report computes it (`report.sample_summary`), the stream's figures, and
+`RunState` keeps the counted events (in the order they were counted), the tally kept up to date
+as they arrive, exactly as the report computes it (`report.Tally`), the stream's figures, and
 whether counting is paused or the run finished. `Controls` is what the page's buttons act on:
 `RunControls` drives a live run (its pipeline and outputs), `FinishedControls` a run folder.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -19,7 +20,7 @@ from sperm_edge.errors import SpermEdgeError
 from sperm_edge.runtime.events import EVENTS_FILE, read_events
 from sperm_edge.runtime.flagging import event_name
 from sperm_edge.runtime.outputs import EXPLANATIONS_DIR
-from sperm_edge.runtime.report import sample_summary
+from sperm_edge.runtime.report import Tally
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class RunState:
         self.report: dict | None = None
         self._events: list[dict] = []
         self._position: dict[int, int] = {}
+        self._tally = Tally()
+        self._flagged: deque[int] = deque(maxlen=GALLERY_SIZE)
         self._lock = threading.Lock()
 
     # -- updates ----------------------------------------------------------------------------------
@@ -69,6 +72,9 @@ class RunState:
             for event in events:
                 self._position[int(event["id"])] = len(self._events)
                 self._events.append(event)
+                if event.get("flagged"):
+                    self._flagged.append(event["id"])
+            self._tally.add(events)
 
     def finish(self, report: dict | None) -> None:
         self.report, self.finished, self.paused = report, True, False
@@ -92,10 +98,10 @@ class RunState:
 
     def status(self) -> dict:
         """The tally (as the report computes it), figures, flags and state of the run."""
-        with self._lock:
-            events = list(self._events)
-        summary = sample_summary(events, self.classes, self.normal_class)
-        flagged = [e["id"] for e in events if e.get("flagged")][-GALLERY_SIZE:]
+        with self._lock:  # a few counters, not a pass over every event: polled often during long runs
+            summary = self._tally.summary(self.classes, self.normal_class)
+            flagged = list(self._flagged)
+            last = self._events[-1]["id"] if self._events else None
         figures = {"frames": 0, "fps": 0.0, "stages_ms": {}, "uncounted": 0}
         if self.report is not None:
             figures.update({k: self.report[k] for k in ("frames", "fps") if k in self.report})
@@ -116,7 +122,7 @@ class RunState:
             "normal_class": self.normal_class,
             "classes": self.classes,
             "warnings": _warnings(summary, self.report),
-            "last_event": events[-1]["id"] if events else None,
+            "last_event": last,
             "explained": [i for i in flagged if self.file(EXPLANATIONS_DIR, i) is not None],
             "source": self.info.get("source"),
             "backend": self.info.get("backend"),
