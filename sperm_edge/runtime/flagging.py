@@ -82,12 +82,15 @@ class FlagStore:
         self.save_frames = save_frames
         self.max_frames, self.min_free_mb = max_frames, min_free_mb
         self.frames_saved = self.frames_skipped = self.images_skipped_low_disk = 0
+        self._made = False
         self.recent: collections.deque[dict] = collections.deque(maxlen=capacity)
         self.count = 0
         self._lock = threading.Lock()
 
     def _disk_low(self) -> bool:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self._made:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._made = True
         return shutil.disk_usage(self.dir).free < self.min_free_mb * 1e6
 
     def add(self, event: dict, crop: np.ndarray, frame: np.ndarray | None = None) -> dict:

@@ -183,8 +183,14 @@ class RunOutputs:
             self._explain(cell.event, decode_image(self.out_dir / cell.event["crop"]), cell.cam, cell.crop_probs)
         return "queued" if int(event_id) in self._requested else "unavailable"
 
-    def finish(self, classes: list[str], normal_class: str | None, run: dict) -> dict:
-        """Write report.json and report.md (call after the explainer has finished its queue)."""
+    def finish(
+        self, classes: list[str], normal_class: str | None, run: dict,
+        events: list[dict] | None = None, set_aside: list[dict] | None = None,
+    ) -> dict:  # fmt: skip
+        """Write report.json and report.md (call after the explainer has finished its queue). `events` and
+        `set_aside`: the logs as the caller already read them back (read here otherwise)."""
+        events = self.events if events is None else events
+        set_aside = self.set_aside if set_aside is None else set_aside
         asked = self.explain_flagged or self.submitted
         if self.explanations is not None and asked:
             run = {**run, "explanations": self.explanations.summary()}
@@ -198,11 +204,11 @@ class RunOutputs:
                 "frames_skipped": flags.frames_skipped, "max_frames": flags.max_frames,
                 "skipped_low_disk": flags.images_skipped_low_disk, "min_free_mb": flags.min_free_mb,
             }}  # fmt: skip
-        unlike = sum(1 for e in self.set_aside if e.get("reason", "unlike_training") == "unlike_training")
+        unlike = sum(1 for e in set_aside if e.get("reason", "unlike_training") == "unlike_training")
         if unlike:
             summary = {"cells": unlike, "file": SET_ASIDE_FILE, "threshold": run.get("set_aside_above")}
             run = {**run, "set_aside": summary}
-        report = build_report(self.events, classes, normal_class, run, self.out_dir)
+        report = build_report(events, classes, normal_class, run, self.out_dir)
         write_report(self.out_dir, report)
         return report
 

@@ -274,12 +274,13 @@ class Session:
         }
         if self.config.set_aside_above is not None and self.options.mode == "field":
             info["set_aside_above"] = round(self.config.set_aside_above, 4)
+        events, aside = self.outputs.events, self.outputs.set_aside  # read back from disk once: hours of cells
         if self.options.truth is not None:
-            info["truth"] = score_events(self.outputs.events, self.options.truth)
-        drift = run_drift(self.config.drift, self.outputs.events + self.outputs.set_aside)  # every cell scored
+            info["truth"] = score_events(events, self.options.truth)
+        drift = run_drift(self.config.drift, events + aside)  # every cell scored, counted or not
         if drift is not None:
             info["drift"] = drift
-        return self.outputs.finish(self.bundle.classes, self.bundle.normal_class, info)
+        return self.outputs.finish(self.bundle.classes, self.bundle.normal_class, info, events, aside)
 
 
 def explainers(bundle: Bundle, explain: str, engine_name: str, folder: Path, threads: int):

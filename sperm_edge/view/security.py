@@ -90,11 +90,10 @@ def masked(token: str | None) -> str:
     return "" if not token else token[:4] + "…"
 
 
-def url_for(host: str, port: int, token: str | None, reveal: bool = True) -> str:
-    """The page's address, with `?token=` (the token itself, or masked with `reveal` False, for logs)."""
+def url_for(host: str, port: int, token: str | None) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     shown = f"[{shown}]" if ":" in shown else shown
-    return f"http://{shown}:{port}/" + (f"?token={token if reveal else masked(token)}" if token else "")
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
 
 
 def _host_name(host_header: str) -> str:

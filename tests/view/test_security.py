@@ -6,7 +6,7 @@ import pytest
 
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.view import RunView
-from sperm_edge.view.security import is_loopback, parse_bind, resolve_token, url_for
+from sperm_edge.view.security import announce, is_loopback, parse_bind, resolve_token, url_for
 from tests.view.conftest import request
 
 TOKEN = "correct-horse-battery"
@@ -39,7 +39,10 @@ def test_tokens() -> None:
     first, second = resolve_token("0.0.0.0", "auto"), resolve_token("0.0.0.0", "auto")
     assert first != second and len(first) >= 20
     assert url_for("0.0.0.0", 8050, "abc") == "http://127.0.0.1:8050/?token=abc"
-    assert url_for("0.0.0.0", 8050, "abcdefgh", reveal=False) == "http://127.0.0.1:8050/?token=abcd…"
+    assert (
+        announce(url_for("0.0.0.0", 8050, "abcdefgh"), "abcdefgh", False, Path())
+        == "http://127.0.0.1:8050/?token=abcd…"
+    )
 
 
 def test_off_loopback_a_token_comes_from_a_file_or_the_environment_and_is_not_a_default(tmp_path, monkeypatch):
