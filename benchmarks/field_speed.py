@@ -40,6 +40,7 @@ from sperm_edge.bench.record import BenchmarkRecord, load_line, replace_section
 from sperm_edge.bundle import Bundle, load_bundle
 from sperm_edge.data.real_fields import write_real_field
 from sperm_edge.data.synthetic import write_video
+from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import atomic_write_json
 from sperm_edge.runtime.budget import InferenceBudget
 from sperm_edge.runtime.scoring import score_events
@@ -249,7 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     given = {"hushem": args.hushem_bundle, "smids": args.smids_bundle}
     if not any(given.values()):
         parser.error("give --hushem-bundle, --smids-bundle or both")
-    bundles = {name: load_bundle(path) for name, path in given.items() if path is not None}
+    try:
+        bundles = {name: load_bundle(path) for name, path in given.items() if path is not None}
+        return measure(args, seeds, bundles, argv)
+    except SpermEdgeError as err:  # a missing bundle or data set, a source that cannot be read: one line
+        sys.exit(f"field_speed.py: {err}")
+
+
+def measure(args: argparse.Namespace, seeds: list[int], bundles: dict[str, Bundle], argv: list[str] | None) -> int:
+    """Run every clip with both policies (resuming), write the record and, for the committed results, the README."""
     budgets = [InferenceBudget(settle_after=n, confidence=c, margin=m) for n, c, m in SELECT_GRID] if args.select else [
         InferenceBudget()]  # fmt: skip
     name = args.name or ("field_speed_select" if args.select else "field_speed")

@@ -98,6 +98,8 @@ def test_a_run_that_keeps_its_final_weights_is_chosen_on_their_validation_score(
         ("arch_latency.py", ["--configs", "resnet9@64", "--out", "{tmp}/a.json"], "unknown architecture 'resnet9'"),
         ("crosslab.py", ["--hushem", "{tmp}/h", "--smids", "{tmp}/s", "--data-root", "{tmp}/none"], "not found"),
         ("crop_agreement.py", ["{tmp}/no-bundle", "--out", "{tmp}/r.json"], "crop_agreement.py: "),
+        ("field_speed.py", ["--out", "{tmp}/o"], "give --hushem-bundle, --smids-bundle or both"),
+        ("field_speed.py", ["--hushem-bundle", "{tmp}/no-bundle", "--out", "{tmp}/o"], "bundle folder not found"),
     ],
 )
 def test_scripts_refuse_bad_input_in_one_line(script, args, message, tmp_path) -> None:

@@ -70,3 +70,24 @@ def test_report_files_show_flagged_crops_beside_their_heatmaps(tmp_path: Path) -
     )
     assert "| 3 | Abnormal_Sperm | 0.90 | abnormal | ![crop](flagged/000003.png) | - |" in markdown
     assert render_markdown({**saved, "percent_normal": None})  # no normal class: still renders
+
+
+@pytest.mark.parametrize(
+    ("log", "message"),
+    [
+        (None, "is not a run folder: it has no events.jsonl"),
+        ("", "has no run header"),
+        ('{"id": 1, "class": "01_Normal"}\n', "has no run header"),  # a log written before run headers
+        ('{"type": "run", "classes": ["a"]}\n[1, 2, 3]\n', "line 2 is not an event"),
+    ],
+)
+def test_report_on_a_run_folder_it_cannot_use_says_why_in_one_line(tmp_path, capsys, log, message) -> None:
+    from tests.conftest import run_cli
+
+    run = tmp_path / "run"
+    run.mkdir()
+    if log is not None:
+        (run / "events.jsonl").write_text(log)
+    assert run_cli(["report", str(run)]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert message in err and "Traceback" not in err
