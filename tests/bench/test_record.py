@@ -26,20 +26,22 @@ def test_a_record_carries_the_machine_the_load_and_the_commit(tmp_path: Path) ->
 def test_a_neighbour_busy_during_a_timing_marks_the_record(tmp_path: Path) -> None:
     import subprocess
     import sys
+    import time
 
     record = BenchmarkRecord.start([])
-    with record.timing() as alone:
-        sum(range(2_000_000))  # this process's own work is not a neighbour's
+    with record.timing() as alone:  # long enough that clock ticks (10 ms) are noise, not the figure
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            pass  # this process's own work is not a neighbour's
     neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         with record.timing() as shared:
-            import time
-
             time.sleep(1.5)
     finally:
         neighbour.kill()
         neighbour.wait()
-    assert alone["other_cpu"] < 0.25 < shared["other_cpu"]
+    # a busy neighbour holds about one core; what else the machine runs (CI's own processes) shows in both
+    assert shared["other_cpu"] > alone["other_cpu"] + 0.6 and shared["other_cpu"] > 0.25
     result = record.write(tmp_path / "x.json", [], markdown=load_line)
     assert result["under_load"] and "not a headline figure" in (tmp_path / "x.md").read_text()
 
