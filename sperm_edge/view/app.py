@@ -2,6 +2,7 @@
 
     GET  /                      the page (HTML with its CSS and JavaScript inline: no CDN, works offline)
     GET  /stream.mjpg           annotated frames, multipart/x-mixed-replace JPEGs, at most `view_fps`
+                                (503 beyond `max_streams` watchers)
     GET  /api/status            tally, figures and state (frames, fps, counts, cells, flagged, ...)
     GET  /api/events?since=ID   events counted after event ID (0 or absent: from the first)
     POST /api/explain/ID        queue the explanation of a flagged cell (404 for an unknown id)
@@ -34,6 +35,7 @@ from sperm_edge.view.state import Conflict, Controls, RunState
 
 BOUNDARY = "frame"
 MAX_ID = 10**9
+MAX_STREAMS = 8  # MJPEG clients at once: each holds a connection and a worker thread's turn for the run's length
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -59,8 +61,15 @@ def _event_id(request: Request) -> int | None:
     return value if 0 < value < MAX_ID else None
 
 
-def build_app(state: RunState, controls: Controls, frames: JpegFrames | None, view_fps: float, token: str | None):
-    """The ASGI app over one run: `frames` None serves no stream (a finished run)."""
+def build_app(
+    state: RunState,
+    controls: Controls,
+    frames: JpegFrames | None,
+    view_fps: float,
+    token: str | None,
+    max_streams: int = MAX_STREAMS,
+):
+    """The ASGI app over one run: `frames` None serves no stream (a finished run); at most `max_streams` streams."""
     page, csp = _page()
     period = 1.0 / max(0.1, view_fps)
 
@@ -72,6 +81,8 @@ def build_app(state: RunState, controls: Controls, frames: JpegFrames | None, vi
     async def stream(request: Request) -> Response:
         if frames is None:
             return _error(404, "a finished run has no stream")
+        if frames.clients >= max_streams:
+            return _error(503, f"the view already serves {max_streams} streams: close one and reload")
 
         async def parts():
             version, due = 0, time.monotonic()

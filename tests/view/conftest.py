@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -116,8 +117,12 @@ class LiveRun:
 
 
 @contextmanager
-def live_run(bundle: Path, source: Path, out: Path, *args: str, token: str | None = None) -> Iterator[LiveRun]:
-    """Start `sperm-edge run BUNDLE --source SOURCE --view 127.0.0.1:PORT ARGS`; wait until the page answers."""
+def live_run(bundle: Path, source: Path, out: Path, *args: str, token: str | None = None,
+             open_files: int | None = None) -> Iterator[LiveRun]:  # fmt: skip
+    """Start `sperm-edge run BUNDLE --source SOURCE --view 127.0.0.1:PORT ARGS`; wait until the page answers.
+
+    `open_files`: the run's RLIMIT_NOFILE (soft and hard), as a service unit's LimitNOFILE would set it.
+    """
     port = free_port()
     command = [sys.executable, "-m", "sperm_edge", "run", str(bundle), "--source", str(source), "--headless",
                "--out", str(out), "--view", f"127.0.0.1:{port}", *args]  # fmt: skip
@@ -126,7 +131,8 @@ def live_run(bundle: Path, source: Path, out: Path, *args: str, token: str | Non
     log = out.with_name(out.name + ".log")
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     with open(log, "w") as handle:
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        limit = None if open_files is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files,) * 2)
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, preexec_fn=limit)
     run = LiveRun(proc, port, out, log)
     try:
 
