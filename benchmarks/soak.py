@@ -6,15 +6,18 @@ Runs the session `sperm-edge run --loop` opens (`runtime.session`, with tracking
 looping video files: single-cell crops (crop mode) and a synthetic panning field (field mode), reopened
 from the start at every end, as a recording replayed for hours would be. A sampler thread records, every
 `--interval` seconds: frames, FPS over the interval, resident memory (RSS), open file descriptors,
-threads (the kernel's count, so ONNX Runtime's pool is included) and the per-frame tracking time (the p50
-of the pipeline's recent `tracking` stage; `postprocessing`, which holds it, where the pipeline has no
-such stage).
+threads (the kernel's count, so ONNX Runtime's pool is included), the size of the run's output folder
+(events, flagged crops and frames) and the per-frame tracking time (the p50 of the pipeline's recent
+`tracking` stage; `postprocessing`, which holds it, where the pipeline has no such stage).
 
 Checks, after a warm-up of the first `--warmup` fraction of each run: RSS grows by at most 5%
 (median of the last tenth of samples against the median of the tenth after warm-up), and
 descriptors and threads do not grow: neither the fewest nor the most in the last quarter exceeds
 the fewest or the most in the first quarter after warm-up (an instant's count includes transient
-descriptors, such as a capture reopening at each loop; a leak raises the floor). FPS and tracking
+descriptors, such as a capture reopening at each loop; a leak raises the floor). The output folder
+grows with the cells it records (one line and, when flagged, one crop each): bounded means the growth
+per 1000 frames in the last quarter is at most 1.25 times the second quarter's (full-frame images
+stop at the run's cap; nothing else may pile up faster as the run ages). FPS and tracking
 time are reported as the ratio of the last quarter's median to the second quarter's. Writes
 `soak.json` (every sample, the checks, the machine, the command) and `soak.png`; exits 1 when a
 check fails. `--recheck soak.json` applies the current checks to a run's saved samples, keeping
@@ -49,6 +52,7 @@ from sperm_edge.bundle import Bundle, load_bundle  # noqa: E402
 from sperm_edge.io import atomic_path, atomic_write_json  # noqa: E402
 
 RSS_GROWTH_MAX = 0.05
+DISK_RATE_RATIO_MAX = 1.25
 
 
 def process_sample() -> dict:
@@ -62,12 +66,24 @@ def process_sample() -> dict:
     }
 
 
-class Sampler(threading.Thread):
-    """Samples the pipeline and the process every `interval` seconds until stopped."""
+def folder_mb(path: Path) -> float:
+    """Bytes under `path` in MB (files renamed or removed while it walks are skipped)."""
+    total = 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                continue
+    return round(total / 1e6, 3)
 
-    def __init__(self, pipeline, interval: float) -> None:
+
+class Sampler(threading.Thread):
+    """Samples the pipeline, the process and the output folder every `interval` seconds until stopped."""
+
+    def __init__(self, pipeline, out: Path, interval: float) -> None:
         super().__init__(name="soak sampler", daemon=True)
-        self.pipeline, self.interval = pipeline, interval
+        self.pipeline, self.out, self.interval = pipeline, out, interval
         self.samples: list[dict] = []
         self._halt = threading.Event()
         self._start = time.perf_counter()
@@ -85,6 +101,7 @@ class Sampler(threading.Thread):
                 "frames": frames,
                 "fps": round((frames - before) / max(1e-9, now - then), 2),
                 **process_sample(),
+                "disk_mb": folder_mb(self.out),
                 "tracking_ms": stages[stage]["p50"],
                 "tracking_stage": stage,
             }
@@ -129,7 +146,7 @@ def soak_mode(bundle: Bundle, clip: Path, mode: str, frames: int, out: Path, arg
         backend=args.backend, threads=args.threads, mode=mode, max_frames=frames, source=SourceOptions(loop=True)
     )
     with open_session(bundle, str(clip), out, options) as session:
-        sampler = Sampler(session.pipeline, args.interval)
+        sampler = Sampler(session.pipeline, out, args.interval)
         sampler.start()
         session.run()
         sampler.stop()
@@ -150,6 +167,12 @@ def soak_mode(bundle: Bundle, clip: Path, mode: str, frames: int, out: Path, arg
 def _window(samples: list[dict], start: float, stop: float) -> list[dict]:
     n = len(samples)
     return samples[int(n * start) : max(int(n * start) + 1, int(n * stop))]
+
+
+def _rate(rows: list[dict], key: str) -> float:
+    """Growth of `key` per 1000 frames from the first to the last of `rows`."""
+    frames = rows[-1]["frames"] - rows[0]["frames"]
+    return round(1000 * (rows[-1][key] - rows[0][key]) / frames, 4) if frames else 0.0
 
 
 def flatness(samples: list[dict], warmup: float) -> dict:
@@ -177,7 +200,12 @@ def flatness(samples: list[dict], warmup: float) -> dict:
         early, late = median(_window(after, 0.25, 0.5), key), median(_window(after, 0.75, 1.0), key)
         checks[key] = {"q2_median": early, "q4_median": late,
                        "ratio": round(late / early, 3) if early and late else None}  # fmt: skip
-    checks["ok"] = all(checks[k]["ok"] for k in ("rss", "fds", "threads"))
+    if all("disk_mb" in r for r in after):  # runs recorded before the folder was sampled have no disk figures
+        checks["disk"] = {f"{q}_mb_per_1k_frames": _rate(_window(after, *span), "disk_mb")
+                          for q, span in (("q2", (0.25, 0.5)), ("q4", (0.75, 1.0)))}  # fmt: skip
+        q2, q4 = checks["disk"]["q2_mb_per_1k_frames"], checks["disk"]["q4_mb_per_1k_frames"]
+        checks["disk"]["ok"] = q4 <= DISK_RATE_RATIO_MAX * q2 + 1e-3
+    checks["ok"] = all(checks[k]["ok"] for k in ("rss", "fds", "threads", "disk") if k in checks)
     return checks
 
 
@@ -188,13 +216,13 @@ def plot(runs: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = (("fps", "FPS"), ("rss_mb", "RSS (MB)"), ("fds", "open descriptors"), ("threads", "threads"),
-            ("tracking_ms", "tracking p50 (ms)"))  # fmt: skip
+            ("disk_mb", "output folder (MB)"), ("tracking_ms", "tracking p50 (ms)"))  # fmt: skip
     fig, axes = plt.subplots(len(keys), len(runs), figsize=(5.5 * len(runs), 2.2 * len(keys)), squeeze=False)
     for col, run in enumerate(runs):
         frames = np.array([s["frames"] for s in run["samples"]]) / 1000.0
         for row, (key, label) in enumerate(keys):
             ax = axes[row][col]
-            values = [np.nan if s[key] is None else s[key] for s in run["samples"]]
+            values = [np.nan if s.get(key) is None else s[key] for s in run["samples"]]
             ax.plot(frames, values, lw=1)
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)

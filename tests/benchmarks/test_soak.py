@@ -12,9 +12,11 @@ from tests.benchmarks._scripts import load_script
 
 def test_flatness_checks_catch_growth() -> None:
     soak = load_script("soak")
-    flat = [{"frames": i * 100, "fps": 50.0, "rss_mb": 200.0, "fds": 12, "threads": 9, "tracking_ms": 0.5}
-            for i in range(40)]  # fmt: skip
-    assert soak.flatness(flat, 0.1)["ok"]
+    flat = [{"frames": i * 100, "fps": 50.0, "rss_mb": 200.0, "fds": 12, "threads": 9, "tracking_ms": 0.5,
+             "disk_mb": 0.4 * i} for i in range(40)]  # fmt: skip
+    assert soak.flatness(flat, 0.1)["ok"] and soak.flatness(flat, 0.1)["disk"]["q4_mb_per_1k_frames"] == 4.0
+    piling_up = [{**s, "disk_mb": 0.4 * i + 0.05 * max(0, i - 20) ** 2} for i, s in enumerate(flat)]
+    assert not soak.flatness(piling_up, 0.1)["disk"]["ok"] and not soak.flatness(piling_up, 0.1)["ok"]
     leaking = [{**s, "rss_mb": 200.0 + 2 * i, "fds": 12 + i // 10} for i, s in enumerate(flat)]
     checks = soak.flatness(leaking, 0.1)
     assert not checks["ok"] and not checks["rss"]["ok"] and not checks["fds"]["ok"] and checks["threads"]["ok"]
@@ -37,7 +39,8 @@ def test_a_short_soak_writes_its_figures(tmp_path_factory, tmp_path: Path) -> No
     assert result["runs"][0]["frames"] == 400 and result["runs"][1]["frames"] == 60
     assert result["runs"][0]["reopens"] == 0  # looping is not a reopen
     sample = result["runs"][1]["samples"][-1]
-    assert {"t", "frames", "fps", "rss_mb", "fds", "threads", "tracking_ms"} <= set(sample)
+    assert {"t", "frames", "fps", "rss_mb", "fds", "threads", "disk_mb", "tracking_ms"} <= set(sample)
+    assert sample["disk_mb"] > 0  # the run's events at least
     assert code == (0 if result["ok"] else 1) and (out / "soak.png").stat().st_size > 1000
     assert result["loadavg_start_end"][0] and "--crop-frames 400" in result["command"]
     assert load_script("soak").main(["--recheck", str(out / "soak.json")]) == code
