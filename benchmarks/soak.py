@@ -6,9 +6,11 @@ Runs the session `sperm-edge run --loop` opens (`runtime.session`, with tracking
 looping video files: single-cell crops (crop mode) and a synthetic panning field (field mode), reopened
 from the start at every end, as a recording replayed for hours would be. A sampler thread records, every
 `--interval` seconds: frames, FPS over the interval, resident memory (RSS), open file descriptors,
-threads (the kernel's count, so ONNX Runtime's pool is included), the size of the run's output folder
-(events, flagged crops and frames) and the per-frame tracking time (the p50 of the pipeline's recent
-`tracking` stage; `postprocessing`, which holds it, where the pipeline has no such stage).
+threads (the kernel's count, so ONNX Runtime's pool is included), the disk space the run has taken (the
+growth of the used space on its output folder's filesystem: events, flagged crops and frames; statvfs,
+not a walk of a folder that holds hundreds of thousands of files) and the per-frame tracking time (the
+p50 of the pipeline's recent `tracking` stage; `postprocessing`, which holds it, where the pipeline has
+no such stage).
 
 Checks, after a warm-up of the first `--warmup` fraction of each run: RSS grows by at most 5%
 (median of the last tenth of samples against the median of the tenth after warm-up), and
@@ -34,6 +36,7 @@ import argparse
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,16 +69,9 @@ def process_sample() -> dict:
     }
 
 
-def folder_mb(path: Path) -> float:
-    """Bytes under `path` in MB (files renamed or removed while it walks are skipped)."""
-    total = 0
-    for root, _, names in os.walk(path):
-        for name in names:
-            try:
-                total += os.stat(os.path.join(root, name)).st_size
-            except FileNotFoundError:
-                continue
-    return round(total / 1e6, 3)
+def used_mb(path: Path) -> float:
+    """Space in use on the filesystem that holds `path`, in MB (statvfs: one call, however many files it holds)."""
+    return shutil.disk_usage(path).used / 1e6
 
 
 class Sampler(threading.Thread):
@@ -84,6 +80,7 @@ class Sampler(threading.Thread):
     def __init__(self, pipeline, out: Path, interval: float) -> None:
         super().__init__(name="soak sampler", daemon=True)
         self.pipeline, self.out, self.interval = pipeline, out, interval
+        self._used_at_start = used_mb(out)
         self.samples: list[dict] = []
         self._halt = threading.Event()
         self._start = time.perf_counter()
@@ -101,7 +98,7 @@ class Sampler(threading.Thread):
                 "frames": frames,
                 "fps": round((frames - before) / max(1e-9, now - then), 2),
                 **process_sample(),
-                "disk_mb": folder_mb(self.out),
+                "disk_mb": round(used_mb(self.out) - self._used_at_start, 3),
                 "tracking_ms": stages[stage]["p50"],
                 "tracking_stage": stage,
             }
