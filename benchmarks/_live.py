@@ -1,4 +1,5 @@
-"""Shared by the live-view scripts: run `sperm-edge run --view` in its own process, and watch it like the page does.
+"""Shared by the scripts that run `sperm-edge run` in its own process (the live view's, the faults'): start it, wait
+for its view, watch it like the page does, and build the test suite's tiny bundle.
 
     python benchmarks/_live.py watch PORT [--token T]   # a client: the MJPEG stream plus the page's polling
 
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,13 +42,36 @@ def get_json(port: int, path: str, method: str = "GET", token: str | None = None
         conn.close()
 
 
-def start_run(bundle: Path, source: Path, out: Path, *extra: str, log: Path | None = None) -> subprocess.Popen:
-    """`sperm-edge run BUNDLE --source SOURCE --headless --out OUT EXTRA` with this checkout on PYTHONPATH."""
-    command = [sys.executable, "-m", "sperm_edge", "run", str(bundle), "--source", str(source), "--headless",
-               "--out", str(out), "--force", *extra]  # fmt: skip
+def start_run(
+    bundle: Path,
+    source: Path | str,
+    out: Path,
+    *extra: str,
+    log: Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    program: list[str] | None = None,
+) -> subprocess.Popen:
+    """`sperm-edge run BUNDLE --source SOURCE --headless --out OUT EXTRA` with this checkout on PYTHONPATH.
+
+    `preexec_fn` runs in the child before it starts (resource limits); `program` replaces `python -m sperm_edge`
+    (a script that starts the CLI after changing something in its process)."""
+    program = program or [sys.executable, "-m", "sperm_edge"]
+    command = [*program, "run", str(bundle), "--source", str(source), "--headless", "--out", str(out), "--force",
+               *extra]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     sink = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (the child owns it)
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
+
+
+def tiny_bundle(work: Path) -> Path:
+    """The test suite's tiny bundle (Lite0 + CBAM at 64 px, untrained head) under `work`, built in a subprocess:
+    it needs torch, and the scripts that time the runtime must not load it."""
+    script = "import sys; from pathlib import Path; from tests.runtime._bundle import build_tiny_bundle; "
+    script += "print(build_tiny_bundle(Path(sys.argv[1])))"
+    done = subprocess.run([sys.executable, "-c", script, str(work)], cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"building the tiny bundle failed:\n{done.stderr[-2000:]}")
+    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def wait_ready(proc: subprocess.Popen, port: int, timeout: float = 120.0, token: str | None = None) -> None:

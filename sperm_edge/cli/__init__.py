@@ -25,7 +25,11 @@ def _setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; user errors become one red line on stderr and exit 2 (75, EX_TEMPFAIL: a live source lost)."""
+    """Run the CLI; user errors become one red line on stderr and exit 2 (75, EX_TEMPFAIL: a live source lost).
+
+    An OSError that reaches here is the machine's, not the code's (a full disk, a file-size or open-files
+    limit, a folder without write permission): one red line that names the file, and exit 1.
+    """
     _setup_logging()
     try:
         app(args=argv, prog_name="sperm-edge")
@@ -35,3 +39,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         sys.exit(130)
+    except OSError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(1)

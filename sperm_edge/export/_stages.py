@@ -27,11 +27,14 @@ MAX_LISTED_SKIPS = 50
 
 
 def source_section(stem: Path, meta: dict) -> dict:
-    """Where the bundle came from: the checkpoint and what training measured on its own test split."""
+    """Where the bundle came from: the checkpoint, and what training measured on its validation and test splits
+    (accuracy, macro-F1 and calibration error: the clinical report names the model by them)."""
     section = {"checkpoint": str(stem.resolve()), "weights_sha256": meta.get("weights_sha256")}
-    test = (meta.get("metrics") or {}).get("test")
-    if test:
-        section["test_metrics"] = {k: test[k] for k in ("n", "accuracy", "macro_f1") if k in test}
+    for split in ("val", "test"):
+        scores = (meta.get("metrics") or {}).get(split)
+        if scores:
+            keys = ("n", "accuracy", "macro_f1", "ece", "ece_calibrated", "temperature")
+            section[f"{split}_metrics"] = {k: scores[k] for k in keys if k in scores}
     return section
 
 

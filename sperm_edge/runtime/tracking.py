@@ -58,7 +58,9 @@ class TrackerConfig:
     motion: bool = True
     motion_scale: float = 0.125
     grid: float = 256.0  # side of the retired tracks' grid cells on the slide, px
-    max_retired: int = 100_000
+    # ended cells remembered for revisits: about 1 KB each, so at most ~20 MB on a run of any length (a
+    # serpentine scan revisits the row before; a sample is a few hundred cells)
+    max_retired: int = 20_000
 
 
 class MotionEstimator:

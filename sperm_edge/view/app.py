@@ -9,6 +9,7 @@
     GET  /explanations/ID.png   its Grad-CAM++ panel, once made
     GET  /flagged/ID.png        its crop
     POST /api/pause | /api/resume | /api/finish
+    GET  /report.pdf            the clinical report of a finished sample (409 before "Finish sample")
 
 Everything else is 404; nothing is listed. `security.Guard` wraps the app (token, Host, origin).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import threading
 import time
 from importlib import resources
 
@@ -27,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from sperm_edge.errors import SpermEdgeError
 from sperm_edge.runtime.flagging import FLAGGED_DIR
 from sperm_edge.runtime.outputs import EXPLANATIONS_DIR
 from sperm_edge.view.frames import JpegFrames
@@ -141,6 +144,30 @@ def build_app(
 
         return serve
 
+    pdf_lock = threading.Lock()
+
+    def write_pdf():
+        """RUN/report.pdf from the finished run's report, written once (a second click serves the same file)."""
+        from sperm_edge.clinical import load_record
+        from sperm_edge.clinical.pdf import write_pdf as render
+
+        path = state.out_dir / "report.pdf"
+        with pdf_lock:
+            report_json = state.out_dir / "report.json"
+            if not path.is_file() or (report_json.is_file() and path.stat().st_mtime < report_json.stat().st_mtime):
+                render(load_record(state.out_dir, state.report), path)
+        return path
+
+    async def report_pdf(request: Request) -> Response:
+        if state.report is None:
+            return _error(409, "the sample is not finished: press Finish sample, then open its report")
+        try:
+            path = await anyio.to_thread.run_sync(write_pdf)
+        except (SpermEdgeError, OSError) as err:
+            return _error(500, f"the PDF report could not be written: {err}")
+        headers = {**NO_STORE, "Content-Disposition": 'inline; filename="report.pdf"'}
+        return FileResponse(path, media_type="application/pdf", headers=headers)
+
     def action(name: str):
         async def act(request: Request) -> Response:
             try:
@@ -160,5 +187,6 @@ def build_app(
         Route("/explanations/{event_id:int}.png", image(EXPLANATIONS_DIR), methods=["GET"]),
         Route("/flagged/{event_id:int}.png", image(FLAGGED_DIR), methods=["GET"]),
         *(Route(f"/api/{name}", action(name), methods=["POST"]) for name in ("pause", "resume", "finish")),
+        Route("/report.pdf", report_pdf, methods=["GET"]),
     ]
     return Guard(Starlette(routes=routes), token)

@@ -91,3 +91,15 @@ def test_report_on_a_run_folder_it_cannot_use_says_why_in_one_line(tmp_path, cap
     assert run_cli(["report", str(run)]) == 2
     err = capsys.readouterr().err.replace("\n", "")
     assert message in err and "Traceback" not in err
+
+
+def test_a_report_the_machine_will_not_let_it_write_is_one_line_and_exit_1(tmp_path, capsys) -> None:
+    """An OSError (here: report.json is a folder) is the machine's fault: named in one line, no traceback."""
+    from tests.conftest import run_cli
+
+    run = tmp_path / "run"
+    (run / "report.json").mkdir(parents=True)
+    (run / "events.jsonl").write_text('{"type": "run", "classes": ["01_Normal", "02_Tapered"]}\n')
+    assert run_cli(["report", str(run)]) == 1
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "error:" in err and "report.json" in err and "Traceback" not in err

@@ -78,3 +78,11 @@ def test_no_traversal_and_no_listing(served, path: str) -> None:
     port, _ = served
     status, _, body = request(port, path)
     assert status == 404, (path, status, body[:100])
+
+
+def test_a_finished_sample_serves_its_pdf_report(served) -> None:
+    port, run = served
+    status, headers, body = request(port, "/report.pdf", timeout=60)
+    assert status == 200 and headers["content-type"] == "application/pdf" and body.startswith(b"%PDF")
+    assert (run / "report.pdf").read_bytes() == body
+    assert request(port, "/report.pdf", timeout=60)[2] == body  # made once, served again

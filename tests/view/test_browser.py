@@ -52,7 +52,7 @@ def _number(page, selector: str) -> int:
 def test_live_page_counts_streams_explains_and_finishes(page, tiny_bundle: Path, watch_clip: Path,
                                                         tmp_path: Path) -> None:  # fmt: skip
     out = tmp_path / "live"
-    with live_run(tiny_bundle, watch_clip, out, "--fps", "4", "--view-linger", "3", token="auto") as run:
+    with live_run(tiny_bundle, watch_clip, out, "--fps", "4", "--view-linger", "5", token="auto") as run:
         shown = wait_for(lambda: next((w for w in run.output().split() if "?token=" in w), None), 30, "the URL")
         token = (out / "view_token").read_text().strip()  # the log shows 4 characters of it, the file all
         assert token not in run.output() and shown.endswith(f"?token={token[:4]}…")
@@ -84,6 +84,10 @@ def test_live_page_counts_streams_explains_and_finishes(page, tiny_bundle: Path,
         page.wait_for_selector("#state.finished")
         report = json.loads((out / "report.json").read_text())
         page.wait_for_function(f"() => document.getElementById('meta').textContent.includes('{report['cells']} cells')")
+        # and offers the clinical report: the PDF, made on the first click, through the page's own cookie
+        link = page.wait_for_selector("#pdf", state="visible")
+        pdf = page.request.get(page.url.split("?")[0].rstrip("/") + link.get_attribute("href"), timeout=30_000)
+        assert pdf.ok and pdf.headers["content-type"] == "application/pdf" and pdf.body().startswith(b"%PDF")
         assert page.is_disabled("#finish") and run.wait(60) == 0
 
 
@@ -97,4 +101,4 @@ def test_finished_run_page_shows_the_gallery_and_heatmaps(page, finished_run: Pa
         page.wait_for_selector(".cell.explained")  # heatmaps written by the run show in the gallery
         page.click(".cell")
         page.wait_for_function("() => document.getElementById('explain-image')?.naturalWidth > 0")
-        assert page.is_disabled("#pause") and page.is_disabled("#finish")
+        assert page.is_disabled("#pause") and page.is_disabled("#finish") and page.is_visible("#pdf")

@@ -38,6 +38,7 @@ def test_live_run_with_a_token(tiny_bundle: Path, watch_clip: Path, tmp_path: Pa
         assert get_json(port, "/api/pause", method="POST", headers=auth)["paused"]
         assert get_json(port, "/api/status", headers=auth)["paused"]
         assert not get_json(port, "/api/resume", method="POST", headers=auth)["paused"]
+        assert request(port, "/report.pdf", headers=auth)[0] == 409  # not before the sample is finished
         assert request(port, "/api/finish", method="POST", headers=auth)[0] == 200
         assert run.wait(60) == 0, run.output()[-2000:]
     report = json.loads((out / "report.json").read_text())

@@ -61,6 +61,7 @@ function renderStatus(s) {
   const over = s.finished || !s.live;
   $("pause").hidden = s.paused; $("resume").hidden = !s.paused;
   for (const id of ["pause", "resume", "finish"]) $(id).disabled = over;
+  if (s.finished && s.report && $("pdf").hidden) { $("pdf").href = withToken("/report.pdf"); $("pdf").hidden = false; }
   if (s.live && !streaming) { streaming = true; $("stream").src = withToken("/stream.mjpg"); }
   if (!streaming) {
     $("stream").hidden = true; $("no-stream").hidden = false;
