@@ -111,8 +111,8 @@ def _summary(record: ClinicalRecord) -> list:
         Spacer(1, 3 * mm), _classes(report), Spacer(1, 3 * mm), _p(flagged),
         _p(("Drift check: " if not (drift or {}).get("warning") else "Drift warning: ") + drift_message(drift)),
         Spacer(1, 4 * mm), _p(DISCLAIMER, SMALL), Spacer(1, 10 * mm),
-        Table([["Reviewed by: ______________________", "Signature: ______________________", "Date: __________"]],
-              colWidths=[62 * mm, 62 * mm, 52 * mm]),
+        Table([["Reviewed by: __________________", "Signature: __________________", "Date: ____________"]],
+              colWidths=[64 * mm, 64 * mm, 48 * mm]),
     ]  # fmt: skip
 
 

@@ -48,9 +48,10 @@ def verdict(report: dict) -> str:
         return "no morphology result: the model has no normal class"
     if not report.get("sperm_counted") or pct is None:
         return "no morphology result: no spermatozoa were assessed"
+    provisional = f"; provisional: fewer than {WHO_MINIMUM} assessed" if report["sperm_counted"] < WHO_MINIMUM else ""
     if pct < NORMAL_FORMS_LIMIT:
-        return "teratozoospermia (normal forms below the WHO lower reference limit)"
-    return "normal forms at or above the WHO lower reference limit"
+        return f"teratozoospermia (normal forms below the WHO lower reference limit{provisional})"
+    return "normal forms at or above the WHO lower reference limit" + (f" ({provisional[2:]})" if provisional else "")
 
 
 def interpretation(report: dict) -> list[str]:
