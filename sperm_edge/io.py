@@ -32,9 +32,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        raise name_the_file(err, path)  # noqa: B904 (the same exception, re-raised with its file named)
+
+
+def name_the_file(err: BaseException, path: str | Path) -> BaseException:
+    """`err` with `path` as its filename when it is an OSError without one (a failed write names no file), so
+    "[Errno 28] No space left on device" says where."""
+    if isinstance(err, OSError) and err.filename is None:
+        err.filename = str(path)
+    return err
 
 
 def atomic_write_json(path: str | Path, obj: object) -> None:

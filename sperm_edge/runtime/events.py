@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.io import name_the_file
 from sperm_edge.tta import VIEWS
 
 log = logging.getLogger(__name__)
@@ -59,19 +60,29 @@ class EventLog:
         self.count += 1
 
     def _line(self, record: dict) -> None:
-        self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._handle.flush()
-        now = time.monotonic()
-        if now - self._last_sync >= self.sync_interval:
-            os.fsync(self._handle.fileno())
-            self._last_sync = now
+        try:
+            self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._handle.flush()
+            now = time.monotonic()
+            if now - self._last_sync >= self.sync_interval:
+                os.fsync(self._handle.fileno())
+                self._last_sync = now
+        except OSError as err:
+            raise name_the_file(err, self.path) from None
 
     def close(self) -> None:
         if self._handle is not None:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
-            self._handle = None
+            handle, self._handle = self._handle, None
+            try:
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as err:
+                raise name_the_file(err, self.path) from None
+            finally:
+                try:
+                    handle.close()  # the buffer it could not write is gone with it: the log ends at its last line
+                except OSError:
+                    pass
 
 
 def _records(path: str | Path) -> list[dict]:
