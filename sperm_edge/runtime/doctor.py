@@ -46,6 +46,14 @@ def _tensorrt(root: Path) -> dict | None:
     return {"version": version, "python": python} if version else None
 
 
+def _sdk_cameras() -> list[dict]:
+    """The cameras the installed camera SDKs (pylon, Micro-Manager) see, as doctor lists cameras."""
+    from sperm_edge.runtime.sources.camera import list_cameras
+
+    return [{**c, "device": c["uri"], "name": " ".join(str(v) for v in (c["model"], c["serial"]) if v)}
+            for c in list_cameras()]  # fmt: skip
+
+
 def _opencv_gstreamer() -> bool:
     import cv2
 
@@ -72,7 +80,7 @@ def machine_report(root: Path = hardware.ROOT) -> dict:
         "tensorrt": _tensorrt(root),
         "cuda": {"version": cuda, "cudnn": hardware.cudnn_version(root)} if cuda else None,
         "gpus": gpus,
-        "cameras": hardware.cameras(root),
+        "cameras": [{"sdk": "v4l2", **camera} for camera in hardware.cameras(root)] + _sdk_cameras(),
         "csi": {
             "opencv_gstreamer": _opencv_gstreamer(),
             "nvarguscamerasrc": hardware.gstreamer_plugin(root, "nvarguscamerasrc"),
@@ -141,7 +149,7 @@ def fixes(report: dict) -> list[dict]:
         cuda = (report["cuda"] or {}).get("version") or "12"
         major = cuda.split(".")[0]
         add("cuda-python (CUDA runtime bindings for the trt backend)", f'pip install "cuda-python=={major}.*"')
-    if not report["cameras"] and not report["csi"]["nvarguscamerasrc"]:
+    if not [c for c in report["cameras"] if not c.get("demo")] and not report["csi"]["nvarguscamerasrc"]:
         add("a camera (/dev/video*)", "connect a USB camera; in a container: docker run --device /dev/video0 ...")
     if jetson and report["csi"]["nvarguscamerasrc"] and not report["csi"]["opencv_gstreamer"]:
         add(

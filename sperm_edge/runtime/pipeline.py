@@ -476,7 +476,7 @@ class Pipeline:
         now = time.perf_counter() - self._started
         keep = frame.image if self.config.keep_frames and self.config.mode == "field" else None
         return [
-            Observation(frame.index, d, p, c, keep, now, frame.name, cam, score, view)
+            Observation(frame.index, d, p, c, keep, now, frame.name, cam, score, view, frame.meta)
             for d, p, c, cam, score in zip(dets, probs, crops, cams, drift, strict=True)
         ]
 
@@ -575,6 +575,8 @@ class Pipeline:
         }
         if obs.name:
             event["name"] = obs.name
+        if obs.meta:
+            event.update(obs.meta)  # camera_frame_id, camera_timestamp: the sighting as the camera numbered it
         if self.config.rolling_views and self.config.mode == "field":
             event["view"] = obs.view  # `sperm-edge explain --event` shows the network the crop in this view again
         if drift is not None:

@@ -133,6 +133,12 @@ def render_markdown(report: dict) -> str:
             f"on {run.get('host')}, {run.get('software')}; bundle `{run.get('bundle')}` (manifest sha256 "
             f"`{str(run.get('bundle_sha256'))[:16]}…`)."
         )
+    camera = report.get("camera")
+    if camera:
+        settings = ", ".join(f"{k} {v}" for k, v in camera.get("settings", {}).items())
+        lines.append(f"Camera ({camera['sdk']}): {camera.get('model')} {camera.get('serial') or ''}, {settings}; "
+                     f"{camera['frames']} frames, {camera['dropped_by_camera']} dropped by the camera, "
+                     f"{camera['failed_buffers']} failed buffers, {camera['grab_timeouts']} timeouts.")  # fmt: skip
     images = report.get("images")
     if images and images.get("skipped_low_disk"):
         lines.append(f"> **Disk nearly full:** {images['skipped_low_disk']} flagged cells kept no image (less than "

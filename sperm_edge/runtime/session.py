@@ -272,6 +272,8 @@ class Session:
             "session": self.describe(),
             **self.stats,
         }
+        if (camera := self.source.camera) is not None:
+            info["camera"] = camera  # a camera SDK's model, serial, settings read back, its drops and failures
         if self.config.set_aside_above is not None and self.options.mode == "field":
             info["set_aside_above"] = round(self.config.set_aside_above, 4)
         events, aside = self.outputs.events, self.outputs.set_aside  # read back from disk once: hours of cells

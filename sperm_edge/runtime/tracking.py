@@ -106,6 +106,7 @@ class Observation:
     cam: np.ndarray | None = None  # the engine's Grad-CAM++ maps of this crop (K x Hf x Wf), when it has them
     drift: float | None = None  # the crop's drift score (`sperm_edge.drift`), when the bundle has a drift model
     view: int = 0  # the dihedral view the network saw the crop in (`sperm_edge.tta`; cam already turned back)
+    meta: dict | None = None  # the camera SDK's frame id and timestamp (`runtime.sources.camera`), when it has them
 
 
 @dataclass

@@ -23,6 +23,8 @@ def test_flatness_checks_catch_growth() -> None:
     assert "samples after warm-up" in soak.flatness(flat[:5], 0.1)["reason"]
     flickering = [{**s, "fds": 12 + (i * 7 % 3 == 0)} for i, s in enumerate(flat)]  # a descriptor now and then
     assert soak.flatness(flickering, 0.1)["fds"]["ok"]
+    dipping = [{**s, "threads": 8 if i == 8 else 9} for i, s in enumerate(flat)]  # a worker between two jobs
+    assert soak.flatness(dipping, 0.1)["threads"]["ok"]
 
 
 @pytest.mark.slow

@@ -94,7 +94,7 @@ def test_doctor_json_on_a_jetson_names_each_missing_piece_and_its_fix(orin, tiny
     assert report["tensorrt"] == {"version": "10.3.0", "python": False}
     assert report["cuda"] == {"version": "12.6.68", "cudnn": "9.3.0"}
     assert "CPUExecutionProvider" in report["onnxruntime"]["providers"] and report["onnxruntime"]["version"]
-    assert [c["device"] for c in report["cameras"]] == ["/dev/video0", "/dev/video10"]
+    assert [c["device"] for c in report["cameras"] if c["sdk"] == "v4l2"] == ["/dev/video0", "/dev/video10"]
     assert report["gpus"] == [{"name": report["platform"]["jetson"]["model"], "compute_capability": "8.7"}]
     engine = report["bundle"]["engines"][0]
     assert not engine["matches"] and "built with TensorRT 8.6.2, this machine has 10.3.0" in engine["reason"]

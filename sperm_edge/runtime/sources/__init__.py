@@ -1,4 +1,5 @@
-"""Frame sources by URI: cameras, CSI, network streams, video files, images, folders and globs.
+"""Frame sources by URI: cameras, CSI, SDK cameras (pylon, Micro-Manager), network streams, video files, images,
+folders and globs.
 
 with open_source("clip.mp4") as source:
     for frame in source:      # Frame: index, RGB uint8 image, timestamp
@@ -11,9 +12,10 @@ from pathlib import Path
 
 from sperm_edge.runtime.sources._handle import Capture
 from sperm_edge.runtime.sources.base import Frame, Gap, SourceOptions, SourceStats, VideoSource
+from sperm_edge.runtime.sources.camera import CameraOpener
 from sperm_edge.runtime.sources.capture import CaptureSource, Opener, open_capture
 from sperm_edge.runtime.sources.images import ImageSource, list_images
-from sperm_edge.runtime.sources.uri import SourceURI, csi_pipeline, parse_uri
+from sperm_edge.runtime.sources.uri import CAMERA_SCHEMES, SourceURI, csi_pipeline, parse_uri
 
 __all__ = [
     "Capture",
@@ -39,4 +41,6 @@ def open_source(uri: str | Path, options: SourceOptions | None = None) -> VideoS
     parsed = parse_uri(uri)
     if parsed.scheme in ("image", "folder", "glob"):
         return ImageSource(parsed, options)
+    if parsed.scheme in CAMERA_SCHEMES:
+        return CaptureSource(parsed, options, opener=CameraOpener(parsed))
     return CaptureSource(parsed, options)

@@ -15,6 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from sperm_edge.runtime.sources.base import RawFrame
+
 log = logging.getLogger(__name__)
 
 
@@ -38,7 +40,7 @@ class CaptureHandle:
         self._released = False
         self._reading_since: float | None = None
 
-    def read(self) -> np.ndarray | None:
+    def read(self) -> RawFrame | None:
         """The next frame, or None (end, error, or retired)."""
         with self._lock:
             if self._retired:

@@ -20,6 +20,9 @@ from sperm_edge.preprocess import to_rgb8
 
 log = logging.getLogger(__name__)
 
+#: what a source's reader hands over: an image, or (image, name), or (image, name, camera metadata)
+RawFrame = np.ndarray | tuple[np.ndarray, str] | tuple[np.ndarray, str, dict]
+
 
 @dataclass
 class SourceOptions:
@@ -56,6 +59,7 @@ class Frame:
     image: np.ndarray
     timestamp: float
     name: str = ""  # file name for image sources, else empty
+    meta: dict | None = None  # what a camera SDK says of the frame: camera_frame_id, camera_timestamp
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -125,6 +129,11 @@ class VideoSource:
         """The stream's nominal frame rate, when known."""
         return self.options.fps
 
+    @property
+    def camera(self) -> dict | None:
+        """What a camera SDK source knows of its camera (report.json's `camera`); None for other sources."""
+        return None
+
     def __enter__(self) -> VideoSource:
         if self._active:
             raise SpermEdgeError(f"source {self.uri} is already open")
@@ -154,7 +163,7 @@ class VideoSource:
             raw = self._read_impl()
             if raw is None:
                 return
-            image, name = raw if isinstance(raw, tuple) else (raw, "")
+            image, name, meta = (*raw, None)[:3] if isinstance(raw, tuple) else (raw, "", None)
             try:
                 rgb = self._convert(image)
             except SpermEdgeError as err:
@@ -162,7 +171,7 @@ class VideoSource:
                 log.warning("skipped a frame of %s: %s", self.uri, err)
                 continue
             self._pace()
-            frame = Frame(index=self.stats.delivered, image=rgb, timestamp=time.monotonic(), name=name)
+            frame = Frame(index=self.stats.delivered, image=rgb, timestamp=time.monotonic(), name=name, meta=meta)
             self.stats.delivered += 1
             yield frame
 
@@ -191,5 +200,5 @@ class VideoSource:
     def _close_impl(self) -> None:
         raise NotImplementedError
 
-    def _read_impl(self) -> np.ndarray | tuple[np.ndarray, str] | None:
+    def _read_impl(self) -> RawFrame | None:
         raise NotImplementedError

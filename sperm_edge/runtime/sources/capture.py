@@ -18,11 +18,10 @@ from collections import deque
 from collections.abc import Callable
 
 import cv2
-import numpy as np
 
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.runtime.sources._handle import Capture, CaptureHandle
-from sperm_edge.runtime.sources.base import Gap, SourceOptions, VideoSource
+from sperm_edge.runtime.sources.base import Gap, RawFrame, SourceOptions, VideoSource
 from sperm_edge.runtime.sources.uri import SourceURI, csi_pipeline
 
 log = logging.getLogger(__name__)
@@ -117,7 +116,7 @@ class CaptureSource(VideoSource):
         self._native_fps: float | None = None
         # grabber state, shared with the grabber thread under `_cond`
         self._cond = threading.Condition()
-        self._buffer: deque[np.ndarray] = deque()
+        self._buffer: deque[RawFrame] = deque()
         self._ended = False
         self._generation = 0  # bumped to retire a grabber (watchdog, close)
         self._last_frame = 0.0
@@ -126,6 +125,11 @@ class CaptureSource(VideoSource):
     @property
     def fps(self) -> float | None:
         return self.options.fps or self._native_fps
+
+    @property
+    def camera(self) -> dict | None:
+        record = getattr(self._opener, "record", None)  # a camera SDK's opener keeps one across reopens
+        return record.to_dict() if record is not None else None
 
     @property
     def threaded(self) -> bool:
@@ -162,12 +166,12 @@ class CaptureSource(VideoSource):
             log.warning("%s: a read is still blocked; its capture is released when the read returns", self.uri)
 
     # -- reading ---------------------------------------------------------------------------------
-    def _read_impl(self) -> np.ndarray | None:
+    def _read_impl(self) -> RawFrame | None:
         if self.threaded:
             return self._take()
         return self._read_next()
 
-    def _read_next(self) -> np.ndarray | None:
+    def _read_next(self) -> RawFrame | None:
         """Synchronous read of a file: every frame, in order."""
         image = self._read_once()
         if image is not None:
@@ -182,7 +186,7 @@ class CaptureSource(VideoSource):
             return self._read_once()
         return None
 
-    def _read_once(self) -> np.ndarray | None:
+    def _read_once(self) -> RawFrame | None:
         handle = self._handle
         image = handle.read() if handle is not None else None
         if image is not None:
@@ -274,7 +278,7 @@ class CaptureSource(VideoSource):
                 self._ended = True
             self._cond.notify_all()
 
-    def _offer(self, image: np.ndarray) -> None:
+    def _offer(self, image: RawFrame) -> None:
         with self._cond:
             if self.options.latest_only:
                 if self._buffer:
@@ -287,7 +291,7 @@ class CaptureSource(VideoSource):
             self._last_frame = time.monotonic()
             self._cond.notify_all()
 
-    def _take(self) -> np.ndarray | None:
+    def _take(self) -> RawFrame | None:
         """The next buffered frame (waiting for one, and watching for a stalled read meanwhile); None at the end."""
         with self._cond:
             while not self._buffer and not self._ended and not self._stop.is_set():

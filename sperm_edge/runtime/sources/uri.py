@@ -5,6 +5,8 @@
 csi://0                    Jetson CSI camera through GStreamer (nvarguscamerasrc)
 rtsp://..., rtsps://..., rtmp://..., http(s)://...   network stream
 gst://PIPELINE or a string with " ! "               a GStreamer pipeline ending in appsink
+pylon://, pylon://SERIAL?exposure_us=2000&gain_db=3   a Basler camera through pypylon (`sources.pylon`)
+mmcore://demo, mmcore://path/config.cfg?...          a camera through Micro-Manager (`sources.mmcore`)
 clip.mp4, file://clip.mp4  video file
 cell.png                   one image
 folder/                    every image below the folder, in natural order
@@ -20,17 +22,20 @@ from pathlib import Path
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import IMAGE_SUFFIXES
 
-LIVE_SCHEMES = frozenset({"device", "v4l2", "csi", "rtsp", "rtmp", "http", "gst"})
+LIVE_SCHEMES = frozenset({"device", "v4l2", "csi", "rtsp", "rtmp", "http", "gst", "pylon", "mmcore"})
+CAMERA_SCHEMES = frozenset({"pylon", "mmcore"})
 _NETWORK = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
 
 
 @dataclass(frozen=True)
 class SourceURI:
-    """A parsed source: `scheme` in device, v4l2, csi, rtsp, rtmp, http, gst, video, image, folder, glob."""
+    """A parsed source: `scheme` in device, v4l2, csi, rtsp, rtmp, http, gst, pylon, mmcore, video, image, folder,
+    glob. `query` holds a camera SDK source's options (after `?`)."""
 
     scheme: str
     location: str
     raw: str
+    query: str = ""
 
     @property
     def live(self) -> bool:
@@ -62,6 +67,14 @@ def parse_uri(uri: str | Path) -> SourceURI:
     if lower.startswith(_NETWORK):
         scheme = lower.split("://", 1)[0].rstrip("s")
         return SourceURI("http" if scheme == "http" else scheme, raw, raw)
+    for scheme in CAMERA_SCHEMES:
+        if lower.startswith(f"{scheme}://"):
+            location, _, query = raw[len(scheme) + 3 :].partition("?")
+            if scheme == "mmcore" and not location:
+                raise SpermEdgeError(
+                    f"mmcore source needs a configuration file or demo, e.g. mmcore://demo (got {raw!r})"
+                )
+            return SourceURI(scheme, location, raw, query)
     if lower.startswith("gst://"):
         return SourceURI("gst", raw[6:], raw)
     if " ! " in raw:
