@@ -182,3 +182,14 @@ def test_a_field_mode_run_of_300_frames_from_each_sdk_records_its_camera(tiny_bu
     assert len(events) == 20 and all("camera_frame_id" in e and "camera_timestamp" in e for e in events)
     ids = [e["camera_frame_id"] for e in events]
     assert ids == sorted(ids)
+
+
+@needs_pylon
+def test_a_camera_that_stops_delivering_is_reopened_by_the_source() -> None:
+    options = SourceOptions(latest_only=True, stall_timeout=2.0, backoff=0.1)
+    with open_source("pylon://?fps=50", options) as source:
+        _read(source, 5)
+        source._handle.cap.camera.StopGrabbing()  # the camera stops: the next grab fails, the source reopens it
+        after = _read(source, 10)
+    assert source.stats.reopens == 1 and source.stats.gaps[0].reason == "no frame"
+    assert source.camera["opened"] == 2 and len(after) == 10
