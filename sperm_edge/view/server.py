@@ -4,8 +4,10 @@ The socket is bound here, before uvicorn starts, so a taken port fails at once w
 error (and port 0 picks a free one, reported in `port`).
 
 Anyone on the network can open connections before the token is checked (it travels in the
-request), so the view bounds what they can hold: at most `max_connections` open at once, and a
-connection must send its request headers within `header_timeout` seconds of opening. uvicorn has
+request), so the view bounds what they can hold. On Linux the socket defers accepting
+(TCP_DEFER_ACCEPT): a connection that sends nothing never reaches the app, so idle connections and
+a flood of them cost the run nothing. Those that do send are held to at most `max_connections` open at
+once, and must send their request headers within `header_timeout` seconds of opening. uvicorn has
 neither (`limit_concurrency` answers 503 only once headers arrive; its keep-alive timer starts
 after the first response), so they live in a subclass of its h11 protocol. At the cap, a new
 connection closes the oldest one still waiting for headers: idle sockets cannot lock out the
@@ -34,6 +36,7 @@ HEADER_TIMEOUT_S = 10.0
 # few batches of this size in flight while the cap closes them; a browser's connect that finds the queue full
 # is retried by the kernel.
 ACCEPT_BATCH = 16
+KERNEL_BACKLOG = 1024
 
 
 class _ConnectionLimits:
@@ -112,6 +115,8 @@ class ViewServer:
             reason = err.strerror or err
             raise SpermEdgeError(f"cannot serve the live view on {self.host}:{self.port}: {reason}") from err
         self.port = sock.getsockname()[1]
+        if hasattr(socket, "TCP_DEFER_ACCEPT"):  # Linux: a connection reaches the app only once it sends data
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, int(self.limits.header_timeout))
         config = uvicorn.Config(
             self.app,
             http=partial(GuardedH11Protocol, limits=self.limits),  # type: ignore[arg-type]
@@ -130,6 +135,9 @@ class ViewServer:
                 self.__exit__()
                 raise SpermEdgeError(f"the live view did not start on {self.host}:{self.port}")
             time.sleep(0.01)
+        # asyncio listened with ACCEPT_BATCH, which is also how many it accepts at once; the kernel's own queue
+        # (and, with TCP_DEFER_ACCEPT, its queue of connections that have sent nothing yet) may be deeper
+        sock.listen(KERNEL_BACKLOG)
         return self
 
     def __exit__(self, *exc: object) -> None:

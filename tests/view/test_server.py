@@ -64,14 +64,28 @@ def test_a_connection_that_sends_no_request_is_closed_at_the_header_deadline(fin
         assert request(port, "/api/status", headers=AUTH)[0] == 200  # a real request is not held to it
 
 
-def test_idle_connections_beyond_the_cap_do_not_lock_out_a_real_request(finished_run: Path) -> None:
+def test_slow_connections_beyond_the_cap_do_not_lock_out_a_real_request(finished_run: Path) -> None:
     with served(finished_run, max_connections=8) as port, ExitStack() as stack:
         sockets = idle_sockets(port, 40, stack)
+        for sock in sockets:
+            sock.sendall(b"G")  # a request begun and never finished: the view holds it, waiting for headers
         status, _, body = request(port, "/api/status", headers=AUTH)
         assert status == 200 and json.loads(body)["finished"]
         still_open = wait_for(lambda: sum(not closed_by_server(s) for s in sockets) <= 8 or None, 5,
-                              "the view to close the idle connections beyond its cap")  # fmt: skip
+                              "the view to close the connections beyond its cap")  # fmt: skip
         assert still_open
+
+
+def test_connections_that_send_nothing_never_reach_the_view(finished_run: Path) -> None:
+    """Linux's TCP_DEFER_ACCEPT: the kernel hands a connection over only once it has data, so idle ones cost the
+    view (and the run it lives in) nothing at all."""
+    state = load_run(finished_run)
+    app = build_app(state, FinishedControls(state), None, 10.0, TOKEN)
+    with ViewServer(app, "127.0.0.1", 0) as server, ExitStack() as stack:
+        idle_sockets(server.port, 40, stack)
+        time.sleep(0.5)
+        assert server.limits.waiting == {} and server.limits.refused == 0
+        assert request(server.port, "/api/status", headers=AUTH)[0] == 200
 
 
 def test_streams_beyond_the_cap_are_refused_with_503(finished_run: Path) -> None:
@@ -92,14 +106,19 @@ def test_streams_beyond_the_cap_are_refused_with_503(finished_run: Path) -> None
     slot.close()
 
 
-def test_500_idle_connections_leave_a_run_with_few_file_handles_going(
+def test_500_begun_requests_leave_a_run_with_few_file_handles_going(
     tiny_bundle: Path, watch_clip: Path, tmp_path: Path
 ) -> None:
-    """Hundreds of real idle sockets against `sperm-edge run --view`, whose process may open only 256 files."""
+    """Hundreds of real sockets, each with a request begun and never finished (so the kernel hands them all to the
+    view), against `sperm-edge run --view`, whose process may open only 256 files."""
     out = tmp_path / "besieged"
     args = ["--fps", "5", "--loop", "--view-linger", "0", "--min-confidence", "1.0"]
     with live_run(tiny_bundle, watch_clip, out, *args, token=TOKEN, open_files=256) as run, ExitStack() as stack:
-        idle_sockets(run.port, 500, stack)
+        for sock in idle_sockets(run.port, 500, stack):
+            try:
+                sock.sendall(b"G")
+            except OSError:  # closed by the view already: the cap at work
+                pass
 
         def frames() -> int:
             return json.loads(request(run.port, "/api/status", headers=AUTH)[2])["frames"]
