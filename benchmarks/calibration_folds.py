@@ -26,8 +26,8 @@ from sperm_edge.io import atomic_write_bytes, atomic_write_json
 from sperm_edge.metrics import expected_calibration_error, softmax
 from sperm_edge.model.checkpoint import load_checkpoint
 from sperm_edge.model.inference import predict_logits
+from sperm_edge.train.evaluate import images_to_score
 from sperm_edge.train.plots import plot_reliability
-from sperm_edge.train.run import images_to_score
 
 log = logging.getLogger("calibration_folds")
 

@@ -176,7 +176,7 @@ def evaluate(
 
     Scores the run's own test split unless told otherwise, and warns when the images scored include
     ones the run trained on."""
-    from sperm_edge.train.run import evaluate as run_evaluate
+    from sperm_edge.train.evaluate import evaluate as run_evaluate
 
     report = run_evaluate(checkpoint, data, json_out, device, split)
     scored = report["scored"]

@@ -69,6 +69,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+#: what `save_checkpoint` writes itself: left out of the `meta` it is given (a loaded checkpoint's meta may be
+#: saved again under new weights, and must not carry the old weights' hash or versions)
+OWN_KEYS = ("format", "schema_version", "weights_file", "weights_sha256", "versions")
+
+
 def save_checkpoint(path_stem: str | Path, model: torch.nn.Module, meta: dict) -> None:
     """Write `STEM.safetensors` then `STEM.json`, each atomically; the JSON names the weights' hash."""
     stem = Path(path_stem)
@@ -78,7 +83,7 @@ def save_checkpoint(path_stem: str | Path, model: torch.nn.Module, meta: dict) -
     full = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
-        **meta,
+        **{k: v for k, v in meta.items() if k not in OWN_KEYS},
         "weights_file": weights.name,
         "weights_sha256": sha256_file(weights),
         "versions": package_versions(),

@@ -48,7 +48,7 @@ def _tensorrt(root: Path) -> dict | None:
 
 def _sdk_cameras() -> list[dict]:
     """The cameras the installed camera SDKs (pylon, Micro-Manager) see, as doctor lists cameras."""
-    from sperm_edge.runtime.sources.camera import list_cameras
+    from sperm_edge.runtime.sources.sdk import list_cameras
 
     return [{**c, "device": c["uri"], "name": " ".join(str(v) for v in (c["model"], c["serial"]) if v)}
             for c in list_cameras()]  # fmt: skip

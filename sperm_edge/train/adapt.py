@@ -36,7 +36,6 @@ from sperm_edge.io import atomic_write_json
 from sperm_edge.metrics import classification_report, softmax
 from sperm_edge.model.architectures import freeze_batchnorm_statistics, has_block_stages, split_backbone
 from sperm_edge.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from sperm_edge.train.calibrate import CHECKPOINT_OWN_KEYS
 from sperm_edge.train.config import AdaptConfig
 from sperm_edge.train.dataset import TensorImages
 
@@ -214,7 +213,7 @@ def _score(model: nn.Module, images: TensorImages, classes: list[str]) -> dict:
 def _write_run(out, model, ckpt, stem, dataset, shots, rest, cfg, temperature, test) -> None:
     preset = detect_preset(dataset.classes)
     paths = dataset.relative_paths()
-    meta = {k: v for k, v in ckpt.meta.items() if k not in CHECKPOINT_OWN_KEYS}
+    meta = dict(ckpt.meta)
     meta.update(
         classes=dataset.classes,
         normal_class=preset.normal_class,

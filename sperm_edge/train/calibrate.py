@@ -12,10 +12,10 @@ import numpy as np
 
 from sperm_edge.calibration import calibrated_probs, fit_temperature
 from sperm_edge.metrics import expected_calibration_error, softmax
+from sperm_edge.train.evaluate import images_to_score
 from sperm_edge.train.plots import plot_reliability
 
 RELIABILITY_PNG = "reliability.png"
-CHECKPOINT_OWN_KEYS = ("format", "schema_version", "weights_file", "weights_sha256", "versions")
 
 
 def fit_and_report(
@@ -35,7 +35,6 @@ def calibrate_run(checkpoint: str | Path, device: str = "auto") -> dict:
     """Fit temperature scaling for an existing run on its own validation split and store it in its checkpoint."""
     from sperm_edge.model.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
     from sperm_edge.model.inference import pick_device, predict_logits
-    from sperm_edge.train.run import images_to_score
 
     stem = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(stem)
@@ -45,7 +44,7 @@ def calibrate_run(checkpoint: str | Path, device: str = "auto") -> dict:
         dataset, _ = images_to_score(ckpt, None, part)
         outputs[part] = predict_logits(model, dataset.images, ckpt.preprocess), np.asarray(dataset.labels)
     result = fit_and_report(outputs["val"], outputs["test"], stem.parent)
-    meta = {k: v for k, v in ckpt.meta.items() if k not in CHECKPOINT_OWN_KEYS}
+    meta = dict(ckpt.meta)
     meta["temperature"] = result["temperature"]
     test_metrics = meta.setdefault("metrics", {}).setdefault("test", {})
     test_metrics.update(temperature=result["temperature"], ece_calibrated=result["ece_calibrated"])

@@ -43,7 +43,7 @@ from sperm_edge.model import create_model, get_entry
 from sperm_edge.model.architectures import freeze_batchnorm_statistics
 from sperm_edge.model.checkpoint import save_checkpoint
 from sperm_edge.model.inference import pick_device
-from sperm_edge.train.calibrate import CHECKPOINT_OWN_KEYS, fit_and_report
+from sperm_edge.train.calibrate import fit_and_report
 from sperm_edge.train.config import KEEP, TrainConfig
 from sperm_edge.train.dataset import TensorImages
 from sperm_edge.train.distill import distill_loss, load_teacher, teacher_path
@@ -423,11 +423,7 @@ class Trainer:
         meta = best.meta
         meta["metrics"]["test"] = test
         meta["temperature"] = calibration["temperature"]
-        save_checkpoint(
-            self.out / "best",
-            self.model,
-            {k: v for k, v in meta.items() if k not in CHECKPOINT_OWN_KEYS},
-        )
+        save_checkpoint(self.out / "best", self.model, meta)
         atomic_write_json(self.out / "metrics.json", test)
         atomic_write_json(self.out / "history.json", progress.history)
         atomic_write_json(self.out / "split.json", meta["split"])

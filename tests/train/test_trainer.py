@@ -12,7 +12,8 @@ from sperm_edge.data.splits import train_val_test_split
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.model.checkpoint import load_checkpoint
 from sperm_edge.train.config import TrainConfig
-from sperm_edge.train.run import evaluate, train
+from sperm_edge.train.evaluate import evaluate
+from sperm_edge.train.run import train
 from sperm_edge.train.trainer import SilentReporter, Trainer
 from tests.conftest import run_cli
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from sperm_edge.runtime.sources._handle import Capture
 from sperm_edge.runtime.sources.base import Frame, Gap, SourceOptions, SourceStats, VideoSource
-from sperm_edge.runtime.sources.camera import CameraOpener
 from sperm_edge.runtime.sources.capture import CaptureSource, Opener, open_capture
 from sperm_edge.runtime.sources.images import ImageSource, list_images
+from sperm_edge.runtime.sources.sdk import CameraOpener
 from sperm_edge.runtime.sources.uri import CAMERA_SCHEMES, SourceURI, csi_pipeline, parse_uri
 
 __all__ = [

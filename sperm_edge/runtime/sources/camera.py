@@ -20,8 +20,6 @@ import cv2
 import numpy as np
 
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.runtime.sources.base import SourceOptions
-from sperm_edge.runtime.sources.uri import SourceURI
 
 OPTIONS = ("exposure_us", "gain_db", "pixel_format", "fps", "roi")
 READ_TIMEOUT_MS = 500  # one wait for a buffer; timeouts are counted and waited through up to the stall timeout
@@ -169,26 +167,3 @@ class CameraCapture:
 
     def _close(self) -> None:
         raise NotImplementedError
-
-
-class CameraOpener:
-    """The `Opener` of a camera SDK source: opens its camera (again, after a drop) and keeps one record across."""
-
-    def __init__(self, uri: SourceURI) -> None:
-        self.options = CameraOptions.parse(uri.query, uri.raw)  # a bad option fails before anything opens
-        self.record = CameraRecord("pylon" if uri.scheme == "pylon" else "micromanager")
-
-    def __call__(self, uri: SourceURI, source_options: SourceOptions) -> CameraCapture:
-        if uri.scheme == "pylon":
-            from sperm_edge.runtime.sources.pylon import open_pylon as open_camera
-        else:
-            from sperm_edge.runtime.sources.mmcore import open_mmcore as open_camera
-        return open_camera(uri, self.options, self.record, give_up=source_options.stall_timeout)
-
-
-def list_cameras() -> list[dict]:
-    """Every camera the installed SDKs see (`sperm-edge doctor`)."""
-    from sperm_edge.runtime.sources.mmcore import list_mmcore
-    from sperm_edge.runtime.sources.pylon import list_pylon
-
-    return [*list_pylon(), *list_mmcore()]
