@@ -31,24 +31,15 @@ def nll(logits: np.ndarray, labels: Sequence[int], temperature: float) -> float:
 
 
 def fit_temperature(logits: np.ndarray, labels: Sequence[int], tol: float = 1e-4) -> float:
-    """The T minimising the NLL of `labels` (golden-section search on log T; the NLL is unimodal there)."""
+    """The T minimising the NLL of `labels`: scipy's bounded scalar search on log T (the NLL is unimodal there)."""
+    from scipy.optimize import minimize_scalar
+
     logits = np.asarray(logits)
     if logits.ndim != 2 or len(logits) != len(labels) or len(labels) == 0:
         raise SpermEdgeError(f"temperature fitting needs N x K logits and N labels, got {logits.shape}, {len(labels)}")
-    lo, hi = LOG_T_RANGE
-    ratio = (np.sqrt(5.0) - 1.0) / 2.0
-    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = nll(logits, labels, np.exp(a)), nll(logits, labels, np.exp(b))
-    while hi - lo > tol:
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - ratio * (hi - lo)
-            fa = nll(logits, labels, np.exp(a))
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + ratio * (hi - lo)
-            fb = nll(logits, labels, np.exp(b))
-    return float(np.exp((lo + hi) / 2.0))
+    found = minimize_scalar(lambda log_t: nll(logits, labels, np.exp(log_t)), bounds=LOG_T_RANGE, method="bounded",
+                            options={"xatol": tol})  # fmt: skip
+    return float(np.exp(found.x))
 
 
 def calibrated_probs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -42,3 +42,38 @@ def test_bad_input_is_refused() -> None:
         fit_temperature(np.zeros((3, 2)), [0, 1])
     with pytest.raises(SpermEdgeError, match="temperature must be positive"):
         calibrated_probs(np.zeros((1, 2)), 0.0)
+
+
+def _golden_section_temperature(logits, labels, tol: float = 1e-4) -> float:
+    """The hand-written search `fit_temperature` used before scipy's (kept here as the reference it must equal)."""
+    from sperm_edge.calibration import LOG_T_RANGE
+
+    lo, hi = LOG_T_RANGE
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = nll(logits, labels, np.exp(a)), nll(logits, labels, np.exp(b))
+    while hi - lo > tol:
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = nll(logits, labels, np.exp(a))
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = nll(logits, labels, np.exp(b))
+    return float(np.exp((lo + hi) / 2.0))
+
+
+def test_scipys_bounded_search_finds_the_same_temperature_as_the_golden_section_it_replaced() -> None:
+    rng, compared = np.random.default_rng(7), 0
+    for trial in range(20):
+        n, k = int(rng.integers(20, 400)), int(rng.integers(2, 19))
+        labels = rng.integers(0, k, n)
+        logits = rng.normal(0, 1, (n, k)) + rng.uniform(0, 6) * np.eye(k)[labels] * rng.uniform(0.2, 3)
+        ours, reference = fit_temperature(logits, labels), _golden_section_temperature(logits, labels)
+        best = nll(logits, labels, reference)
+        assert nll(logits, labels, ours) <= best + 1e-8, trial  # never a worse fit
+        if best > 1e-3:  # separable sets are fitted perfectly by any small T (a flat NLL of 0): no single answer
+            assert abs(np.log(ours) - np.log(reference)) < 2e-4, trial  # within the searches' tolerance
+            compared += 1
+    assert compared >= 10

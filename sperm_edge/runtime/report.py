@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -30,15 +29,14 @@ WHO_MINIMUM = 200
 MAX_THUMBNAILS = 60
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float] | None:
-    """95% Wilson score interval of a proportion, as fractions; None for n = 0."""
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion, as fractions (scipy's `binomtest`); None for n = 0."""
     if n <= 0:
         return None
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    from scipy.stats import binomtest  # scipy.stats takes a while to import: only when a report needs it
+
+    interval = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 class Tally:

@@ -103,3 +103,21 @@ def test_a_report_the_machine_will_not_let_it_write_is_one_line_and_exit_1(tmp_p
     assert run_cli(["report", str(run)]) == 1
     err = capsys.readouterr().err.replace("\n", "")
     assert "error:" in err and "report.json" in err and "Traceback" not in err
+
+
+def _hand_written_wilson(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The formula `wilson_interval` computed before scipy's (kept here as the reference it must equal)."""
+    import math
+
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def test_scipys_wilson_interval_equals_the_formula_it_replaced() -> None:
+    for n in (1, 2, 5, 13, 50, 200, 1000, 4321):
+        for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            ours, reference = wilson_interval(k, n), _hand_written_wilson(k, n)
+            assert abs(ours[0] - reference[0]) < 1e-9 and abs(ours[1] - reference[1]) < 1e-9, (k, n)
