@@ -65,6 +65,18 @@ def smids() -> Path:
     return path
 
 
+#: lines for a test's subprocess: every `import torch` (and torch.*) fails as on a machine without PyTorch. A finder,
+#: not `sys.modules["torch"] = None`: libraries that look for torch in sys.modules (scipy's array API layer) then
+#: see no torch, as they would on such a machine, instead of a None they cannot use.
+BLOCK_TORCH = """import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
 def run_cli(args: list[str]) -> int:
     """Run `sperm-edge ARGS` in-process; return its exit code."""
     from sperm_edge.cli import main

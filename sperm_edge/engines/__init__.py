@@ -63,9 +63,11 @@ def availability(name: str, bundle: Bundle | None = None) -> tuple[bool, str]:
             return False, f"{'; '.join(misfits)}; rebuild here: {rebuild_command(bundle.path)}"
         return True, ""
     if name == "torch":
-        if importlib.util.find_spec("torch") is None:  # cheap: does not import torch
-            return False, "PyTorch is not installed; pip install torch timm"
-        return True, ""
+        try:
+            present = importlib.util.find_spec("torch") is not None  # cheap: does not import torch
+        except ImportError:  # an import hook that refuses torch (a locked-down install, or a test emulating one)
+            present = False
+        return (True, "") if present else (False, "PyTorch is not installed; pip install torch timm")
     raise SpermEdgeError(f"unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export import tensorrt_build as tb
+from tests.conftest import BLOCK_TORCH
 
 
 @pytest.mark.parametrize(
@@ -232,8 +233,5 @@ def test_a_bundle_input_only_takes_engine_options(tiny_bundle, tmp_path, capsys)
 def test_the_engine_path_imports_without_torch() -> None:
     import subprocess
 
-    code = (
-        "import sys; sys.modules['torch'] = None\n"
-        "import sperm_edge.export.engines, sperm_edge.export.tensorrt_build, sperm_edge.cli\n"
-    )
+    code = BLOCK_TORCH + "import sperm_edge.export.engines, sperm_edge.export.tensorrt_build, sperm_edge.cli\n"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sperm_edge import hardware
-from tests.conftest import run_cli
+from tests.conftest import BLOCK_TORCH, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 TEGRA = "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13 2024\n"
@@ -115,8 +115,8 @@ def test_doctor_tables_and_no_jetson_here(tiny_bundle, capsys) -> None:
 
 
 def test_doctor_exits_1_when_nothing_can_run_the_bundle(tiny_bundle, tmp_path) -> None:
-    script = (
-        "import sys; sys.modules['onnxruntime'] = None; sys.modules['torch'] = None\n"  # neither engine installed
+    script = BLOCK_TORCH + (
+        "sys.modules['onnxruntime'] = None\n"  # neither engine installed
         "from sperm_edge.cli import main; main(sys.argv[1:])"
     )
     args = [sys.executable, "-c", script, "doctor", "--json", "--bundle", str(tiny_bundle), "--root", str(tmp_path)]

@@ -15,7 +15,7 @@ import pytest
 from sperm_edge.bundle import load_bundle
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.runtime.events import read_events
-from tests.conftest import run_cli
+from tests.conftest import BLOCK_TORCH, run_cli
 
 
 def _write(images: list[np.ndarray], folder: Path) -> Path:
@@ -87,15 +87,17 @@ def test_a_bundle_without_a_drift_model_says_so(tiny_bundle: Path, tmp_path: Pat
     assert "no drift check" in (tmp_path / "out" / "report.md").read_text()
 
 
-SCRIPT = r"""
-import json, sys
-sys.modules["torch"] = None  # any `import torch` now raises ImportError
+SCRIPT = (
+    BLOCK_TORCH
+    + r"""
+import json
 from sperm_edge.runtime.session import SessionOptions, open_session
 
 with open_session(sys.argv[1], sys.argv[2], sys.argv[3], SessionOptions(backend="ort-cpu", mode="crop")) as session:
     session.run()
 print(json.dumps({"drift": session.report["drift"], "torch_loaded": sys.modules.get("torch") is not None}))
 """
+)
 
 
 def test_drift_scoring_needs_no_torch(drift_bundle, tmp_path: Path) -> None:

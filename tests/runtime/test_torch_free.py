@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = r"""
-import json, sys
-sys.modules["torch"] = None  # any `import torch` now raises ImportError
+from tests.conftest import BLOCK_TORCH
+
+SCRIPT = (
+    BLOCK_TORCH
+    + r"""
+import json
 from sperm_edge.bundle import load_bundle
 from sperm_edge.explain.worker import ExplainWorker
 from sperm_edge.engines import available_backends
@@ -28,6 +31,7 @@ print(json.dumps({"backends": available_backends(bundle), "chosen": session.engi
                   "png": maps.heatmaps.png(maps.heatmaps.tracks()[0])[:8].hex(),
                   "torch_loaded": sys.modules.get("torch") is not None}))
 """
+)
 
 
 def test_classify_without_torch(tiny_bundle: Path, tmp_path: Path) -> None:
