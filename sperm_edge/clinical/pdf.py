@@ -47,10 +47,18 @@ GRID = TableStyle([
     ("VALIGN", (0, 0), (-1, -1), "TOP"),
     ("FONTSIZE", (0, 0), (-1, -1), 8.5),
 ])  # fmt: skip
+LIGHT_GRID = TableStyle([("GRID", (0, 0), (-1, -1), 0.3, colors.lightgrey), ("VALIGN", (0, 0), (-1, -1), "TOP")])
 
 
 def _p(text: object, style: ParagraphStyle = BODY) -> Paragraph:
     return Paragraph(escape(str(text)), style)
+
+
+def _pairs(rows: list[tuple[str, str]], style: TableStyle, label_width: float) -> Table:
+    """A two-column table of labels and values, the values wrapped to the rest of the page's width."""
+    table = Table([[_p(k, SMALL), _p(v, SMALL)] for k, v in rows], colWidths=[label_width, 178 * mm - label_width])
+    table.setStyle(style)
+    return table
 
 
 def _value(value: object) -> str:
@@ -70,9 +78,7 @@ def _identification(record: ClinicalRecord) -> Table:
         ("Software", f"{_value(model.get('software'))}; run {_value(header.get('run_id'))}"),
         ("Run status", status),
     ]
-    table = Table([[_p(k, SMALL), _p(v, SMALL)] for k, v in rows], colWidths=[28 * mm, 150 * mm])
-    table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.3, colors.lightgrey), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
-    return table
+    return _pairs(rows, LIGHT_GRID, 28 * mm)
 
 
 def _result(report: dict) -> list:
@@ -142,7 +148,7 @@ def _gallery(record: ClinicalRecord) -> list:
     rows[-1] += [""] * (GALLERY_COLUMNS - len(rows[-1]))
     grid = Table([[Table([[t[0]], [t[1]]]) if t else "" for t in row] for row in rows],
                  colWidths=[44 * mm] * GALLERY_COLUMNS)  # fmt: skip
-    grid.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.3, colors.lightgrey), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    grid.setStyle(LIGHT_GRID)
     more = len(cells) - GALLERY_MAX
     note = [_p(f"{more} more flagged cells are listed in report.json and cells.csv.", SMALL)] if more > 0 else []
     intro = _p("Each flagged cell: its crop and, where it was explained, its Grad-CAM++ map (where the network "
@@ -173,9 +179,7 @@ def _model(record: ClinicalRecord) -> list:
         ("Exported model", _metrics(model.get("exported_accuracy"))),
         ("Temperature", _value(model.get("temperature"))),
     ]
-    table = Table([[_p(k, SMALL), _p(v, SMALL)] for k, v in rows], colWidths=[32 * mm, 146 * mm])
-    table.setStyle(GRID)
-    return [table]
+    return [_pairs(rows, GRID, 32 * mm)]
 
 
 def _run(record: ClinicalRecord) -> list:
@@ -192,8 +196,7 @@ def _run(record: ClinicalRecord) -> list:
             + (f", rebuilt {report['rebuilt']}" if report.get("rebuilt") else ""),
         ),  # fmt: skip
     ]
-    table = Table([[_p(k, SMALL), _p(v, SMALL)] for k, v in rows], colWidths=[32 * mm, 146 * mm])
-    table.setStyle(GRID)
+    table = _pairs(rows, GRID, 32 * mm)
     method = (f"Method: every cell found in the microscope's fields is tracked and counted once; % normal forms = "
               f"normal / spermatozoa assessed (classes that are not spermatozoa left out), with Wilson's 95% score "
               f"interval. Reference limits: {MANUAL}.")  # fmt: skip

@@ -56,7 +56,8 @@ def verdict(report: dict) -> str:
 
 def interpretation(report: dict) -> list[str]:
     """What a reader must know about this result, most important first, in plain sentences."""
-    lines = [verdict(report)[0].upper() + verdict(report)[1:] + "."]
+    said = verdict(report)
+    lines = [said[0].upper() + said[1:] + "."]
     pct, ci, n = report.get("percent_normal"), report.get("ci95"), report.get("sperm_counted") or 0
     if pct is not None and ci is not None:
         lo, hi = ci

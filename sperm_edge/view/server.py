@@ -31,10 +31,9 @@ log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 64
 HEADER_TIMEOUT_S = 10.0
-# asyncio accepts up to the listen backlog in one go, before any new connection is seen by its protocol:
-# uvicorn's 2048 lets a burst of connects take 2048 file handles at once. A small backlog keeps a burst to a
-# few batches of this size in flight while the cap closes them; a browser's connect that finds the queue full
-# is retried by the kernel.
+# asyncio accepts as many connections in one go as the backlog it was given, before any of them is seen by its
+# protocol: uvicorn's 2048 lets a burst of connects take 2048 file handles at once. Given 16, a burst is a few
+# batches of 16 in flight while the cap closes them; the kernel's own queue is set deeper once serving.
 ACCEPT_BATCH = 16
 KERNEL_BACKLOG = 1024
 
@@ -62,7 +61,7 @@ class GuardedH11Protocol(H11Protocol):
         if len(self.connections) > limits.max_connections:
             limits.refused += 1
             oldest = next(iter(limits.waiting), None)
-            if oldest is None:  # every connection is busy with a request: this one waits its turn elsewhere
+            if oldest is None:  # every connection is busy with a request: this one is refused (closed)
                 transport.close()
                 return
             oldest.transport.close()

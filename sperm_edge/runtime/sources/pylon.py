@@ -84,16 +84,14 @@ class PylonCapture(CameraCapture):
         self.pixel_format = str(_read_back(camera).get("pixel_format", "Mono8"))
         fps = record.settings.get("resulting_fps") or record.settings.get("fps")
         super().__init__(record, give_up, fps)
-        pylon, _ = _pylon()
-        self._pylon = pylon
+        self._pylon, self._genicam = _pylon()
         camera.MaxNumBuffer.Value = BUFFERS
-        camera.StartGrabbing(pylon.GrabStrategy_OneByOne)
+        camera.StartGrabbing(self._pylon.GrabStrategy_OneByOne)
 
     def _grab(self):
-        pylon, genicam = _pylon()
         try:
-            result = self.camera.RetrieveResult(READ_TIMEOUT_MS, pylon.TimeoutHandling_Return)
-        except genicam.GenericException:  # the camera went away: no frame, the source reopens it
+            result = self.camera.RetrieveResult(READ_TIMEOUT_MS, self._pylon.TimeoutHandling_Return)
+        except self._genicam.GenericException:  # the camera went away: no frame, the source reopens it
             self._open = False
             return None
         if result is None or not result.IsValid():
