@@ -42,6 +42,7 @@ from sperm_edge.hardware import cpu_name, gpus
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
 from sperm_edge.metrics import fold_spread
 from sperm_edge.model import get_entry
+from sperm_edge.model.checkpoint import read_meta
 from sperm_edge.train.run import summarize_folds
 
 log = logging.getLogger("paper_table")
@@ -600,6 +601,38 @@ def archive_results(runs: Path, archive: Path) -> None:
     partial.replace(archive)
 
 
+def merge_runs(sources: list[Path], runs: Path) -> list[Path]:
+    """Copy the fold folders that jobs on other machines wrote (`sperm-edge train --fold K --out SRC/RUN`) into
+    `runs`, run by run, so the table reads them as one k-fold run. A fold already there with the same test
+    metrics is skipped; with other ones, or trained with another configuration than its run's other folds, the
+    merge stops before copying anything."""
+    plan: dict[Path, Path] = {}
+    for source in sources:
+        for fold in sorted(source.glob("*/fold-*")):
+            if not (fold / "metrics.json").is_file():
+                raise SystemExit(f"{fold} has not finished (no metrics.json): let its job end or --resume it first")
+            target = runs / fold.parent.name / fold.name
+            other = plan.get(target) or (target if target.is_dir() else None)
+            if other is not None:
+                if (other / "metrics.json").read_bytes() != (fold / "metrics.json").read_bytes():
+                    raise SystemExit(f"{fold} and {other} are both {fold.parent.name}/{fold.name}, with other results")
+                continue
+            plan[target] = fold
+    configs: dict[str, tuple[Path, dict]] = {}
+    kept = [d for d in runs.glob("*/fold-*") if d not in plan and d.parent.name in {t.parent.name for t in plan}]
+    for fold in [*plan.values(), *kept]:
+        if not (fold / "best.json").is_file():  # an archived fold keeps its records, not its weights
+            continue
+        config = {k: v for k, v in read_meta(fold / "best.json")["config"].items() if k != "out"}
+        first = configs.setdefault(fold.parent.name, (fold, config))
+        if first[1] != config:
+            raise SystemExit(f"{fold} was trained with another configuration than {first[0]}")
+    for target, fold in plan.items():
+        shutil.copytree(fold, target)
+        log.info("merged %s into %s", fold, target)
+    return sorted(plan)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
@@ -629,6 +662,14 @@ def main() -> None:
     )
     parser.add_argument("--table-only", action="store_true", help="Rewrite the table from --runs; train nothing.")
     parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="RUNS",
+        help="First copy the fold folders other machines' `train --fold K` jobs wrote under these folders into --runs.",
+    )
+    parser.add_argument(
         "--readme-only", action="store_true", help="Rewrite the README's results section from --out's paper_table.json."
     )
     args = parser.parse_args()
@@ -644,6 +685,7 @@ def main() -> None:
         PICKS[dataset, arch] = recipe
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
+    merge_runs(args.merge, args.runs)
     if args.readme_only:
         update_readme(json.loads((args.out / "paper_table.json").read_text()))
     elif args.table_only:

@@ -1,4 +1,5 @@
-"""Classification metrics in numpy: accuracy, macro-F1, per-class precision/recall/F1, confusion, ECE.
+"""Classification metrics: accuracy, macro-F1, per-class precision/recall/F1 and confusion (scikit-learn), ECE
+(torchmetrics), imported where they are computed so the classify-only runtime needs neither.
 
 Shared by training, evaluation, export (INT8 drop) and benchmarks so every stage reports the same figures.
 """
@@ -10,38 +11,41 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
-    """Rows are true classes, columns predictions."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
-    return matrix
-
-
 def expected_calibration_error(probs: np.ndarray, y_true: Sequence[int], bins: int = 10) -> float:
-    """Weighted mean |accuracy - confidence| over equal-width confidence bins (Guo et al. 2017)."""
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == np.asarray(y_true)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        in_bin = (confidence > lo) & (confidence <= hi)
-        if in_bin.any():
-            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(ece)
+    """Weighted mean |accuracy - confidence| over equal-width confidence bins (Guo et al. 2017), by torchmetrics.
+
+    torchmetrics bins confidences as [lo, hi) in float32, with a confidence of exactly 1.0 in a bin of its own.
+    """
+    import torch
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    probs = np.asarray(probs)
+    return float(
+        multiclass_calibration_error(
+            torch.as_tensor(probs, dtype=torch.float32),
+            torch.as_tensor(np.asarray(y_true, dtype=np.int64)),
+            num_classes=probs.shape[1],
+            n_bins=bins,
+            norm="l1",
+        )
+    )
 
 
 def classification_report(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str]) -> dict:
-    """Everything we report about a labelled set, as plain JSON-able values."""
+    """Everything we report about a labelled set, as plain JSON-able values (scikit-learn's scores).
+
+    Macro-F1 averages over the classes present in `y_true`, so a fold without some class is not scored 0 on it.
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = probs.argmax(axis=1)
-    matrix = confusion_matrix(y_true, y_pred, len(classes))
-    tp = np.diag(matrix).astype(np.float64)
-    predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    present = actual > 0
+    labels = np.arange(len(classes))
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average=None, zero_division=0.0
+    )
+    present = support > 0
     return {
         "n": int(len(y_true)),
         "accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
@@ -52,7 +56,7 @@ def classification_report(y_true: Sequence[int], probs: np.ndarray, classes: Seq
                 "precision": float(precision[i]),
                 "recall": float(recall[i]),
                 "f1": float(f1[i]),
-                "support": int(actual[i]),
+                "support": int(support[i]),
             }
             for i, name in enumerate(classes)
         },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
@@ -10,7 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sperm_edge.cli._app import app
-from sperm_edge.train.config import KEEP, AdaptConfig, TrainConfig
+from sperm_edge.data.augment import Augment
+from sperm_edge.train.config import AdaptConfig, Balance, EvalSplit, Keep, TrainConfig
 
 console = Console()
 
@@ -82,13 +84,18 @@ def train(
     workers: int = typer.Option(TrainConfig.workers, min=0, help="Data-loading processes (0: augment in-process)."),
     img_size: int = typer.Option(None, help="Input size (default: the preset's)."),
     folds: int = typer.Option(1, min=1, help="Stratified k-fold cross-validation when > 1."),
+    fold: int = typer.Option(
+        None,
+        min=1,
+        help="With --folds: train this fold only, into OUT/fold-K (a job of its own; copy the folders together).",
+    ),
     seed: int = typer.Option(0),
     pretrained: bool = typer.Option(True, help="Start from ImageNet weights (offline for Lite0)."),
     weights: Path = typer.Option(None, help="Local safetensors weights for the model or its backbone."),
-    balance: str = typer.Option("loss", help="Class balance: loss (weighted), sampler, none."),
+    balance: Balance = typer.Option(Balance.loss, help="Class balance: weighted loss, weighted sampler, or none."),
     mixup: float = typer.Option(0.0, help="MixUp Beta(alpha, alpha); 0 disables."),
     label_smoothing: float = typer.Option(0.0, min=0.0, max=0.5),
-    augment: str = typer.Option(
+    augment: Augment = typer.Option(
         "standard", help="standard, or robust: plus stain (HED), gamma, greyscale, noise, JPEG and scale jitter."
     ),
     alone: float = typer.Option(
@@ -101,7 +108,7 @@ def train(
     ema_decay: float = typer.Option(
         TrainConfig.ema_decay, min=0.0, max=0.9999, help="Per-step EMA of the weights (validated and kept); 0 disables."
     ),
-    keep: str = typer.Option(
+    keep: Keep = typer.Option(
         TrainConfig.keep, help="Weights to keep: best (best validation macro-F1 epoch) or last (the final ones)."
     ),
     teacher: Path = typer.Option(
@@ -112,17 +119,11 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
 ) -> None:
     """Fit a model in two phases (frozen backbone, then all layers) and test the weights it keeps (--keep)."""
-    from sperm_edge.data.augment import augmentation
-    from sperm_edge.errors import SpermEdgeError
     from sperm_edge.model import get_entry
+    from sperm_edge.train.distributed import world_from_env
     from sperm_edge.train.run import train as run_training
 
     get_entry(arch)
-    augmentation(augment)  # refuses an unknown name before any work
-    if keep not in KEEP:
-        raise SpermEdgeError(f"--keep must be one of {', '.join(KEEP)}, not {keep!r}")
-    if balance not in ("loss", "sampler", "none"):
-        raise SpermEdgeError(f"--balance must be loss, sampler or none, not {balance!r}")
     cfg = TrainConfig(
         data=str(data),
         arch=arch,
@@ -137,37 +138,44 @@ def train(
         seed=seed,
         pretrained=pretrained,
         weights=str(weights) if weights else None,
-        balance=balance,
+        balance=balance.value,
         mixup=mixup,
         label_smoothing=label_smoothing,
-        augment=augment,
+        augment=augment.value,
         alone=alone,
         stain=stain,
         patience=patience,
         ema_decay=ema_decay,
-        keep=keep,
+        keep=keep.value,
         teacher=str(teacher) if teacher else None,
         distill=distill if teacher else 0.0,
         device=device,
     )
-    result = run_training(cfg, folds=folds, resume=resume, reporter=RichReporter())
-    if folds > 1:
+    world = world_from_env()
+    if not world.main:  # under torchrun rank 0 shows progress; the others speak only of trouble
+        logging.getLogger("sperm_edge").setLevel(logging.WARNING)
+    reporter = RichReporter() if world.main else None
+    result = run_training(cfg, folds=folds, resume=resume, reporter=reporter, fold=fold, world=world)
+    if not world.main:  # under torchrun: rank 0 reports
+        return
+    if folds > 1 and fold is None:
         console.print(
             f"{folds}-fold accuracy [bold]{result['accuracy']['mean']:.4f} ± {result['accuracy']['std']:.4f}"
             f"[/]  macro-F1 [bold]{result['macro_f1']['mean']:.4f} ± {result['macro_f1']['std']:.4f}[/]"
         )
         console.print(f"written: {out}/fold-*/, {out}/cv.json")
     else:
-        print_metrics(f"test split of {data}", result)
-        console.print(f"written: {out}/best.safetensors, best.json, metrics.json, curves.png, confusion.png")
+        print_metrics(f"test split of {data}" + (f", fold {fold} of {folds}" if fold else ""), result)
+        folder = out if fold is None else out / f"fold-{fold}"
+        console.print(f"written: {folder}/best.safetensors, best.json, metrics.json, curves.png, confusion.png")
 
 
 @app.command()
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="Run folder or its best.safetensors."),
     data: Path = typer.Option(None, help="Labelled class-folder data set (default: the run's own data)."),
-    split: str = typer.Option(
-        "test", help="test, val or train: that split of the run's own data; all: every image of --data."
+    split: EvalSplit = typer.Option(
+        EvalSplit.test, help="test, val or train: that split of the run's own data; all: every image of --data."
     ),
     json_out: Path = typer.Option(None, "--json", help="Write the metrics here (and a confusion PNG beside it)."),
     device: str = typer.Option("auto"),
@@ -178,7 +186,7 @@ def evaluate(
     ones the run trained on."""
     from sperm_edge.train.evaluate import evaluate as run_evaluate
 
-    report = run_evaluate(checkpoint, data, json_out, device, split)
+    report = run_evaluate(checkpoint, data, json_out, device, split.value)
     scored = report["scored"]
     print_metrics(f"{checkpoint} on {scored['n']} images ({scored['split']} of {scored['data']})", report)
     if scored["seen_in_training"]:

@@ -13,6 +13,7 @@ scale range for other magnifications.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 import cv2
 import numpy as np
@@ -47,6 +48,7 @@ class AugmentConfig:
 STANDARD = AugmentConfig()
 ROBUST = AugmentConfig(scale=0.25, hed_sigma=0.2, hed_bias=0.03, gamma=0.3, grey_p=0.1, noise_p=0.3, jpeg_p=0.3)
 AUGMENTATIONS = {"standard": STANDARD, "robust": ROBUST}
+Augment = Enum("Augment", {name: name for name in AUGMENTATIONS}, type=str)  # the names, as a CLI choice
 
 
 def augmentation(name: str) -> AugmentConfig:

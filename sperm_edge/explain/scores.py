@@ -22,6 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from scipy import stats
 
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import IMAGE_SUFFIXES, natural_key
@@ -115,16 +116,13 @@ def list_crops(root: str | Path, limit: int | None = None) -> list[tuple[Path, s
 
 
 def mean_ci(values: list[float]) -> dict:
-    """Mean with a normal-approximation 95% interval, and n."""
+    """Mean with a normal-approximation 95% interval (scipy's normal quantile and standard error), and n."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0:
         return {"mean": None, "ci95": None, "n": 0}
-    half = 1.96 * arr.std(ddof=1) / np.sqrt(arr.size) if arr.size > 1 else 0.0
-    return {
-        "mean": round(float(arr.mean()), 4),
-        "ci95": [round(float(arr.mean() - half), 4), round(float(arr.mean() + half), 4)],
-        "n": int(arr.size),
-    }
+    mean, error = float(arr.mean()), float(stats.sem(arr)) if arr.size > 1 else 0.0
+    low, high = stats.norm.interval(0.95, loc=mean, scale=error) if error > 0 else (mean, mean)
+    return {"mean": round(mean, 4), "ci95": [round(float(low), 4), round(float(high), 4)], "n": int(arr.size)}
 
 
 def score_explanations(

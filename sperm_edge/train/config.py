@@ -3,8 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from enum import Enum
 
-KEEP = ("best", "last")  # which weights a run keeps: its best validation epoch, or its final ones
+
+class Keep(str, Enum):
+    """Which weights a run keeps: its best validation epoch, or its final ones."""
+
+    best = "best"
+    last = "last"
+
+
+class Balance(str, Enum):
+    """How unequal class sizes are evened out: weighted loss, weighted sampling, or not at all."""
+
+    loss = "loss"
+    sampler = "sampler"
+    none = "none"
+
+
+class EvalSplit(str, Enum):
+    """What `evaluate` scores: a split of the run's own data, or every image of another set."""
+
+    test = "test"
+    val = "val"
+    train = "train"
+    all = "all"
 
 
 @dataclass

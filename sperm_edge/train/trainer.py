@@ -19,18 +19,23 @@ phase 1 slowed phase 1 down.
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
+from sklearn.utils.class_weight import compute_class_weight
+from timm.data import Mixup
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
 from sperm_edge.data.augment import augmentation
 from sperm_edge.data.folder import ImageFolder
@@ -42,11 +47,11 @@ from sperm_edge.metrics import classification_report, softmax
 from sperm_edge.model import create_model, get_entry
 from sperm_edge.model.architectures import freeze_batchnorm_statistics
 from sperm_edge.model.checkpoint import save_checkpoint
-from sperm_edge.model.inference import pick_device
 from sperm_edge.train.calibrate import fit_and_report
-from sperm_edge.train.config import KEEP, TrainConfig
+from sperm_edge.train.config import Balance, Keep, TrainConfig
 from sperm_edge.train.dataset import TensorImages
 from sperm_edge.train.distill import distill_loss, load_teacher, teacher_path
+from sperm_edge.train.distributed import World, barrier, gather_rows, mean_over_ranks
 from sperm_edge.train.plots import plot_confusion, plot_curves
 from sperm_edge.train.resume import load_optimizer, save_optimizer
 from sperm_edge.tta import dihedral_views, mean_over_views
@@ -113,19 +118,24 @@ def _set_trainable(model: nn.Module, freeze_backbone: bool) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
-def _lr_at(phase: Phase, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up over `phase.warmup` epochs, then cosine decay to 1% of the rate."""
+def lr_schedule(optimizer: torch.optim.Optimizer, phase: Phase, steps_per_epoch: int) -> LRScheduler:
+    """Per step: linear warm-up over `phase.warmup` epochs, then cosine decay to 1% of the rate."""
     total = max(phase.epochs * steps_per_epoch, 1)
     warm = min(phase.warmup * steps_per_epoch, total - 1)
-    if step < warm:
-        return phase.lr * (step + 1) / warm
-    progress = (step - warm) / max(total - warm, 1)
-    return phase.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    cosine = CosineAnnealingLR(optimizer, T_max=max(total - warm, 1), eta_min=0.01 * phase.lr)
+    if warm == 0:
+        return cosine
+    warmup = LinearLR(optimizer, start_factor=1.0 / warm, end_factor=1.0, total_iters=max(warm - 1, 1))
+    return SequentialLR(optimizer, [warmup, cosine], milestones=[warm])
 
 
-def _class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    weights = len(labels) / (num_classes * np.maximum(counts, 1.0))
+def class_weights(labels: list[int], classes: list[str]) -> torch.Tensor:
+    """scikit-learn's balanced weights, n / (k * count): each class weighs as much in the loss."""
+    missing = sorted(set(range(len(classes))) - set(labels))
+    if missing:
+        names = ", ".join(classes[i] for i in missing)
+        raise SpermEdgeError(f"the training split has no image of {names}: the data set is too small to split")
+    weights = compute_class_weight("balanced", classes=np.arange(len(classes)), y=np.asarray(labels))
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
@@ -165,21 +175,32 @@ class Trainer:
         out: Path,
         reporter: Reporter | None = None,
         fold: int | None = None,
+        world: World = World(),
     ) -> None:
-        """`fold`: this run's fold of a k-fold run (which fold of a k-fold teacher run to distil from)."""
-        self.cfg, self.dataset, self.split, self.out = cfg, dataset, split, Path(out)
+        """`fold`: this run's fold of a k-fold run (which fold of a k-fold teacher run to distil from); `world`: the
+        training processes of a torchrun job, which split each batch (`cfg.batch_size` is the whole step's)."""
+        self.cfg, self.dataset, self.split, self.out, self.world = cfg, dataset, split, Path(out), world
         self.reporter = reporter or SilentReporter()
         self.entry = get_entry(cfg.arch)
         preset = dataset.preset
         self.spec = self.entry.preprocess(cfg.img_size or (preset.img_size if preset.classes else None))
-        self.device = pick_device(cfg.device)
+        self.device = world.device(cfg.device)
+        if cfg.batch_size % world.size:
+            raise SpermEdgeError(f"--batch-size {cfg.batch_size} does not split evenly over {world.size} processes")
+        if world.distributed and cfg.balance == "sampler":
+            raise SpermEdgeError(
+                "--balance sampler draws one weighted sample of the data: use --balance loss with torchrun"
+            )
         torch.manual_seed(cfg.seed)
         self.model = create_model(
             cfg.arch, len(dataset.classes), pretrained=cfg.pretrained and cfg.weights is None, weights=cfg.weights
         )
         self.model = self.model.to(self.device).to(memory_format=torch.channels_last)
-        if cfg.keep not in KEEP:
-            raise SpermEdgeError(f"keep must be one of {', '.join(KEEP)}, got {cfg.keep!r}")
+        self.forward: nn.Module = self.model  # what training steps call: the model, or its DDP wrapper (`_run_phase`)
+        for name, choices in (("keep", Keep), ("balance", Balance)):
+            allowed = [choice.value for choice in choices]
+            if getattr(cfg, name) not in allowed:
+                raise SpermEdgeError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
         if not 0.0 <= cfg.ema_decay < 1.0:
             raise SpermEdgeError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
         self.ema = (
@@ -207,10 +228,18 @@ class Trainer:
         )
         self.val_set = self._eval_set("val")
         self.test_set = self._eval_set("test")
-        weights = _class_weights(train_labels, len(dataset.classes))
-        self.criterion = nn.CrossEntropyLoss(
-            weight=weights.to(self.device) if cfg.balance == "loss" else None, label_smoothing=cfg.label_smoothing
-        )
+        self.val_shard = self._eval_set("val", world.shard) if world.distributed else self.val_set
+        weights = class_weights(train_labels, dataset.classes)
+        loss_w = weights.to(self.device) if cfg.balance == "loss" else None
+        self.criterion = nn.CrossEntropyLoss(weight=loss_w, label_smoothing=cfg.label_smoothing)
+        # MixUp pairs each image with its mirror in the batch and mixes the (smoothed) one-hot targets with it;
+        # torch's cross-entropy takes those soft targets with the class weights (but averages over the batch, where
+        # on hard targets it divides by the sum of the targets' weights: the same loss scaled by their mean weight).
+        self.mixup = None
+        if cfg.mixup > 0:
+            smoothing, classes = cfg.label_smoothing, len(dataset.classes)
+            self.mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=0.0, label_smoothing=smoothing, num_classes=classes)
+        self.soft_criterion = nn.CrossEntropyLoss(weight=loss_w)
         self.sample_weights = weights[torch.as_tensor(train_labels)] if cfg.balance == "sampler" else None
         paths = dataset.relative_paths()
         self.split_record = {  # saved with every checkpoint: built once, not per save
@@ -234,8 +263,8 @@ class Trainer:
     def _selected(self) -> str:
         return "ema" if self.ema is not None else "raw"
 
-    def _eval_set(self, name: str) -> TensorImages:
-        idx = self.split[name]
+    def _eval_set(self, name: str, part: Callable[[list[int]], list[int]] = list) -> TensorImages:
+        idx = part(self.split[name])
         return TensorImages([self.dataset.images[i] for i in idx], [self.dataset.labels[i] for i in idx], self.spec)
 
     def _loader(self, dataset: TensorImages, train: bool, epoch: int = 0) -> DataLoader:
@@ -243,9 +272,13 @@ class Trainer:
         sampler = None
         if train and self.sample_weights is not None:
             sampler = WeightedRandomSampler(self.sample_weights, len(dataset), generator=generator)
+        elif train and self.world.distributed:  # a shuffle shared by all ranks, each taking its share of it
+            sampler = DistributedSampler(dataset, self.world.size, self.world.rank, seed=self.cfg.seed * 1000)
+            sampler.set_epoch(epoch)
+        batch_size = self.cfg.batch_size // self.world.size if train else self.cfg.batch_size
         return DataLoader(
             dataset,
-            batch_size=self.cfg.batch_size,
+            batch_size=batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,
             generator=generator,
@@ -268,13 +301,14 @@ class Trainer:
             "progress": progress.__dict__,
             "metrics": metrics or {},
             "split": self.split_record,
+            "world_size": self.world.size,
         }
 
     def fit(self, resume: bool = False) -> dict:
         """Run both phases (continuing from `last.*` when resuming), then test the best model."""
         self.out.mkdir(parents=True, exist_ok=True)
         progress = self._restore() if resume else Progress()
-        if not resume:  # candidates of an earlier run in this folder must not be scored with this one's
+        if not resume and self.world.main:  # candidates of an earlier run in this folder must not be scored
             shutil.rmtree(self.out / CANDIDATES, ignore_errors=True)
         for phase in self.phases:
             if phase.number < progress.phase or phase.epochs == 0:
@@ -291,9 +325,17 @@ class Trainer:
     def _run_phase(self, phase: Phase, progress: Progress, resumed: bool) -> None:
         trainable, total = _set_trainable(self.model, phase.freeze_backbone)
         self.reporter.phase_start(phase.number, phase.epochs, trainable, total)
+        # DDP hooks the parameters that train when it wraps the model, so each phase wraps it anew.
+        self.forward = DistributedDataParallel(self.model) if self.world.distributed else self.model
         optimizer = self._optimizer(phase)
+        steps_per_epoch = len(self._loader(self.train_set, train=True))
+        scheduler = lr_schedule(optimizer, phase, steps_per_epoch)
         if resumed:
             load_optimizer(self.out / "last.optim.safetensors", optimizer)
+            with warnings.catch_warnings():  # replayed without optimizer steps, which torch warns of
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+                for _ in range(progress.epoch * steps_per_epoch):
+                    scheduler.step()  # the schedule is a function of the step: replayed, not saved
         scaler = torch.amp.GradScaler(enabled=self.device.type == "cuda")
         while progress.epoch < phase.epochs and progress.bad_epochs < self.cfg.patience:
             epoch = progress.epoch
@@ -301,7 +343,7 @@ class Trainer:
             loader = self._loader(self.train_set, train=True, epoch=self.train_set.epoch)
             self.reporter.epoch_start(phase.number, epoch + 1, len(loader))
             started = time.perf_counter()
-            loss = self._train_epoch(phase, loader, optimizer, scaler, epoch)
+            loss = mean_over_ranks(self.world, *self._train_epoch(phase, loader, optimizer, scheduler, scaler, epoch))
             progress.epoch += 1
             record = {"phase": phase.number, "epoch": progress.epoch, "train_loss": loss}
             scores = self._validate()
@@ -319,25 +361,31 @@ class Trainer:
             for name, model in self._tracked().items():
                 if scores[name]["macro_f1"] > progress.candidate_f1.get(name, -1.0):
                     progress.candidate_f1[name] = scores[name]["macro_f1"]
-                    save_checkpoint(
-                        self.out / CANDIDATES / f"{name}-best", model, self._meta(progress, {"val": scores[name]})
-                    )
-            save_checkpoint(self.out / "last", self.model, self._meta(progress))
+                    self._save(CANDIDATES + f"/{name}-best", model, self._meta(progress, {"val": scores[name]}))
+            self._save("last", self.model, self._meta(progress))
             if self.ema is not None:
-                save_checkpoint(self.out / "last-ema", self.ema, self._meta(progress))
-            save_optimizer(self.out / "last.optim.safetensors", optimizer)
+                self._save("last-ema", self.ema, self._meta(progress))
+            if self.world.main:
+                save_optimizer(self.out / "last.optim.safetensors", optimizer)
             self.reporter.epoch_end(record)
         if progress.bad_epochs >= self.cfg.patience:
             log.info(
                 "phase %d stopped early: no better validation macro-F1 for %d epochs", phase.number, self.cfg.patience
             )
 
+    def _save(self, name: str, model: nn.Module, meta: dict) -> None:
+        """A checkpoint in the run folder, written by the main process only."""
+        if self.world.main:
+            save_checkpoint(self.out / name, model, meta)
+
     def _validate(self) -> dict[str, dict]:
-        """The validation report of every tracked model."""
-        loader = self._loader(self.val_set, train=False)
+        """The validation report of every tracked model; under torchrun each rank predicts its share of the
+        split and all ranks score the gathered whole, so they take the same early-stopping decisions."""
+        loader = self._loader(self.val_shard, train=False)
         scores = {}
         for name, model in self._tracked().items():
             logits, labels = _predict(model, loader, self.device)
+            logits, labels = gather_rows(self.world, logits), gather_rows(self.world, labels)
             scores[name] = classification_report(labels, softmax(logits), self.dataset.classes)
         return scores
 
@@ -346,42 +394,44 @@ class Trainer:
         phase: Phase,
         loader: DataLoader,
         optimizer: torch.optim.Optimizer,
+        scheduler: LRScheduler,
         scaler: torch.amp.GradScaler,
         epoch: int,
-    ) -> float:
+    ) -> tuple[float, int]:
+        """One pass over this rank's share of the training set: its mean loss and the number of images."""
         self.model.train()
         if self.pretrained:
             freeze_batchnorm_statistics(self.model.backbone)
-        rng = np.random.default_rng((self.cfg.seed, phase.number, epoch))
+        # timm's Mixup draws from numpy's global generator: seeded per epoch (and rank) for reproducible runs
+        np.random.seed((self.cfg.seed, phase.number, epoch, self.world.rank))
         total, count = 0.0, 0
-        for step, (images, targets) in enumerate(loader):
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(phase, epoch * len(loader) + step, len(loader))
+        for images, targets in loader:
             images = images.to(self.device).contiguous(memory_format=torch.channels_last)
             targets = targets.to(self.device)
             with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-                loss = self._loss(images, targets, rng)
+                loss = self._loss(images, targets)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            scheduler.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             total += loss.item() * len(targets)
             count += len(targets)
             self.reporter.step(loss.item())
-        return total / max(count, 1)
+        return total / max(count, 1), count
 
-    def _loss(self, images: torch.Tensor, targets: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        if self.cfg.mixup <= 0:
-            logits = self.model(images)
+    def _loss(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.mixup is None:
+            logits = self.forward(images)
             loss = self.criterion(logits, targets)
         else:
-            lam = float(rng.beta(self.cfg.mixup, self.cfg.mixup))
-            perm = torch.randperm(len(targets), device=images.device)
-            images = lam * images + (1 - lam) * images[perm]
-            logits = self.model(images)
-            loss = lam * self.criterion(logits, targets) + (1 - lam) * self.criterion(logits, targets[perm])
+            if len(images) % 2:  # MixUp pairs the batch with its mirror: an odd last image sits this step out
+                images, targets = images[:-1], targets[:-1]
+            images, soft_targets = self.mixup(images, targets)
+            logits = self.forward(images)
+            loss = self.soft_criterion(logits, soft_targets)
         if self.teacher is None:
             return loss
         with torch.no_grad():
@@ -402,6 +452,12 @@ class Trainer:
         return progress
 
     def _finish(self, progress: Progress) -> dict:
+        """The main process scores the candidates and writes the run's files; the others wait and return {}."""
+        test = self._write_run(progress) if self.world.main else {}
+        barrier(self.world)
+        return test
+
+    def _write_run(self, progress: Progress) -> dict:
         from sperm_edge.model.checkpoint import load_checkpoint
 
         for name, model in self._tracked().items():

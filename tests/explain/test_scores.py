@@ -65,3 +65,29 @@ def test_centre_prior_peaks_at_the_centre() -> None:
     prior = centre_prior((41, 31), 0.1)
     assert np.unravel_index(int(prior.argmax()), prior.shape) == (20, 15) and prior.max() == 1.0
     assert centre_prior((41, 31), 0.3)[0, 0] > prior[0, 0]
+
+
+def reference_mean_ci(values: list[float]) -> dict:
+    """The former interval: mean +- 1.96 standard errors."""
+    arr = np.asarray(values, dtype=np.float64)
+    half = 1.96 * arr.std(ddof=1) / np.sqrt(arr.size) if arr.size > 1 else 0.0
+    return {
+        "mean": round(float(arr.mean()), 4),
+        "ci95": [round(float(arr.mean() - half), 4), round(float(arr.mean() + half), 4)],
+        "n": int(arr.size),
+    }
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_mean_ci_equals_the_former_interval(seed: int) -> None:
+    from sperm_edge.explain.scores import mean_ci
+
+    rng = np.random.default_rng(seed)
+    values = rng.random(int(rng.integers(1, 400))).tolist()
+    if seed == 0:
+        values = [0.5] * 7  # no spread: a point interval
+    new, old = mean_ci(values), reference_mean_ci(values)
+    assert new["mean"] == old["mean"] and new["n"] == old["n"]
+    # scipy's quantile is 1.959964, not 1.96: the bounds agree to the 4th decimal they are rounded to
+    assert new["ci95"] == pytest.approx(old["ci95"], abs=1.5e-4)
+    assert mean_ci([]) == {"mean": None, "ci95": None, "n": 0}
