@@ -36,8 +36,8 @@ def fold_predictions(fold: Path) -> tuple[np.ndarray, np.ndarray, float, list[st
     """Test-fold logits, labels, temperature, class names and normal class of one fold's kept model."""
     ckpt = load_checkpoint(fold)
     dataset, _ = images_to_score(ckpt, None, "test")
-    logits = predict_logits(ckpt.build_model(), dataset.images, ckpt.preprocess)
-    return logits, np.asarray(dataset.labels), ckpt.temperature, ckpt.classes, ckpt.meta["normal_class"]
+    logits = predict_logits(ckpt.build_model(), dataset.images, ckpt.card.preprocess)
+    return logits, np.asarray(dataset.labels), ckpt.card.temperature, ckpt.card.classes, ckpt.meta["normal_class"]
 
 
 def binary_ece(probs: np.ndarray, labels: np.ndarray, normal: int) -> float:

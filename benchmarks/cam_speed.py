@@ -54,7 +54,7 @@ def latency(bundle, precision: str, work: Path, rounds: int, iters: int, threads
     """Median ms per call, with and without the extra outputs, at batch 1 and 8, in alternating rounds."""
     model = bundle.onnx_path(precision)
     plain = _logits_only(model, work / f"{bundle.path.name}.{precision}.logits.onnx")
-    size = bundle.preprocess.img_size
+    size = bundle.card.preprocess.img_size
     rows = []
     with OrtBackend(model, precision=precision, threads=threads) as full, \
             OrtBackend(plain, precision=precision, threads=threads) as bare:  # fmt: skip

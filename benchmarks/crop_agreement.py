@@ -71,27 +71,27 @@ def variants(image: np.ndarray, sprite: Sprite, glass: np.ndarray, rng: np.rando
 def style_of(bundle: Bundle) -> str:
     """The real-field style whose sperm classes the bundle's classes hold."""
     for name, style in REAL_STYLES.items():
-        if set(style.classes) <= set(bundle.classes):
+        if set(style.classes) <= set(bundle.card.classes):
             return name
-    raise SpermEdgeError(f"the bundle's classes {bundle.classes} are neither HuSHeM's nor SMIDS's")
+    raise SpermEdgeError(f"the bundle's classes {bundle.card.classes} are neither HuSHeM's nor SMIDS's")
 
 
 def measure(path: Path, seed: int, threads: int | None) -> list[dict]:
     bundle = load_bundle(path)
     style = REAL_STYLES[style_of(bundle)]
-    val = split_images(read_meta(bundle.checkpoint_stem()), "val", bundle.classes)
+    val = split_images(read_meta(bundle.checkpoint_stem()), "val", bundle.card.classes)
     kept = [
         (image, label, sprite)
         for image, label, rel in zip(val.images, val.labels, val.paths, strict=True)
-        if bundle.classes[label] in style.classes
-        and (sprite := make_sprite(image, bundle.classes[label], rel, False, style.head_width)) is not None
+        if bundle.card.classes[label] in style.classes
+        and (sprite := make_sprite(image, bundle.card.classes[label], rel, False, style.head_width)) is not None
     ]
     if not kept:
         raise SpermEdgeError(f"the bench finds a head in none of the validation crops of {path}")
     glass = np.median(np.array([s.background for _, _, s in kept]), axis=0).astype(np.float32)
     rng = np.random.default_rng(seed)
     changed = [variants(image, sprite, glass, rng) for image, _, sprite in kept]
-    crops = preprocess_batch([image for image, _, _ in kept], bundle.preprocess)
+    crops = preprocess_batch([image for image, _, _ in kept], bundle.card.preprocess)
     labels = np.asarray([label for _, label, _ in kept])
     rows = []
     for tta in (False, True):
@@ -99,7 +99,7 @@ def measure(path: Path, seed: int, threads: int | None) -> list[dict]:
             plain = predict(engine, crops).argmax(1)
             agreement = {
                 name: round(float(np.mean(plain == predict(engine, preprocess_batch(
-                    [c[name] for c in changed], bundle.preprocess)).argmax(1))), 4)
+                    [c[name] for c in changed], bundle.card.preprocess)).argmax(1))), 4)
                 for name in VARIANTS
             }  # fmt: skip
         rows.append({"bundle": str(path), "style": style.name, "n": len(labels),

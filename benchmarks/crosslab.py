@@ -85,7 +85,8 @@ class Model:
         self.run = run
         self.ckpt = load_checkpoint(run)
         self.model = self.ckpt.build_model()
-        self.classes, self.spec, self.temperature = self.ckpt.classes, self.ckpt.preprocess, self.ckpt.temperature
+        card = self.ckpt.card
+        self.classes, self.spec, self.temperature = card.classes, card.preprocess, card.temperature
         self.normal = self.ckpt.meta["normal_class"]
 
     def maps(self, images: list[np.ndarray], stages: int = 0, batch: int = 32):

@@ -118,7 +118,7 @@ def measure(bundle_path: Path, data: Path) -> dict:
     if model is None:
         raise SpermEdgeError(f"bundle {bundle_path} has no drift model: export it again with this version")
     meta = json.loads(bundle.file(bundle.manifest["checkpoint"]["meta"]).read_text())
-    classes, spec, lab = bundle.classes, bundle.preprocess, lab_of(meta)
+    classes, spec, lab = bundle.card.classes, bundle.card.preprocess, lab_of(meta)
     session = new_session(bundle.onnx_path("fp32"))
 
     def outputs(images: list) -> dict:

@@ -60,15 +60,15 @@ ROAD_PERCENTILES = (20, 50, 80)
 
 def _engine_maps(bundle, images: list[np.ndarray], batch: int = 16) -> list:
     """The engine's explanation (predicted class) of every image, and its feature grid side."""
-    size, layer = bundle.preprocess.img_size, bundle.manifest["explain"]["layer"]
+    size, layer = bundle.card.preprocess.img_size, bundle.manifest["explain"]["layer"]
     out = []
     with open_backend(bundle, "ort-cpu", "fp32") as engine:
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch]
-            result = engine.infer(preprocess_batch(chunk, bundle.preprocess))
+            result = engine.infer(preprocess_batch(chunk, bundle.card.preprocess))
             probs = softmax(result.logits)
             for rgb, cam, p in zip(chunk, result.cam, probs, strict=True):
-                out.append(engine_explanation(rgb, cam, p, bundle.classes, size, layer))
+                out.append(engine_explanation(rgb, cam, p, bundle.card.classes, size, layer))
     return out
 
 
@@ -144,10 +144,10 @@ def _road(bundle, images, exps, indices: list[int], grid: int, rng: np.random.Ge
 
     model = load_checkpoint(bundle.checkpoint_stem()).build_model().eval()
     metric = ROADCombined(percentiles=list(ROAD_PERCENTILES))
-    size = bundle.preprocess.img_size
+    size = bundle.card.preprocess.img_size
     scores: dict[str, list[float]] = {"gradcam": [], "random": []}
     for i in indices:
-        x = torch.from_numpy(preprocess_batch([images[i]], bundle.preprocess))
+        x = torch.from_numpy(preprocess_batch([images[i]], bundle.card.preprocess))
         targets = [ClassifierOutputSoftmaxTarget(exps[i].target)]
         maps = {"gradcam": exps[i].input_cam[None], "random": random_map((size, size), rng, grid)[None]}
         for name, cam in maps.items():
@@ -185,13 +185,13 @@ def evaluate(name: str, bundle_path: Path, road_limit: int | None, seed: int, ou
     if not (bundle.manifest.get("explain") or {}).get("engine"):
         raise SystemExit(f"{bundle_path}: its models have no cam output")
     meta = json.loads(bundle.checkpoint_stem().with_suffix(".json").read_text())
-    test, val = split_images(meta, "test", bundle.classes), split_images(meta, "val", bundle.classes)
+    test, val = split_images(meta, "test", bundle.card.classes), split_images(meta, "val", bundle.card.classes)
     start = time.perf_counter()
     exps = _engine_maps(bundle, test.images)
     engine_s = time.perf_counter() - start
-    grid = int(max(1, bundle.preprocess.img_size // 32))
-    masks = _masks(test.images, test.labels, bundle.classes)
-    sigma, sigma_scores = _choose_sigma(val.images, _masks(val.images, val.labels, bundle.classes))
+    grid = int(max(1, bundle.card.preprocess.img_size // 32))
+    masks = _masks(test.images, test.labels, bundle.card.classes)
+    sigma, sigma_scores = _choose_sigma(val.images, _masks(val.images, val.labels, bundle.card.classes))
     matched = round(float(np.mean([_spread(e.cam) for e in _engine_maps(bundle, val.images)])), 4)
     rng = np.random.default_rng(seed)
     result = {
@@ -221,7 +221,7 @@ def evaluate(name: str, bundle_path: Path, road_limit: int | None, seed: int, ou
         "seconds": round(time.perf_counter() - start, 1),
     }
     atomic_write_bytes(
-        out / f"grid_{name}.png", encode_png(_grid(test.images, test.labels, exps, masks, bundle.classes))
+        out / f"grid_{name}.png", encode_png(_grid(test.images, test.labels, exps, masks, bundle.card.classes))
     )
     return result
 

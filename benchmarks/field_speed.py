@@ -283,7 +283,7 @@ def measure(args: argparse.Namespace, seeds: list[int], bundles: dict[str, Bundl
     record.write(args.out / f"{name}.json", rows, settings, render, targets=TARGETS, summary=summary,
                  selected=select(summary) if args.select else None,
                  bundles={k: str(v.path) for k, v in bundles.items()},
-                 img_sizes={k: v.preprocess.img_size for k, v in bundles.items()})  # fmt: skip
+                 img_sizes={k: v.card.preprocess.img_size for k, v in bundles.items()})  # fmt: skip
     partial.unlink(missing_ok=True)
     if not args.select and args.name is None and args.out.resolve() == RESULTS.resolve():
         result = json.loads((args.out / f"{name}.json").read_text())

@@ -46,7 +46,7 @@ def measure_run(run: Path, calib_count: int, work: Path) -> list[dict]:
     from sperm_edge.model.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(run)
-    classes, spec = ckpt.classes, ckpt.preprocess
+    classes, spec = ckpt.card.classes, ckpt.card.preprocess
     sets = {part: split_images(ckpt.meta, part, classes) for part in ("val", "test")}
     calib = split_images(ckpt.meta, "train", classes).sample(calib_count)
     fp32 = work / f"{run.name}.onnx"
@@ -60,7 +60,7 @@ def measure_run(run: Path, calib_count: int, work: Path) -> list[dict]:
         config = Int8Config(keep_float=patterns)
         result = quantize_int8(prepared, work / f"{run.name}.{name}.onnx", calib.images, spec, "int8", config)
         session = new_session(result.path)
-        row = {"run": str(run), "arch": ckpt.arch, "candidate": name, "keep_float": list(patterns)}
+        row = {"run": str(run), "arch": ckpt.card.arch, "candidate": name, "keep_float": list(patterns)}
         for part, images in sets.items():
             figures = score("int8", ort_logits(session, images.images, spec), images.labels, classes, reference[part])
             row[part] = {

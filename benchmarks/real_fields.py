@@ -80,9 +80,9 @@ def crop_classes(bundle: Bundle, data: Path, sources: list[str], threads: int | 
     with open_backend(bundle, "ort-cpu", "fp32", threads, tta=tta) as engine:
         for i in range(0, len(sources), 32):
             chunk = sources[i : i + 32]
-            batch = preprocess_batch([decode_image(data / s) for s in chunk], bundle.preprocess)
+            batch = preprocess_batch([decode_image(data / s) for s in chunk], bundle.card.preprocess)
             labels = engine.infer(batch).logits.argmax(axis=1)
-            out.update({s: bundle.classes[int(k)] for s, k in zip(chunk, labels, strict=True)})
+            out.update({s: bundle.card.classes[int(k)] for s, k in zip(chunk, labels, strict=True)})
     return out
 
 
@@ -100,8 +100,8 @@ def score_clip(events: list[dict], truth: dict, bundle: Bundle, originals: dict[
         on_cell += 1
         agree += int(event["class"] == originals[truth["cells"][str(cell["id"])]["source"]])
     not_debris = score["events"] - score["debris_rejected"] - score["rejected_off_cells"] - debris_as_heads
-    normal = bundle.normal_class
-    summary = sample_summary(events, bundle.classes, normal)
+    normal = bundle.card.normal_class
+    summary = sample_summary(events, bundle.card.classes, normal)
     countable = sorted({c["id"] for cells in frames.values() for c in cells if not c["partial"] and not c["debris"]})
     labels = [truth["cells"][str(i)]["class"] for i in countable]
     predicted = [originals[truth["cells"][str(i)]["source"]] for i in countable]
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_before": [round(v, 2) for v in load_before],
         "loadavg_after": [round(v, 2) for v in os.getloadavg()],
         "bundles": {k: str(v.path) for k, v in bundles.items()},
-        "crop_scale": {k: (v.framing or {}).get("crop_scale") for k, v in bundles.items()},
+        "crop_scale": {k: (v.card.framing or {}).get("crop_scale") for k, v in bundles.items()},
         "set_aside_threshold": {
             k: round(m.set_aside_threshold, 4) if (m := v.drift_model()) else None for k, v in bundles.items()
         },  # fmt: skip

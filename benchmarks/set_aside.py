@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 def sightings(bundle: Bundle, data: Path, style: str, seeds: list[int], step: int, cells: int, frames: int) -> list:
     """(kind, cell key, drift score) of each cell the localiser finds on every `step`-th frame of the clips."""
     model = bundle.drift_model()
-    cfg = LocalizerConfig.framed(bundle.framing)
+    cfg = LocalizerConfig.framed(bundle.card.framing)
     out = []
     with open_backend(bundle, "ort-cpu", "fp32") as engine:
         for seed in seeds:
@@ -51,7 +51,9 @@ def sightings(bundle: Bundle, data: Path, style: str, seeds: list[int], step: in
                 found = find_cells(image, cfg)
                 if not found:
                     continue
-                features = engine.infer(preprocess_batch([crop(image, d.crop_box) for d in found], bundle.preprocess))
+                features = engine.infer(
+                    preprocess_batch([crop(image, d.crop_box) for d in found], bundle.card.preprocess)
+                )
                 for det, score in zip(found, model.score(features.features), strict=True):
                     cell = match_box(det.head_box, truth["cells"])
                     if cell is None:

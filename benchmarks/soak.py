@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         bundle = _bundle(args, work)
-        size = bundle.preprocess.img_size
+        size = bundle.card.preprocess.img_size
         plan = [("crop", make_crop_clip(work / "crops.avi", size), args.crop_frames),
                 ("field", make_field_clip(work / "field.mp4", (width, height)), args.field_frames)]  # fmt: skip
         runs = []
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python benchmarks/soak.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "loadavg_start_end": [load_start, Path("/proc/loadavg").read_text().strip()],
-            "bundle": {"path": str(bundle.path), "arch": bundle.arch, "img_size": size},
+            "bundle": {"path": str(bundle.path), "arch": bundle.card.arch, "img_size": size},
             "python": platform.python_version(),
             "torch_loaded": "torch" in sys.modules,
             "machine": machine_facts(threads),

@@ -31,9 +31,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from sperm_edge.card import ModelCard
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import sha256_file
-from sperm_edge.preprocess import PreprocessSpec
 
 FORMAT = "sperm-edge-bundle"
 SCHEMA_VERSION = 1
@@ -53,34 +53,9 @@ class Bundle:
     manifest: dict
 
     @property
-    def arch(self) -> str:
-        return self.manifest["arch"]
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.manifest["classes"])
-
-    @property
-    def abnormal_classes(self) -> list[str]:
-        return list(self.manifest.get("abnormal_classes", []))
-
-    @property
-    def normal_class(self) -> str | None:
-        return self.manifest.get("normal_class")
-
-    @property
-    def framing(self) -> dict | None:
-        """How the training crops frame a head (`export.framing`), if the export measured it."""
-        return self.manifest.get("framing")
-
-    @property
-    def preprocess(self) -> PreprocessSpec:
-        return PreprocessSpec.from_dict(self.manifest["preprocess"])
-
-    @property
-    def temperature(self) -> float:
-        """Temperature scaling every backend's logits get before the softmax (1.0: none recorded)."""
-        return float(self.manifest.get("temperature", 1.0))
+    def card(self) -> ModelCard:
+        """Architecture, classes, preprocessing, temperature and crop framing, as the manifest records them."""
+        return ModelCard.from_record(self.manifest, f"bundle {self.path}")
 
     def drift_model(self):
         """The drift warning's model (`sperm_edge.drift.DriftModel`), or None for a bundle without one."""

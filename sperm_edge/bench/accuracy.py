@@ -53,7 +53,7 @@ def load_eval_set(data: str | Path, bundle: Bundle, split: str = "all") -> EvalS
     """Decode and preprocess a class folder for `bundle`; `split` keeps only the images of that training split."""
     if split not in SPLITS:
         raise SpermEdgeError(f"unknown split {split!r}; choose from: {', '.join(SPLITS)}")
-    folder = load_image_folder(data, classes=bundle.classes)
+    folder = load_image_folder(data, classes=bundle.card.classes)
     indices = list(range(len(folder)))
     if split != "all":
         members = _split_members(bundle, split)
@@ -62,9 +62,9 @@ def load_eval_set(data: str | Path, bundle: Bundle, split: str = "all") -> EvalS
         if not indices:
             raise SpermEdgeError(f"none of the {split} images recorded in the bundle's checkpoint is in {data}")
     folder = folder.subset(indices)
-    inputs = preprocess_batch(folder.images, bundle.preprocess)
+    inputs = preprocess_batch(folder.images, bundle.card.preprocess)
     log.info("accuracy set: %d images of %s (%s split)", len(folder), data, split)
-    return EvalSet(inputs, np.asarray(folder.labels, dtype=np.int64), list(bundle.classes), Path(data), split)
+    return EvalSet(inputs, np.asarray(folder.labels, dtype=np.int64), list(bundle.card.classes), Path(data), split)
 
 
 def predict(runner: object, inputs: np.ndarray, batch: int = 32) -> np.ndarray:

@@ -84,7 +84,7 @@ def _child(spec: dict) -> dict:
         import onnxruntime  # noqa: F401
     bundle = load_bundle(spec["bundle"], verify=False)
     baseline = _peak_rss_mb()
-    size = bundle.preprocess.img_size
+    size = bundle.card.preprocess.img_size
     batch = np.random.default_rng(0).standard_normal((spec["batch"], 3, size, size), dtype=np.float32)
     with open_runner(bundle, variant, spec["threads"]) as runner:
         for _ in range(spec["calls"]):

@@ -147,7 +147,7 @@ def run_benchmark(cfg: BenchConfig, on_step: StepCallback | None = None) -> Benc
     backends = list(dict.fromkeys([REFERENCE[0], *cfg.backends]))
     planned = plan_variants(bundle, backends)
     eval_set = load_eval_set(cfg.data, bundle, cfg.split) if cfg.data else None
-    size = bundle.preprocess.img_size
+    size = bundle.card.preprocess.img_size
     scores: dict[str, dict] = {}
     devices: dict[str, str] = {}
     with ExitStack() as stack:
@@ -177,7 +177,12 @@ def run_benchmark(cfg: BenchConfig, on_step: StepCallback | None = None) -> Benc
     stream = _stream(bundle, cfg, threads, on_step) if cfg.stream is not None else None
     machine = machine_facts(threads)
     machine["load_average"] = {"before": load_before, "after": load_average()}
-    machine["bundle"] = {"path": str(bundle.path), "arch": bundle.arch, "img_size": size, "classes": bundle.classes}
+    machine["bundle"] = {
+        "path": str(bundle.path),
+        "arch": bundle.card.arch,
+        "img_size": size,
+        "classes": bundle.card.classes,
+    }
     machine["settings"] = {
         "batches": list(timing.batches),
         "iters": timing.iters,

@@ -50,7 +50,7 @@ def _style_for(bundle: Bundle) -> str:
     from sperm_edge.data.synthetic import STYLES
 
     for name, style in STYLES.items():
-        if list(style.classes) == bundle.classes:
+        if list(style.classes) == bundle.card.classes:
             return name
     return "hushem"
 

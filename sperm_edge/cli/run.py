@@ -223,7 +223,7 @@ def _start_view(ctx: typer.Context, binding, fps: float, out: Path, loaded, info
     from sperm_edge.view import LiveView, announce
 
     host, port, token, generated = binding
-    page = LiveView(out, loaded.classes, loaded.normal_class, host, port, token, fps, info)
+    page = LiveView(out, loaded.card.classes, loaded.card.normal_class, host, port, token, fps, info)
     page.__enter__()
     ctx.call_on_close(page.__exit__)
     console.print(f"live view: [bold]{announce(page.url, token, generated, out)}[/]", soft_wrap=True, highlight=False)
@@ -370,14 +370,16 @@ def _engine_explanation(loaded, rgb, target: str | None, threads: int | None, vi
     if not section.get("engine"):
         why = section.get("reason", "its models have no cam output (exported before it existed)")
         raise SpermEdgeError(f"bundle {loaded.path} cannot explain in the engine: {why}; use --torch")
-    index = _class_index(loaded.classes, target)
+    index = _class_index(loaded.card.classes, target)
     with open_backend(loaded, "ort-cpu", "fp32", threads) as engine:
         start = time.perf_counter()
-        outputs = engine.infer(np.ascontiguousarray(dihedral_view(preprocess_batch([rgb], loaded.preprocess), view)))
-    probs = calibrated_probs(outputs.logits, loaded.temperature)[0]  # as the runtime reports them
+        outputs = engine.infer(
+            np.ascontiguousarray(dihedral_view(preprocess_batch([rgb], loaded.card.preprocess), view))
+        )
+    probs = calibrated_probs(outputs.logits, loaded.card.temperature)[0]  # as the runtime reports them
     cam = undo_dihedral_view(outputs.cam[0], view)
     explanation = engine_explanation(
-        rgb, cam, probs, loaded.classes, loaded.preprocess.img_size, section.get("layer", ""), index
+        rgb, cam, probs, loaded.card.classes, loaded.card.preprocess.img_size, section.get("layer", ""), index
     )
     explanation.latency_ms = (time.perf_counter() - start) * 1000.0  # preprocessing, network and maps
     return explanation

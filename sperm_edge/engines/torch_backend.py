@@ -52,7 +52,7 @@ class TorchBackend(Backend):
             torch.set_num_threads(self.threads)
         checkpoint = load_checkpoint(self.checkpoint_stem)
         self._device = pick_device(self.device_name)
-        size = checkpoint.preprocess.img_size
+        size = checkpoint.card.preprocess.img_size
         try:
             model = checkpoint.build_model().eval()
         except RuntimeError as err:
@@ -62,7 +62,7 @@ class TorchBackend(Backend):
         else:
             self.output_names = ("logits",)
         self._model = model.to(self._device).to(memory_format=torch.channels_last)
-        log.info("torch: %s on %s", checkpoint.arch, self._device)
+        log.info("torch: %s on %s", checkpoint.card.arch, self._device)
         return InputSpec("input", (-1, 3, size, size), "float32")
 
     def _deactivate_impl(self) -> None:

@@ -94,7 +94,7 @@ class GradCamExplainer:
             log.info("PyTorch intra-op threads: %d -> %d (process-wide)", torch.get_num_threads(), self.threads)
             torch.set_num_threads(self.threads)
         checkpoint = load_checkpoint(self.checkpoint_stem)
-        self.classes, self.spec = checkpoint.classes, checkpoint.preprocess
+        self.classes, self.spec = checkpoint.card.classes, checkpoint.card.preprocess
         model = checkpoint.build_model()
         for param in model.parameters():
             param.requires_grad_(False)

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sperm_edge.bundle import FORMAT, MANIFEST, SCHEMA_VERSION, describe_file
-from sperm_edge.data.presets import abnormal_classes
+from sperm_edge.card import ModelCard
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import atomic_write_json
 
@@ -26,17 +26,10 @@ class BundleWriter:
 
     def __init__(self, folder: str | Path, meta: dict) -> None:
         self.folder = Path(folder)
-        classes = list(meta["classes"])
-        normal = meta.get("normal_class")
         self.manifest: dict = {
             "format": FORMAT,
             "schema_version": SCHEMA_VERSION,
-            "arch": meta["arch"],
-            "classes": classes,
-            "normal_class": normal,
-            "abnormal_classes": list(meta.get("abnormal_classes") or abnormal_classes(classes, normal)),
-            "preprocess": dict(meta["preprocess"]),
-            "temperature": float(meta.get("temperature", 1.0)),  # fitted on the validation split at training
+            **ModelCard.from_record(meta, "checkpoint metadata").to_record(),
             "files": {},
             "models": {},
             "engines": [],

@@ -124,16 +124,18 @@ def export_bundle(
     reporter.step("loading checkpoint and images")
     ckpt = load_checkpoint(stem)
     if options.keep_float is None:
-        options = replace(options, keep_float=get_entry(ckpt.arch).int8_keep_float if options.int8 else ())
-    held_out = _held_out(ckpt.meta, ckpt.classes, options)
-    gate_set = _gate_images(ckpt.meta, ckpt.classes, options)
-    calib = _calibration(ckpt.meta, ckpt.classes, options)
+        options = replace(options, keep_float=get_entry(ckpt.card.arch).int8_keep_float if options.int8 else ())
+    held_out = _held_out(ckpt.meta, ckpt.card.classes, options)
+    gate_set = _gate_images(ckpt.meta, ckpt.card.classes, options)
+    calib = _calibration(ckpt.meta, ckpt.card.classes, options)
     real = held_out if held_out is not None else calib
-    parity_set = real.sample(options.parity_count, options.seed) if real else _noise_images(ckpt.preprocess.img_size)
+    parity_set = (
+        real.sample(options.parity_count, options.seed) if real else _noise_images(ckpt.card.preprocess.img_size)
+    )
     try:
         model = ckpt.build_model()
     except (RuntimeError, KeyError) as err:
-        raise SpermEdgeError(f"checkpoint {stem} does not fit its architecture {ckpt.arch}: {err}") from err
+        raise SpermEdgeError(f"checkpoint {stem} does not fit its architecture {ckpt.card.arch}: {err}") from err
 
     with (
         atomic_dir(out, force=options.force) as folder,
@@ -141,10 +143,10 @@ def export_bundle(
     ):
         writer = BundleWriter(folder, ckpt.meta)
         writer.manifest["source"] = _stages.source_section(stem, ckpt.meta)
-        framing = _framing(ckpt.meta, ckpt.classes)
+        framing = _framing(ckpt.meta, ckpt.card.classes)
         if framing is not None:
             writer.manifest["framing"] = framing
-        stages = _stages.Stages(writer, Path(work), ckpt.preprocess, ckpt.classes, options, reporter)
+        stages = _stages.Stages(writer, Path(work), ckpt.card.preprocess, ckpt.card.classes, options, reporter)
         # the INT8 cam verdict ships or refuses a model: it is decided on validation images when there are any
         cam_set = gate_set.sample(options.parity_count, options.seed) if gate_set is not None else parity_set
         stages.fp32(model, parity_set, held_out, cam_set)

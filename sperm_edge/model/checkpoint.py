@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
+from sperm_edge.card import ModelCard
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import atomic_write_bytes, atomic_write_json, sha256_file
-from sperm_edge.preprocess import PreprocessSpec
 
 FORMAT = "sperm-edge-checkpoint"
 SCHEMA_VERSION = 1
@@ -32,27 +32,15 @@ class Checkpoint:
     weights_path: Path
 
     @property
-    def arch(self) -> str:
-        return self.meta["arch"]
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.meta["classes"])
-
-    @property
-    def preprocess(self) -> PreprocessSpec:
-        return PreprocessSpec.from_dict(self.meta["preprocess"])
-
-    @property
-    def temperature(self) -> float:
-        """Temperature-scaling T fitted on the validation split (1.0 for checkpoints from before it)."""
-        return float(self.meta.get("temperature", 1.0))
+    def card(self) -> ModelCard:
+        """Architecture, classes, preprocessing and temperature, as the metadata records them."""
+        return ModelCard.from_record(self.meta, f"checkpoint {self.weights_path.with_suffix('.json')}")
 
     def build_model(self) -> torch.nn.Module:
         """The architecture with these weights, in eval mode."""
         from sperm_edge.model import create_model
 
-        model = create_model(self.arch, num_classes=len(self.classes))
+        model = create_model(self.card.arch, num_classes=len(self.card.classes))
         model.load_state_dict(self.state_dict)
         return model.eval()
 

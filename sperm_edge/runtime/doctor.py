@@ -109,7 +109,7 @@ def bundle_report(bundle, machine: dict) -> dict:
                 "reason": reason or "",
             }
         )
-    report = {"path": str(bundle.path), "classes": bundle.classes, "engines": engines}
+    report = {"path": str(bundle.path), "classes": bundle.card.classes, "engines": engines}
     try:
         backend, precision, reason = auto_choice(bundle)
     except SpermEdgeError as err:

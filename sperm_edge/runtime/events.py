@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sperm_edge.errors import SpermEdgeError
@@ -24,6 +25,62 @@ log = logging.getLogger(__name__)
 EVENTS_FILE = "events.jsonl"
 SET_ASIDE_FILE = "set_aside.jsonl"  # cells not counted, with their `reason` (same lines as events.jsonl)
 RUN_HEADER = "run"  # the `type` of a log's first line
+
+
+@dataclass(frozen=True)
+class Event:
+    """One cell as events.jsonl records it (and set_aside.jsonl, with `counted` False): the schema of a line,
+    built only by the pipeline. Outputs add the files they wrote for a flagged cell (crop, frame, heatmap)."""
+
+    id: int  # the track's id: a cell counted once keeps it through its sightings
+    time: str  # wall-clock ISO 8601 of the sighting the event describes (UTC, milliseconds)
+    t: float  # seconds since the run started
+    frame: int
+    box: list[int]  # the head, x0 y0 x1 y1 in the frame
+    crop_box: list[int]  # what the network saw
+    label: str  # the class ("class" in JSON)
+    confidence: float
+    probs: dict[str, float]  # calibrated, per class
+    flag_reasons: list[str]  # why a person should look (empty: not flagged)
+    frames_seen: int
+    inferences: int  # sightings the network classified (`runtime.budget`)
+    first_frame: int
+    last_frame: int
+    stability: float  # share of sightings that agreed with the class
+    name: str = ""  # the image's file name (crop and folder sources)
+    camera: dict = field(default_factory=dict)  # camera_frame_id, camera_timestamp: as the camera numbered it
+    view: int | None = None  # the dihedral view the crop was classified in (field mode's rolling views)
+    drift_score: float | None = None
+    counted: bool = True  # False: set aside (unlike the training cells), not in the counts
+
+    def to_json(self) -> dict:
+        line = {
+            "id": self.id,
+            "time": self.time,
+            "t": round(self.t, 3),
+            "frame": self.frame,
+            "box": list(self.box),
+            "crop_box": list(self.crop_box),
+            "class": self.label,
+            "confidence": round(self.confidence, 5),
+            "probs": {c: round(float(p), 5) for c, p in self.probs.items()},
+            "flagged": bool(self.flag_reasons),
+            "flag_reasons": list(self.flag_reasons),
+            "track": self.id,
+            "frames_seen": self.frames_seen,
+            "inferences": self.inferences,
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
+            "stability": round(self.stability, 3),
+        }
+        if self.name:
+            line["name"] = self.name
+        line |= self.camera
+        if self.view is not None:
+            line["view"] = self.view
+        if self.drift_score is not None:
+            line["drift_score"] = self.drift_score
+        return line | ({} if self.counted else {"counted": False})
 
 
 class EventLog:

@@ -1,7 +1,7 @@
 """The stream: capture, cell finding, inference and output in separate threads joined by bounded queues.
 
     with open_backend(bundle) as backend, open_source(uri) as source, \\
-            Pipeline(source, backend, bundle.classes, bundle.preprocess, config, policy) as pipeline:
+            Pipeline(source, backend, bundle.card.classes, bundle.card.preprocess, config, policy) as pipeline:
         for result in pipeline:          # FrameResult, in frame order, on the calling (output) thread
             ...
 
@@ -38,6 +38,7 @@ from sperm_edge.errors import SpermEdgeError
 from sperm_edge.localize import CellFinder, Detection, LocalizerConfig, crop, find_cells, isolate, whole_frame
 from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
 from sperm_edge.runtime.budget import InferenceBudget
+from sperm_edge.runtime.events import Event
 from sperm_edge.runtime.flagging import FlagPolicy
 from sperm_edge.runtime.sources.base import Frame, VideoSource
 from sperm_edge.runtime.timing import STAGES, StageTimes
@@ -554,34 +555,28 @@ class Pipeline:
         if unlike:
             reasons.append(UNLIKE_TRAINING)
         det = obs.detection
-        event = {
-            "id": track_id,
-            "time": datetime.fromtimestamp(self._t0 + obs.time, timezone.utc).isoformat(timespec="milliseconds"),
-            "t": round(obs.time, 3),
-            "frame": obs.frame_index,
-            "box": list(det.head_box),
-            "crop_box": list(det.crop_box),
-            "class": self.classes[label],
-            "confidence": round(confidence, 5),
-            "probs": {c: round(float(p), 5) for c, p in zip(self.classes, probs, strict=True)},
-            "flagged": bool(reasons),
-            "flag_reasons": reasons,
-            "track": track_id,
-            "frames_seen": seen,
-            "inferences": inferences,  # sightings the network classified (`runtime.budget`)
-            "first_frame": first,
-            "last_frame": last,
-            "stability": round(stability, 3),
-        }
-        if obs.name:
-            event["name"] = obs.name
-        if obs.meta:
-            event.update(obs.meta)  # camera_frame_id, camera_timestamp: the sighting as the camera numbered it
-        if self.config.rolling_views and self.config.mode == "field":
-            event["view"] = obs.view  # `sperm-edge explain --event` shows the network the crop in this view again
-        if drift is not None:
-            event["drift_score"] = drift
-        if unlike:
-            event["counted"] = False
+        event = Event(
+            id=track_id,
+            time=datetime.fromtimestamp(self._t0 + obs.time, timezone.utc).isoformat(timespec="milliseconds"),
+            t=obs.time,
+            frame=obs.frame_index,
+            box=list(det.head_box),
+            crop_box=list(det.crop_box),
+            label=self.classes[label],
+            confidence=confidence,
+            probs=dict(zip(self.classes, probs.tolist(), strict=True)),
+            flag_reasons=reasons,
+            frames_seen=seen,
+            inferences=inferences,
+            first_frame=first,
+            last_frame=last,
+            stability=stability,
+            name=obs.name,
+            camera=dict(obs.meta or {}),
+            # `sperm-edge explain --event` shows the network the crop in this view again
+            view=obs.view if self.config.rolling_views and self.config.mode == "field" else None,
+            drift_score=drift,
+            counted=not unlike,
+        ).to_json()
         self.events += 1
         return CellEvent(event, obs.crop if reasons else None, obs.frame if reasons else None, obs.cam, obs.probs)

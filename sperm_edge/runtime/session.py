@@ -115,10 +115,10 @@ def pipeline_config(bundle: Bundle, options: SessionOptions) -> PipelineConfig:
         max_batch=options.batch,
         max_frames=options.max_frames,
         keep_frames=options.keep_frames,
-        temperature=bundle.temperature,
+        temperature=bundle.card.temperature,
         drift=drift,
         set_aside_above=gate if options.set_aside and drift is not None else None,
-        localizer=LocalizerConfig.framed(bundle.framing, options.crop_scale, options.crop_size, options.isolate),
+        localizer=LocalizerConfig.framed(bundle.card.framing, options.crop_scale, options.crop_size, options.isolate),
         find=options.find,
         rolling_views=options.rolling_views and not options.tta,
         budget=options.budget,
@@ -158,9 +158,9 @@ def run_header(bundle: Bundle, engine: Backend, source: str, options: SessionOpt
         "mode": options.mode,
         "bundle": str(bundle.path),
         "bundle_sha256": sha256_file(bundle.path / MANIFEST),
-        "arch": bundle.arch,
-        "classes": bundle.classes,
-        "normal_class": bundle.normal_class,
+        "arch": bundle.card.arch,
+        "classes": bundle.card.classes,
+        "normal_class": bundle.card.normal_class,
         "backend": engine.name,
         "precision": engine.precision,
     }
@@ -173,7 +173,7 @@ class Session:
         self.bundle, self.source_uri, self.out, self.options = bundle, source, out, options
         self.config = pipeline_config(bundle, options)
         self.policy = options.policy or FlagPolicy.for_classes(
-            bundle.abnormal_classes, options.min_confidence, options.min_stability
+            bundle.card.abnormal_classes, options.min_confidence, options.min_stability
         )
         self.report: dict | None = None
         self.stats: dict = {}
@@ -201,7 +201,12 @@ class Session:
             )  # fmt: skip
             self.outputs = self._stack.enter_context(outputs)
             pipeline = Pipeline(
-                self.source, self.engine, self.bundle.classes, self.bundle.preprocess, self.config, self.policy
+                self.source,
+                self.engine,
+                self.bundle.card.classes,
+                self.bundle.card.preprocess,
+                self.config,
+                self.policy,
             )
             self.pipeline = self._stack.enter_context(pipeline)
         except BaseException:
@@ -282,7 +287,7 @@ class Session:
         drift = run_drift(self.config.drift, events + aside)  # every cell scored, counted or not
         if drift is not None:
             info["drift"] = drift
-        return self.outputs.finish(self.bundle.classes, self.bundle.normal_class, info, events, aside)
+        return self.outputs.finish(self.bundle.card.classes, self.bundle.card.normal_class, info, events, aside)
 
 
 def explainers(bundle: Bundle, explain: str, engine_name: str, folder: Path, threads: int):
@@ -296,8 +301,8 @@ def explainers(bundle: Bundle, explain: str, engine_name: str, folder: Path, thr
         return None, None
     section = bundle.manifest.get("explain") or {}
     if section.get("engine"):
-        size, layer = bundle.preprocess.img_size, section.get("layer", "attention")
-        return EngineExplanations(folder, bundle.classes, size, layer, explain), None
+        size, layer = bundle.card.preprocess.img_size, section.get("layer", "attention")
+        return EngineExplanations(folder, bundle.card.classes, size, layer, explain), None
     from sperm_edge.explain.worker import ExplainWorker
 
     reason = section.get("reason", "the bundle's models have no cam output (exported before it existed)")
@@ -310,12 +315,12 @@ def _check_outputs(engine: Backend, bundle: Bundle) -> None:
     every count would go to the wrong class (a model swapped into a bundle, a manifest edited by hand)."""
     import numpy as np
 
-    size = bundle.preprocess.img_size
+    size = bundle.card.preprocess.img_size
     width = engine.infer(np.zeros((1, 3, size, size), np.float32)).logits.shape[-1]
-    if width != len(bundle.classes):
+    if width != len(bundle.card.classes):
         raise SpermEdgeError(
             f"bundle {bundle.path}: its model gives {width} class scores but the manifest names "
-            f"{len(bundle.classes)} classes ({', '.join(bundle.classes)}); re-export the bundle"
+            f"{len(bundle.card.classes)} classes ({', '.join(bundle.card.classes)}); re-export the bundle"
         )
 
 

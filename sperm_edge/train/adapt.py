@@ -152,7 +152,7 @@ def adapt(source: str | Path, data: str | Path, out: str | Path, cfg: AdaptConfi
     shots, rest = sample_shots(dataset, cfg.per_class, cfg.seed)
     model, temperature = adapt_model(ckpt, dataset, shots, cfg)
     cfg = replace(cfg, stages=adapted_stages(cfg, model.backbone))  # what the run's metadata records
-    test_set = TensorImages([dataset.images[i] for i in rest], [dataset.labels[i] for i in rest], ckpt.preprocess)
+    test_set = TensorImages([dataset.images[i] for i in rest], [dataset.labels[i] for i in rest], ckpt.card.preprocess)
     test = _score(model, test_set, dataset.classes)
     test["temperature"] = temperature
     _write_run(out, model, ckpt, stem, dataset, shots, rest, cfg, temperature, test)
@@ -171,8 +171,8 @@ def adapt_model(ckpt: Checkpoint, dataset: ImageFolder, shots: list[int], cfg: A
     torch.manual_seed(cfg.seed)
     top = _top(model, tail, len(dataset.classes))
     images, labels = [dataset.images[i] for i in shots], [dataset.labels[i] for i in shots]
-    plain = TensorImages(images, labels, ckpt.preprocess)
-    augmented = TensorImages(images, labels, ckpt.preprocess, AugmentConfig(), cfg.seed)
+    plain = TensorImages(images, labels, ckpt.card.preprocess)
+    augmented = TensorImages(images, labels, ckpt.card.preprocess, AugmentConfig(), cfg.seed)
     maps, labels = _features(front, plain, augmented, cfg.views)
     temperature = _cross_fitted_temperature(top, maps, labels, len(shots), cfg)
     fitted = _fit_top(top, maps, labels, cfg)
@@ -232,7 +232,7 @@ def _write_run(out, model, ckpt, stem, dataset, shots, rest, cfg, temperature, t
         adapted_from={
             "checkpoint": str(stem.resolve()),
             "weights_sha256": ckpt.meta.get("weights_sha256"),
-            "classes": ckpt.classes,
+            "classes": ckpt.card.classes,
             "data": ckpt.meta.get("split", {}).get("data"),
             "config": asdict(cfg),
             "trained": f"the backbone's last {cfg.stages} stages, CBAM and head on the frozen part's features"

@@ -42,7 +42,7 @@ def calibrate_run(checkpoint: str | Path, device: str = "auto") -> dict:
     outputs = {}
     for part in ("val", "test"):
         dataset, _ = images_to_score(ckpt, None, part)
-        outputs[part] = predict_logits(model, dataset.images, ckpt.preprocess), np.asarray(dataset.labels)
+        outputs[part] = predict_logits(model, dataset.images, ckpt.card.preprocess), np.asarray(dataset.labels)
     result = fit_and_report(outputs["val"], outputs["test"], stem.parent)
     meta = dict(ckpt.meta)
     meta["temperature"] = result["temperature"]

@@ -36,10 +36,10 @@ def load_teacher(
 ) -> nn.Module:
     """The teacher network in eval mode, after checking it fits this run: same input, classes and split."""
     ckpt = load_checkpoint(path)
-    if ckpt.preprocess != spec:
-        raise SpermEdgeError(f"teacher {path} takes {ckpt.preprocess}, this run feeds {spec}: train it alike")
-    if ckpt.classes != classes:
-        raise SpermEdgeError(f"teacher {path} has classes {ckpt.classes}, this run {classes}")
+    if ckpt.card.preprocess != spec:
+        raise SpermEdgeError(f"teacher {path} takes {ckpt.card.preprocess}, this run feeds {spec}: train it alike")
+    if ckpt.card.classes != classes:
+        raise SpermEdgeError(f"teacher {path} has classes {ckpt.card.classes}, this run {classes}")
     recorded = ckpt.meta.get("split") or {}
     differs = [part for part in ("train", "val", "test") if sorted(recorded.get(part) or []) != sorted(split[part])]
     if differs or recorded.get("data") != split["data"]:

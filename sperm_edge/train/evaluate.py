@@ -48,13 +48,13 @@ def evaluate(
             len(dataset),
         )
     model = ckpt.build_model().to(pick_device(device))
-    probs = predict_probs(model, dataset.images, ckpt.preprocess)
-    report = classification_report(dataset.labels, probs, ckpt.classes)
+    probs = predict_probs(model, dataset.images, ckpt.card.preprocess)
+    report = classification_report(dataset.labels, probs, ckpt.card.classes)
     report["scored"] = {"data": str(root), "split": split, "n": len(dataset), "seen_in_training": seen}
     report["skipped"] = dataset.skipped
     if out_json is not None:
         atomic_write_json(out_json, report)
-        plot_confusion(np.array(report["confusion_matrix"]), ckpt.classes, Path(out_json).with_suffix(".png"))
+        plot_confusion(np.array(report["confusion_matrix"]), ckpt.card.classes, Path(out_json).with_suffix(".png"))
     return report
 
 
@@ -67,7 +67,7 @@ def images_to_score(ckpt, data: str | Path | None, split: str):
     root = Path(data) if data is not None else own_root
     if root is None:
         raise SpermEdgeError("the checkpoint records no split; pass --data DIR --split all")
-    dataset = load_image_folder(root, classes=ckpt.classes, min_classes=1)
+    dataset = load_image_folder(root, classes=ckpt.card.classes, min_classes=1)
     if split == "all":
         return dataset, root
     if own_root is None or root.resolve() != own_root.resolve() or not record.get(split):

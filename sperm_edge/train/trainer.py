@@ -37,6 +37,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, S
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
+from sperm_edge.card import ModelCard
 from sperm_edge.data.augment import augmentation
 from sperm_edge.data.folder import ImageFolder
 from sperm_edge.data.presets import abnormal_classes
@@ -272,7 +273,8 @@ class Trainer:
         sampler = None
         if train and self.sample_weights is not None:
             sampler = WeightedRandomSampler(self.sample_weights, len(dataset), generator=generator)
-        elif train and self.world.distributed:  # a shuffle shared by all ranks, each taking its share of it
+        elif train:  # one seeded shuffle an epoch, shared by all ranks: each step's batches together are the batch
+            # a single process draws at that step (rank r takes every size-th image of it)
             sampler = DistributedSampler(dataset, self.world.size, self.world.rank, seed=self.cfg.seed * 1000)
             sampler.set_epoch(epoch)
         batch_size = self.cfg.batch_size // self.world.size if train else self.cfg.batch_size
@@ -289,14 +291,13 @@ class Trainer:
         )
 
     def _meta(self, progress: Progress, metrics: dict | None = None) -> dict:
-        preset = self.dataset.preset
+        preset, classes = self.dataset.preset, self.dataset.classes
+        card = ModelCard(
+            self.cfg.arch, classes, self.spec, preset.normal_class, abnormal_classes(classes, preset.normal_class)
+        )
         return {
-            "arch": self.cfg.arch,
-            "classes": self.dataset.classes,
-            "normal_class": preset.normal_class,
-            "abnormal_classes": abnormal_classes(self.dataset.classes, preset.normal_class),
+            **card.to_record(),
             "preset": preset.name,
-            "preprocess": self.spec.to_dict(),
             "config": self.cfg.to_dict(),
             "progress": progress.__dict__,
             "metrics": metrics or {},
@@ -333,7 +334,7 @@ class Trainer:
         if resumed:
             load_optimizer(self.out / "last.optim.safetensors", optimizer)
             with warnings.catch_warnings():  # replayed without optimizer steps, which torch warns of
-                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+                warnings.filterwarnings("ignore", "Detected call of", UserWarning)
                 for _ in range(progress.epoch * steps_per_epoch):
                     scheduler.step()  # the schedule is a function of the step: replayed, not saved
         scaler = torch.amp.GradScaler(enabled=self.device.type == "cuda")
@@ -402,8 +403,8 @@ class Trainer:
         self.model.train()
         if self.pretrained:
             freeze_batchnorm_statistics(self.model.backbone)
-        # timm's Mixup draws from numpy's global generator: seeded per epoch (and rank) for reproducible runs
-        np.random.seed((self.cfg.seed, phase.number, epoch, self.world.rank))
+        # timm's Mixup draws from numpy's global generator: seeded per epoch, the same on every rank (one lambda a step)
+        np.random.seed((self.cfg.seed, phase.number, epoch))
         total, count = 0.0, 0
         for images, targets in loader:
             images = images.to(self.device).contiguous(memory_format=torch.channels_last)

@@ -57,4 +57,6 @@ def test_the_stream_rows_run_the_session_sperm_edge_run_opens(tiny_bundle, bench
     bench = json.loads((tmp_path / "work" / "field-out" / "report.json").read_text())
     run = json.loads((out / "report.json").read_text())
     assert bench["session"] == run["session"] and run["session"]["budget"]["policy"] == "budget"
-    assert run["session"]["rolling_views"] and run["session"]["temperature"] == load_bundle(tiny_bundle).temperature
+    assert (
+        run["session"]["rolling_views"] and run["session"]["temperature"] == load_bundle(tiny_bundle).card.temperature
+    )

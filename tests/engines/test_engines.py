@@ -23,7 +23,7 @@ def _batch(n: int, size: int) -> np.ndarray:
 
 def test_ort_cpu_runs_the_bundle_and_checks_its_input(tiny_bundle: Path) -> None:
     bundle = load_bundle(tiny_bundle)
-    size = bundle.preprocess.img_size
+    size = bundle.card.preprocess.img_size
     backend = open_backend(bundle, "ort-cpu", threads=1)
     with pytest.raises(SpermEdgeError, match="not active"):
         backend.infer(_batch(1, size))
@@ -31,8 +31,8 @@ def test_ort_cpu_runs_the_bundle_and_checks_its_input(tiny_bundle: Path) -> None
         assert backend.input_spec.shape == (-1, 3, size, size)
         assert backend.output_names == ("logits", "cam", "features") and backend.has_cam
         out = backend.infer(_batch(3, size))
-        assert out.logits.shape == (3, len(bundle.classes))
-        assert out.cam.shape[:2] == (3, len(bundle.classes)) and out.cam.ndim == 4 and out.features.shape[0] == 3
+        assert out.logits.shape == (3, len(bundle.card.classes))
+        assert out.cam.shape[:2] == (3, len(bundle.card.classes)) and out.cam.ndim == 4 and out.features.shape[0] == 3
         assert backend.last_latency_ms > 0
         with pytest.raises(SpermEdgeError, match="does not fit"):
             backend.infer(_batch(1, size + 8))
@@ -41,7 +41,7 @@ def test_ort_cpu_runs_the_bundle_and_checks_its_input(tiny_bundle: Path) -> None
 
 def test_torch_reference_and_ort_agree(tiny_bundle: Path) -> None:
     bundle = load_bundle(tiny_bundle)
-    x = _batch(4, bundle.preprocess.img_size)
+    x = _batch(4, bundle.card.preprocess.img_size)
     with open_backend(bundle, "ort-cpu") as ort, open_backend(bundle, "torch") as torch_backend:
         a, b = ort.infer(x), torch_backend.infer(x)
         assert torch_backend.output_names == ort.output_names
@@ -128,7 +128,7 @@ def test_gpu_providers_run_the_bundle(tiny_bundle: Path, provider: str) -> None:
     if name not in available_providers():
         pytest.skip(f"{name} is not installed here (needs onnxruntime-gpu and an NVIDIA GPU)")
     bundle = load_bundle(tiny_bundle)
-    x = _batch(2, bundle.preprocess.img_size)
+    x = _batch(2, bundle.card.preprocess.img_size)
     with open_backend(bundle, f"ort-{provider}") as gpu, open_backend(bundle, "ort-cpu") as cpu:
         np.testing.assert_allclose(gpu.infer(x).logits, cpu.infer(x).logits, atol=1e-2)
 

@@ -16,7 +16,7 @@ def _batch(n: int, size: int) -> np.ndarray:
 
 def test_tta_averages_the_logits_of_the_eight_views_and_keeps_cam_and_features_of_the_crop(tiny_bundle: Path) -> None:
     bundle = load_bundle(tiny_bundle)
-    x = _batch(3, bundle.preprocess.img_size)
+    x = _batch(3, bundle.card.preprocess.img_size)
     with open_backend(bundle, "ort-cpu", threads=1, tta=True) as tta, open_backend(bundle, "ort-cpu", threads=1) as one:
         assert tta.name == "ort-cpu+tta" and tta.describe()["tta"] == f"dihedral, {VIEWS} views"
         assert tta.output_names == one.output_names and tta.has_cam
@@ -30,7 +30,7 @@ def test_tta_averages_the_logits_of_the_eight_views_and_keeps_cam_and_features_o
 
 def test_tta_answers_alike_for_a_crop_turned_or_mirrored(tiny_bundle: Path) -> None:
     bundle = load_bundle(tiny_bundle)
-    x = _batch(2, bundle.preprocess.img_size)
+    x = _batch(2, bundle.card.preprocess.img_size)
     turned = [np.rot90(x, 1, (-2, -1)), np.rot90(x, 2, (-2, -1)), np.flip(x, -1), np.flip(np.rot90(x, 3, (-2, -1)), -2)]
     with open_backend(bundle, "ort-cpu", threads=1, tta=True) as tta, open_backend(bundle, "ort-cpu", threads=1) as one:
         reference = tta.infer(x).logits
@@ -48,7 +48,7 @@ class _SmallBatchOrt(OrtBackend):
 
 def test_tta_splits_the_views_into_batches_the_engine_accepts(tiny_bundle: Path) -> None:
     bundle = load_bundle(tiny_bundle)
-    x = _batch(3, bundle.preprocess.img_size)  # 24 views through an engine that takes 4 at a time
+    x = _batch(3, bundle.card.preprocess.img_size)  # 24 views through an engine that takes 4 at a time
     with DihedralTTA(_SmallBatchOrt(bundle.onnx_path("fp32"), "cpu", threads=1)) as small:
         with open_backend(bundle, "ort-cpu", threads=1, tta=True) as whole:
             a, b = small.infer(x), whole.infer(x)

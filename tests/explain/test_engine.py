@@ -25,15 +25,15 @@ def _crops(masked_crops: Path) -> list[np.ndarray]:
 
 def test_engine_maps_match_pytorch_grad_cam_on_crops(tiny_bundle: Path, masked_crops: Path) -> None:
     bundle = load_bundle(tiny_bundle)
-    size = bundle.preprocess.img_size
+    size = bundle.card.preprocess.img_size
     crops = _crops(masked_crops)
     crops[1] = crops[1][:, :100]  # non-square, like SMIDS crops
     with open_backend(bundle, "ort-cpu", threads=1) as engine:
-        out = [engine.infer(preprocess_batch([rgb], bundle.preprocess)) for rgb in crops]
+        out = [engine.infer(preprocess_batch([rgb], bundle.card.preprocess)) for rgb in crops]
     with GradCamExplainer(bundle.checkpoint_stem()) as reference:
         for rgb, o in zip(crops, out, strict=True):
-            for target in range(len(bundle.classes)):
-                mine = engine_explanation(rgb, o.cam[0], softmax(o.logits)[0], bundle.classes, size, "x", target)
+            for target in range(len(bundle.card.classes)):
+                mine = engine_explanation(rgb, o.cam[0], softmax(o.logits)[0], bundle.card.classes, size, "x", target)
                 theirs = reference.explain(rgb, target)
                 assert np.abs(mine.input_cam - theirs.input_cam).max() <= 1e-4
                 assert np.abs(mine.cam - theirs.cam).max() <= 1e-4 and mine.cam.shape == rgb.shape[:2]
@@ -55,8 +55,10 @@ def test_engine_explanation_files_name_their_source(tmp_path: Path, masked_crops
     bundle = load_bundle(tiny_bundle)
     rgb = _crops(masked_crops)[0]
     with open_backend(bundle, "ort-cpu", threads=1) as engine:
-        o = engine.infer(preprocess_batch([rgb], bundle.preprocess))
-    exp = engine_explanation(rgb, o.cam[0], softmax(o.logits)[0], bundle.classes, bundle.preprocess.img_size, "x")
+        o = engine.infer(preprocess_batch([rgb], bundle.card.preprocess))
+    exp = engine_explanation(
+        rgb, o.cam[0], softmax(o.logits)[0], bundle.card.classes, bundle.card.preprocess.img_size, "x"
+    )
     png = write_explanation(tmp_path, "cell", rgb, exp, {"event": 3})
     info = json.loads(png.with_suffix(".json").read_text())
     assert png.is_file() and info["source"] == "engine" and info["method"] == "Grad-CAM++" and info["event"] == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +23,14 @@ from tests.export.conftest import CORRUPT_NAME
 def test_round_trip_loads_and_verifies(tiny_bundle, tiny_run) -> None:
     bundle = load_bundle(tiny_bundle)
     ckpt = load_checkpoint(tiny_run)
-    assert bundle.classes == ckpt.classes
-    assert bundle.arch == "cbam_efficientnet_lite0"
-    assert bundle.preprocess == ckpt.preprocess
+    assert bundle.card.arch == "cbam_efficientnet_lite0"
+    # the checkpoint's card, plus what export measured (framing) and the versions that wrote the bundle
+    assert bundle.card == replace(ckpt.card, framing=bundle.card.framing, versions=bundle.card.versions)
     assert {"fp32", "int8"} <= set(bundle.precisions())
     assert bundle.onnx_path("fp32").name == "model.onnx"
     assert bundle.onnx_path("int8").name == "model.int8.onnx"
     retained = load_checkpoint(bundle.checkpoint_stem())  # checks weights_sha256 against the copy
-    assert retained.classes == ckpt.classes
+    assert retained.card.classes == ckpt.card.classes
     assert retained.meta["weights_file"] == "checkpoint.safetensors"
     on_disk = {p.name for p in tiny_bundle.iterdir()}
     assert on_disk == set(bundle.manifest["files"]) | {"manifest.json"}
@@ -130,9 +131,6 @@ def test_library_export_without_any_real_images_falls_back_to_noise(tiny_run, tm
 
 @pytest.mark.parametrize("name", ["../outside.onnx", "/etc/passwd", "sub/../../outside.onnx"])
 def test_a_manifest_cannot_point_outside_its_bundle(tiny_bundle: Path, tmp_path: Path, name: str) -> None:
-    import json
-    import shutil
-
     copy = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, copy)
     (tmp_path / "outside.onnx").write_bytes(b"x")

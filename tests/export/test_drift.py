@@ -17,7 +17,7 @@ def test_export_fits_the_drift_model_on_the_training_split(tiny_bundle, tiny_run
     bundle = load_bundle(tiny_bundle)
     section = bundle.manifest["drift"]
     meta = json.loads((tiny_run / "best.json").read_text())
-    train, val = (split_images(meta, part, bundle.classes) for part in ("train", "val"))
+    train, val = (split_images(meta, part, bundle.card.classes) for part in ("train", "val"))
     assert section["file"] == DRIFT_FILE and DRIFT_FILE in bundle.manifest["files"]
     assert section["fitted_on"]["n"] == len(train) and section["thresholds_on"]["n"] == len(val)
     assert section["fitted_on"]["source"].startswith("train split")
@@ -27,5 +27,5 @@ def test_export_fits_the_drift_model_on_the_training_split(tiny_bundle, tiny_run
     assert len(model.val_scores) == len(val)
     assert np.isclose(model.threshold, section["cell_threshold"], atol=1e-4)
     # the stored validation scores are what the bundle's own FP32 model gives those crops
-    features = ort_outputs(new_session(bundle.onnx_path("fp32")), val.images, bundle.preprocess)["features"]
+    features = ort_outputs(new_session(bundle.onnx_path("fp32")), val.images, bundle.card.preprocess)["features"]
     np.testing.assert_allclose(model.score(features), model.val_scores, rtol=1e-4, atol=1e-4)

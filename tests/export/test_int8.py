@@ -141,7 +141,7 @@ def test_layers_kept_in_float_keep_float_weights(tiny_bundle, tmp_path) -> None:
     prepared = prepare_for_quantization(tiny_bundle / "model.onnx", tmp_path / "pre.onnx")
     images = [np.full((40, 40, 3), 40 * i, np.uint8) for i in range(6)]
     config = Int8Config(keep_float=EFFICIENTNET_KEEP_FLOAT)
-    result = quantize_int8(prepared, tmp_path / "int8.onnx", images, bundle.preprocess, "int8", config)
+    result = quantize_int8(prepared, tmp_path / "int8.onnx", images, bundle.card.preprocess, "int8", config)
     graph = onnx.load(str(result.path)).graph
     consts = {init.name for init in graph.initializer}
     convs = [node for node in graph.node if node.op_type == "Conv"]

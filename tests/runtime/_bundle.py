@@ -84,7 +84,7 @@ def build_drift_bundle(base: Path) -> tuple[Path, Path]:
     files = sorted((p.relative_to(crops).as_posix() for p in crops.glob("[!_]*/*.png")), key=natural_key)
     meta = {"split": {"data": str(crops), "train": files[0::2], "val": files[1::2]}}
     writer = BundleWriter.from_manifest(work, json.loads((work / "manifest.json").read_text()))
-    add_drift(writer, "model.onnx", meta, tiny.classes, tiny.preprocess)
+    add_drift(writer, "model.onnx", meta, tiny.card.classes, tiny.card.preprocess)
     writer.finish(writer.manifest.get("versions"))
     work.rename(bundle)
     return bundle, crops

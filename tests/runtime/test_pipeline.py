@@ -93,7 +93,7 @@ def test_the_explain_worker_does_not_hold_up_the_stream(
                 open_source(clip[0]) as src,
                 open_backend(bundle, "ort-cpu") as backend,
                 RunOutputs(out, worker) as outputs,
-                Pipeline(src, backend, bundle.classes, bundle.preprocess, PipelineConfig()) as pipeline,
+                Pipeline(src, backend, bundle.card.classes, bundle.card.preprocess, PipelineConfig()) as pipeline,
             ):
                 stream(pipeline, outputs)
                 stats = pipeline.stats()
@@ -149,7 +149,7 @@ def test_a_read_stuck_in_the_driver_does_not_hang_shutdown(tiny_bundle: Path, nu
     source = CaptureSource(parse_uri(numbered_video), SourceOptions(), opener=opener)
     config = PipelineConfig(mode="crop", join_timeout=1.0)
     with open_backend(bundle, "ort-cpu") as backend, source:
-        pipeline = Pipeline(source, backend, bundle.classes, bundle.preprocess, config).__enter__()
+        pipeline = Pipeline(source, backend, bundle.card.classes, bundle.card.preprocess, config).__enter__()
         results = iter(pipeline)
         assert [next(results).frame.index for _ in range(3)] == [0, 1, 2]
         time.sleep(0.2)  # the capture thread is now blocked inside read()
@@ -190,20 +190,20 @@ def test_rolling_views_turn_each_frames_crops_and_turn_their_cam_back(
     from sperm_edge.tta import VIEWS, dihedral_view, undo_dihedral_view
 
     bundle = load_bundle(tiny_bundle)
-    policy = FlagPolicy.for_classes(bundle.abnormal_classes)
+    policy = FlagPolicy.for_classes(bundle.card.abnormal_classes)
     config = PipelineConfig(mode="field", rolling_views=True, max_frames=VIEWS + 1)
     with open_source(clip[0]) as src, open_backend(bundle, "ort-cpu") as backend:
-        with Pipeline(src, backend, bundle.classes, bundle.preprocess, config, policy) as pipeline:
+        with Pipeline(src, backend, bundle.card.classes, bundle.card.preprocess, config, policy) as pipeline:
             results = [r for r in pipeline if r.frame is not None]
         assert len(results) == VIEWS + 1
         for result in results:
             view = result.frame.index % VIEWS
             cells = [c for c in result.cells][:2]
             assert cells and all(c.cam is not None for c in cells)
-            batch = dihedral_view(preprocess_batch([c.crop for c in cells], bundle.preprocess), view)
+            batch = dihedral_view(preprocess_batch([c.crop for c in cells], bundle.card.preprocess), view)
             expected = backend.infer(np.ascontiguousarray(batch))
             for cell, probs, cam in zip(cells, expected.logits, expected.cam, strict=True):
-                label = bundle.classes.index(cell.label)
+                label = bundle.card.classes.index(cell.label)
                 assert label == int(np.argmax(probs))  # the network saw the crop in the frame's view ...
                 np.testing.assert_allclose(
                     cell.cam, undo_dihedral_view(cam, view)[label], atol=1e-5

@@ -14,7 +14,7 @@ from sperm_edge.train.dataset import TensorImages
 
 
 def test_runtime_and_training_preprocessing_are_identical(tiny_bundle: Path, fields: list[Path]) -> None:
-    spec = load_bundle(tiny_bundle).preprocess
+    spec = load_bundle(tiny_bundle).card.preprocess
     frame = decode_image(fields[0])
     crops = [crop(frame, d.crop_box) for d in find_cells(frame)][:4]
     crops.append(frame[:131, :97].copy())  # a non-square crop, like SMIDS

@@ -43,7 +43,7 @@ def test_settings_come_from_the_bundle_and_bad_options_fail_before_anything_open
     bundle = load_bundle(drift_bundle[0])
     config = pipeline_config(bundle, SessionOptions())
     assert config.set_aside_above == bundle.drift_model().set_aside_threshold and config.drift is not None
-    assert config.temperature == bundle.temperature and config.rolling_views
+    assert config.temperature == bundle.card.temperature and config.rolling_views
     assert pipeline_config(bundle, SessionOptions(set_aside=False)).set_aside_above is None
     assert not pipeline_config(bundle, SessionOptions(tta=True)).rolling_views  # --tta sees all 8 views itself
     every_frame = SessionOptions(budget=InferenceBudget("every_frame"))
@@ -151,7 +151,7 @@ def test_a_frame_with_more_cells_than_the_engine_takes_is_split(tiny_bundle: Pat
     config = pipeline_config(bundle, SessionOptions(budget=InferenceBudget("every_frame")))
     engine = TwoAtATime(bundle.onnx_path("fp32"), threads=1)
     with open_source(str(clip[0])) as source, engine, RunOutputs(tmp_path / "out") as outputs:
-        with Pipeline(source, engine, bundle.classes, bundle.preprocess, config) as pipeline:
+        with Pipeline(source, engine, bundle.card.classes, bundle.card.preprocess, config) as pipeline:
             stream(pipeline, outputs)  # Backend.infer refuses a batch over the engine's maximum
             assert pipeline.batch_limit == 2
     assert pipeline.inferences == pipeline.cells_seen > 2 * pipeline.frames and outputs.count > 0
@@ -180,7 +180,7 @@ def test_a_stream_server_that_dies_for_good_fails_the_run_for_a_restart(tiny_bun
 
 def test_a_bundle_whose_model_and_classes_disagree_is_refused_before_the_run(tiny_bundle: Path, clip, tmp_path) -> None:
     bundle = load_bundle(tiny_bundle)
-    bundle.manifest["classes"] = [*bundle.classes, "05_Extra"]
+    bundle.manifest["classes"] = [*bundle.card.classes, "05_Extra"]
     with pytest.raises(SpermEdgeError, match="gives 4 class scores but the manifest names 5 classes"):
         _field_run(bundle, clip[0], tmp_path / "out")
 
@@ -211,7 +211,7 @@ def test_stop_ends_a_run_whose_engine_call_never_returns(tiny_bundle: Path, clip
     engine = Wedges(bundle.onnx_path("fp32"), threads=1)
     try:
         with open_source(str(clip[0])) as source, engine, RunOutputs(tmp_path / "out") as outputs:
-            with Pipeline(source, engine, bundle.classes, bundle.preprocess, config) as pipeline:
+            with Pipeline(source, engine, bundle.card.classes, bundle.card.preprocess, config) as pipeline:
                 threading.Timer(2.0, pipeline.stop).start()  # systemctl stop, while the engine is wedged
                 start = time.monotonic()
                 with pytest.raises(SpermEdgeError, match="did not end within 1 s of being stopped: .*inference"):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sperm_edge.errors import SpermEdgeError
 from sperm_edge.train.distributed import World, gather_rows, world_from_env
 from tests.conftest import REPO, SHARED_DATA, run_cli
 
@@ -63,9 +64,29 @@ def test_world_reads_torchrun_environment(monkeypatch) -> None:
     assert gather_rows(World(), rows) is rows
 
 
+def test_each_steps_batches_over_the_ranks_are_one_process_batch(tiny_folder: Path, tmp_path: Path) -> None:
+    """Gradients averaged over ranks are the gradient of the batch a single process takes at that step."""
+    from sperm_edge.data.folder import load_image_folder
+    from sperm_edge.data.splits import train_val_test_split
+    from sperm_edge.train.config import TrainConfig
+    from sperm_edge.train.trainer import Trainer
+
+    dataset = load_image_folder(tiny_folder)
+    split = train_val_test_split(dataset.labels, dataset.pixel_hashes, seed=0)
+    cfg = TrainConfig(data=str(tiny_folder), arch="simple_cnn", img_size=32, batch_size=4, pretrained=False)
+    trainers = [Trainer(cfg, dataset, split, tmp_path / "r", world=World(r, n)) for r, n in ((0, 1), (0, 2), (1, 2))]
+    for epoch in (0, 1):
+        one, *ranks = (list(t._loader(t.train_set, train=True, epoch=epoch).batch_sampler) for t in trainers)
+        assert len(one) == len(ranks[0]) == len(ranks[1]) > 1
+        for step, batch in enumerate(one):
+            assert sorted(batch) == sorted(ranks[0][step] + ranks[1][step])
+    with pytest.raises(SpermEdgeError, match="does not split evenly over 3 processes"):
+        Trainer(cfg, dataset, split, tmp_path / "r", world=World(0, 3))
+
+
 def test_two_processes_write_one_run_that_matches_one_process(tmp_path: Path) -> None:
     data = hushem_subset(tmp_path / "hushem", 40)
-    common = ["train", "--data", str(data), *RECIPE, "--phase2-epochs", "3"]
+    common = ["train", "--data", str(data), *RECIPE[:-4], "--phase2-epochs", "3"]
     single = tmp_path / "one"
     assert run_cli([*common, "--out", str(single)]) == 0
     code, out = finish(torchrun([*common, "--out", str(tmp_path / "two")]))
@@ -73,7 +94,6 @@ def test_two_processes_write_one_run_that_matches_one_process(tmp_path: Path) ->
     two = tmp_path / "two"
     assert sorted(p.name for p in two.glob("*.safetensors")) == [
         "best.safetensors",
-        "last-ema.safetensors",
         "last.optim.safetensors",
         "last.safetensors",
     ]
@@ -83,11 +103,13 @@ def test_two_processes_write_one_run_that_matches_one_process(tmp_path: Path) ->
     assert meta["one"]["split"] == meta["two"]["split"]  # the same split on every rank and in one process
     history = {name: json.loads((tmp_path / name / "history.json").read_text()) for name in ("one", "two")}
     assert len(history["one"]) == len(history["two"]) == 4
-    # Two processes see the same global batches in another order: the same recipe, not the same numbers. The
-    # validation accuracy is gathered over both ranks (all 24 images), and lands within 3 images of one process.
+    # Each step's batches over both ranks are the batch one process takes (see the test above), so the runs part
+    # only by dropout's masks and the order of float sums. Measured: train loss within 0.015 each epoch, final
+    # validation accuracy (gathered over both ranks: all 23 images) within 3 images; stated with some room.
     for a, b in zip(history["one"], history["two"], strict=True):
-        assert abs(a["train_loss"] - b["train_loss"]) < 0.15
-    assert abs(history["one"][-1]["val_accuracy"] - history["two"][-1]["val_accuracy"]) <= 3 / 24 + 1e-9
+        assert abs(a["train_loss"] - b["train_loss"]) < 0.05
+    n_val = len(meta["one"]["split"]["val"])
+    assert abs(history["one"][-1]["val_accuracy"] - history["two"][-1]["val_accuracy"]) <= 4 / n_val + 1e-9
 
 
 def _worker_pids(launcher: int) -> list[int]:

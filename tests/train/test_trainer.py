@@ -145,8 +145,8 @@ def test_train_cli_writes_checkpoint_metrics_and_plots_and_evaluate_reads_them(t
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"accuracy", "macro_f1", "per_class", "confusion_matrix", "ece", "ece_calibrated"} <= set(metrics)
     ckpt = load_checkpoint(out)
-    assert ckpt.temperature == metrics["temperature"] > 0  # fitted on the val split, stored with the weights
-    assert ckpt.classes == ["alpha", "beta", "gamma"] and ckpt.preprocess.img_size == 32
+    assert ckpt.card.temperature == metrics["temperature"] > 0  # fitted on the val split, stored with the weights
+    assert ckpt.card.classes == ["alpha", "beta", "gamma"] and ckpt.card.preprocess.img_size == 32
     assert set(ckpt.meta["split"]) >= {"train", "val", "test", "seed"}
     report = tmp_path / "eval.json"
     assert run_cli(["evaluate", str(out / "best.safetensors"), "--json", str(report)]) == 0
@@ -269,11 +269,11 @@ def test_calibrate_fits_an_older_run_on_its_validation_split(tiny_folder, tmp_pa
     meta.pop("temperature")  # as written before temperature scaling existed
     (out / "best.json").write_text(json.dumps(meta))
     (out / "reliability.png").unlink()
-    assert load_checkpoint(out).temperature == 1.0
+    assert load_checkpoint(out).card.temperature == 1.0
     assert run_cli(["calibrate", str(out)]) == 0
     assert "test ECE" in capsys.readouterr().out
     ckpt = load_checkpoint(out)  # still verifies: weights and their hash unchanged
-    assert ckpt.temperature != 1.0 and ckpt.meta["metrics"]["test"]["temperature"] == ckpt.temperature
+    assert ckpt.card.temperature != 1.0 and ckpt.meta["metrics"]["test"]["temperature"] == ckpt.card.temperature
     assert (out / "reliability.png").is_file()
     assert run_cli(["calibrate", str(tmp_path / "nowhere")]) == 2
     assert "checkpoint file not found" in capsys.readouterr().err
@@ -290,7 +290,7 @@ def test_adapt_fits_another_lab_from_k_crops_and_writes_an_exportable_run(tiny_f
     args = ["adapt", str(source), "--data", str(lab), "--per-class", "4"]
     assert run_cli([*args, "--out", str(out), "--steps", "20"]) == 0
     ckpt = load_checkpoint(out)
-    assert ckpt.classes == ["normal", "odd"] and ckpt.temperature > 0
+    assert ckpt.card.classes == ["normal", "odd"] and ckpt.card.temperature > 0
     split = ckpt.meta["split"]
     assert len(split["train"]) == 8 and len(split["test"]) == 12 and not set(split["train"]) & set(split["test"])
     assert ckpt.meta["adapted_from"]["classes"] == ["alpha", "beta", "gamma"]
