@@ -73,6 +73,7 @@ def train(
         for number, split in enumerate(splits, start=1):
             fold_dir = out / f"fold-{number}"
             if (fold_dir / "metrics.json").is_file():
+                _check_same_split(fold_dir, dataset, split)
                 log.info("fold %d already done, reusing %s", number, fold_dir)
                 results.append(json.loads((fold_dir / "metrics.json").read_text()))
                 continue
@@ -106,6 +107,20 @@ def _fit(
         world, f"the split of {cfg.data}", {k: [dataset.pixel_hashes[i] for i in v] for k, v in split.items()}
     )
     return Trainer(cfg, dataset, split, out, reporter, fold=fold, world=world).fit(resume=resume)
+
+
+def _check_same_split(fold_dir: Path, dataset: ImageFolder, split: dict[str, list[int]]) -> None:
+    """A finished fold is reused only if it tested on the images this version deals to that fold (folds dealt by
+    an earlier splitter, or from other data, would overlap the new folds' test sets)."""
+    recorded = fold_dir / "split.json"
+    if not recorded.is_file():
+        return
+    paths = dataset.relative_paths()
+    if sorted(json.loads(recorded.read_text()).get("test", [])) != sorted(paths[i] for i in split["test"]):
+        raise SpermEdgeError(
+            f"{fold_dir} tested on other images than this version's fold {fold_dir.name.split('-')[-1]} of "
+            f"{dataset.root}: it was split by an earlier sperm-edge or from other data; train the folds anew"
+        )
 
 
 def summarize_folds(results: list[dict]) -> dict:

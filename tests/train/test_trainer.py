@@ -204,6 +204,12 @@ def test_kfold_resumes_from_an_archive_of_finished_folds(tiny_folder, tmp_path) 
     trained = json.loads((tmp_path / "cv" / "fold-2" / "metrics.json").read_text())["accuracy"]
     assert summary["accuracy"]["per_fold"] == [first["accuracy"], pytest.approx(trained)]
     assert (tmp_path / "archive" / "fold-2" / "metrics.json").is_file()
+    # a fold another splitter dealt (or from other data) is not mixed with this version's folds
+    record = json.loads((kept / "split.json").read_text())
+    record["test"], record["train"] = record["train"][: len(record["test"])], record["test"] + record["train"]
+    (kept / "split.json").write_text(json.dumps(record))
+    with pytest.raises(SpermEdgeError, match="tested on other images than this version's fold 1"):
+        train(_cfg(tiny_folder, tmp_path / "archive", phase2_epochs=1), folds=2, resume=True)
 
 
 def test_loader_workers_give_the_same_training_and_metrics_name_the_device(tiny_folder, tmp_path) -> None:
