@@ -88,7 +88,11 @@ def export(
     checkpoint: Path = typer.Argument(
         ..., help="Run folder from `sperm-edge train`, its best.*, or a .safetensors; or a bundle to add engines to."
     ),
-    out: Path = typer.Option(..., "--out", help="Bundle folder to write (must not exist unless --force)."),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        help="Bundle folder to write (must not exist unless --force); a bundle's --triton needs none.",
+    ),
     int8: bool = typer.Option(False, "--int8", help="Add an INT8 Q/DQ model (static PTQ with ONNX Runtime)."),
     calib: Path = typer.Option(
         None, help="Calibration images (class folders or loose files); default: training split."
@@ -119,6 +123,10 @@ def export(
     parity_tol: float = typer.Option(1e-3, help="Largest |logit difference| allowed between PyTorch and ONNX."),
     seed: int = typer.Option(0, help="Seed for sampling calibration and parity images."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    triton: Path = typer.Option(
+        None, "--triton", help="Also write the bundle as a model of this Triton model repository (REPO/NAME/)."
+    ),
+    name: str = typer.Option("sperm_edge", "--name", help="With --triton: the model's name in the repository."),
 ) -> None:
     """Export a checkpoint to a bundle: FP32 ONNX with parity checks, optional INT8 and TensorRT engines.
 
@@ -154,11 +162,17 @@ def export(
         force=force,
     )
     from_bundle = (checkpoint / "manifest.json").is_file()
-    if from_bundle and (int8 or calib or eval_dir or val_dir or options.keep_float or not trt):
+    if from_bundle and (int8 or calib or eval_dir or val_dir or options.keep_float or not (trt or triton)):
         raise SpermEdgeError(
             f"{checkpoint} is a bundle: from a bundle, export only adds TensorRT engines (--trt, --fp16, "
-            "--max-batch, --workspace-mb, --timing-cache, --force); export INT8 from the checkpoint"
+            "--max-batch, --workspace-mb, --timing-cache, --force) or writes it for Triton (--triton, --name); "
+            "export INT8 from the checkpoint"
         )
+    if from_bundle and not trt:  # the bundle as it is, into a Triton model repository
+        _write_triton(checkpoint, triton, name, max_batch)
+        return
+    if out is None:
+        raise SpermEdgeError("--out BUNDLE is needed: the folder the bundle is written to")
     with StepReporter() as reporter:
         if from_bundle:
             result = add_engines(checkpoint, out, options, reporter)
@@ -169,6 +183,8 @@ def export(
         if gate.allowed:
             console.print(f"[yellow]shipped anyway (--allow-drop):[/] {gate.message}")
     console.print(f"written: {result.path}/ ({len(result.manifest['files'])} files, manifest.json)")
+    if triton:
+        _write_triton(result.path, triton, name, max_batch)
     if result.int8_refused:
         gate = next(g for g in result.gates if g.precision == "int8")
         console.print(
@@ -178,3 +194,12 @@ def export(
             "or accept the drop with --allow-drop."
         )
         raise typer.Exit(EXIT_INT8_REFUSED)
+
+
+def _write_triton(bundle_path: Path, repo: Path, name: str, max_batch: int) -> None:
+    from sperm_edge.bundle import load_bundle
+    from sperm_edge.export.triton import TritonOptions, write_model_repository
+
+    options = TritonOptions(name=name, max_batch_size=max_batch)
+    folder = write_model_repository(load_bundle(bundle_path), repo, options)
+    console.print(f"written: {folder}/ (config.pbtxt, 1/model.onnx; the manifest in {folder.name}/sperm-edge/)")

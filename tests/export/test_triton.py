@@ -1,0 +1,68 @@
+"""`sperm-edge export --triton`: a model repository that a real Triton server loads and answers from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sperm_edge.bundle import load_bundle
+from sperm_edge.engines import open_backend
+from sperm_edge.export.triton import TritonOptions, model_config, onnx_tensors
+from tests.conftest import run_cli
+from tests.export._triton import TritonServer, serve_with_python_backend
+from tests.runtime._bundle import build_tiny_bundle
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    return build_tiny_bundle(tmp_path_factory.getbasetemp())
+
+
+def test_config_declares_every_output_batching_and_instances(tiny_bundle: Path) -> None:
+    inputs, outputs = onnx_tensors(load_bundle(tiny_bundle).onnx_path())
+    assert [t.name for t in inputs] == ["input"] and inputs[0].dims == (3, 64, 64)
+    assert [t.name for t in outputs] == ["logits", "cam", "features"]
+    text = model_config("m", inputs, outputs, TritonOptions(max_batch_size=8, preferred_batch_sizes=(4, 8, 16)))
+    assert 'name: "m"' in text and 'backend: "onnxruntime"' in text and "max_batch_size: 8" in text
+    assert "preferred_batch_size: [ 4, 8 ]" in text and "kind: KIND_GPU" in text
+    assert "dims: [ 4 ]" in text and "dims: [ 3, 64, 64 ]" in text
+
+
+def test_export_writes_a_repository_the_server_loads_and_answers_like_the_local_engine(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    import tritonclient.http as httpclient
+
+    repo = tmp_path / "repo"
+    assert run_cli(["export", str(tiny_bundle), "--triton", str(repo), "--name", "hushem", "--max-batch", "8"]) == 0
+    model = repo / "hushem"
+    assert (model / "1" / "model.onnx").read_bytes() == (tiny_bundle / "model.onnx").read_bytes()
+    manifest = json.loads((model / "sperm-edge" / "manifest.json").read_text())
+    assert manifest["classes"] == load_bundle(tiny_bundle).card.classes
+    serve_with_python_backend(model)
+    rng = np.random.default_rng(0)
+    batch = rng.normal(0, 1, (3, 3, 64, 64)).astype(np.float32)
+    with open_backend(load_bundle(tiny_bundle), "ort-cpu", threads=1) as engine:
+        local = engine.infer(batch)
+    with TritonServer(repo, tmp_path / "triton.log") as server:
+        client = httpclient.InferenceServerClient(server.http)
+        config = client.get_model_config("hushem")  # the server's reading of the exported config
+        assert config["max_batch_size"] == 8 and config["dynamic_batching"]["preferred_batch_size"] == [4, 8]
+        assert [o["name"] for o in config["output"]] == ["logits", "cam", "features"]
+        request = httpclient.InferInput("input", list(batch.shape), "FP32")
+        request.set_data_from_numpy(batch)
+        reply = client.infer(
+            "hushem", [request], outputs=[httpclient.InferRequestedOutput(n) for n in ("logits", "cam")]
+        )
+    np.testing.assert_allclose(reply.as_numpy("logits"), local.logits, atol=1e-5)
+    np.testing.assert_allclose(reply.as_numpy("cam"), local.cam, atol=1e-5)
+
+
+def test_bad_repository_requests_are_one_line_errors(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
+    assert run_cli(["export", str(tiny_bundle), "--triton", str(tmp_path / "r"), "--name", "no/slash"]) == 2
+    assert "Triton model name 'no/slash'" in capsys.readouterr().err
+    assert run_cli(["export", str(tiny_bundle), "--int8", "--triton", str(tmp_path / "r")]) == 2
+    assert "export only adds TensorRT engines" in capsys.readouterr().err
