@@ -54,7 +54,9 @@ def run(
     source: str = typer.Option(
         ..., help="Camera index, /dev/videoN, csi://N, rtsp://..., video, image, folder or glob."
     ),
-    backend: str = typer.Option("auto", help="auto, ort-cpu, ort-cuda, ort-trt, trt, torch."),
+    backend: str = typer.Option(
+        "auto", help="auto, ort-cpu, ort-cuda, ort-trt, trt, torch, or triton://HOST:PORT/MODEL (a Triton server)."
+    ),
     precision: str = typer.Option(None, help="fp32, fp16 (TensorRT), int8 (default: what auto measured fastest)."),
     mode: str = typer.Option(
         "field", help="field: find the cells in each frame; crop: each frame is one centred cell."

@@ -21,6 +21,7 @@ from sperm_edge.engines.base import Backend, InputSpec, Outputs
 from sperm_edge.engines.ort import OrtBackend, available_providers
 from sperm_edge.engines.tensorrt import TensorRTBackend, rebuild_command
 from sperm_edge.engines.torch_backend import TorchBackend
+from sperm_edge.engines.triton import TritonBackend, is_triton
 from sperm_edge.engines.tta import DihedralTTA
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.hardware import cpu_name
@@ -36,6 +37,7 @@ __all__ = [
     "Outputs",
     "TensorRTBackend",
     "TorchBackend",
+    "TritonBackend",
     "auto_choice",
     "available_backends",
     "choose_auto",
@@ -49,6 +51,8 @@ GPU_BACKENDS = frozenset({"trt", "ort-trt", "ort-cuda"})
 
 def availability(name: str, bundle: Bundle | None = None) -> tuple[bool, str]:
     """Whether engine `name` can run here (and for `bundle`); else why not and what to install."""
+    if is_triton(name):
+        return TritonBackend.available()
     if name.startswith("ort-"):
         return OrtBackend.available_for(name[4:])
     if name == "trt":
@@ -68,7 +72,9 @@ def availability(name: str, bundle: Bundle | None = None) -> tuple[bool, str]:
         except ImportError:  # an import hook that refuses torch (a locked-down install, or a test emulating one)
             present = False
         return (True, "") if present else (False, "PyTorch is not installed; pip install torch timm")
-    raise SpermEdgeError(f"unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
+    raise SpermEdgeError(
+        f"unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}, triton://HOST:PORT/MODEL"
+    )
 
 
 def available_backends(bundle: Bundle | None = None) -> list[str]:
@@ -174,6 +180,8 @@ def _open(bundle: Bundle, name: str, precision: str | None, threads: int | None,
     ok, why = availability(name, bundle)
     if not ok:
         raise SpermEdgeError(f"backend {name} is not available here: {why}")
+    if is_triton(name):  # the server runs whichever of the bundle's models it was given
+        return TritonBackend(name, bundle.card.classes, bundle.card.preprocess.img_size)
     if name.startswith("ort-"):
         precision = precision or "fp32"
         model = "fp32" if precision in ("fp16",) else precision

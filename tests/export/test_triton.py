@@ -11,8 +11,8 @@ import pytest
 from sperm_edge.bundle import load_bundle
 from sperm_edge.engines import open_backend
 from sperm_edge.export.triton import TritonOptions, model_config, onnx_tensors
+from tests._triton import TritonServer, serve_with_python_backend
 from tests.conftest import run_cli
-from tests.export._triton import TritonServer, serve_with_python_backend
 from tests.runtime._bundle import build_tiny_bundle
 
 

@@ -1,0 +1,75 @@
+"""`--backend triton://HOST:PORT/MODEL`: the runtime classifies through a real Triton server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sperm_edge.bundle import load_bundle
+from sperm_edge.engines import open_backend
+from sperm_edge.errors import SpermEdgeError
+from tests._triton import TritonServer, serve_with_python_backend
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle: Path, tmp_path_factory):
+    """One server for the module, serving the tiny bundle as `hushem` (exported by the CLI)."""
+    root = tmp_path_factory.mktemp("triton")
+    assert run_cli(["export", str(tiny_bundle), "--triton", str(root / "repo"), "--name", "hushem"]) == 0
+    serve_with_python_backend(root / "repo" / "hushem")
+    with TritonServer(root / "repo", root / "triton.log") as running:
+        yield running
+
+
+def _crops(folder: Path, n: int = 6) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"c{i}.png"), rng.integers(0, 255, (50, 40, 3), dtype=np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_run_through_the_server_counts_what_the_local_engine_counts(server, tiny_bundle, tmp_path, protocol) -> None:
+    crops = _crops(tmp_path / "crops")
+    port = server.grpc if protocol == "grpc" else server.http
+    runs = {}
+    for name, backend in (("local", "ort-cpu"), ("server", f"triton://{port}/hushem?protocol={protocol}")):
+        args = ["run", str(tiny_bundle), "--source", str(crops), "--mode", "crop", "--backend", backend, "--headless"]
+        assert run_cli([*args, "--threads", "1", "--out", str(tmp_path / name)]) == 0
+        lines = (tmp_path / name / "events.jsonl").read_text().splitlines()[1:]
+        runs[name] = [json.loads(line) for line in lines]
+    assert len(runs["server"]) == len(runs["local"]) == 6
+    for here, there in zip(runs["local"], runs["server"], strict=True):
+        assert there["class"] == here["class"] and there["confidence"] == pytest.approx(here["confidence"], abs=1e-4)
+    report = json.loads((tmp_path / "server" / "report.json").read_text())
+    assert report["run"]["backend"] == "triton"
+
+
+def test_server_mistakes_are_named(server, tiny_bundle, tmp_path) -> None:
+    bundle = load_bundle(tiny_bundle)
+    with pytest.raises(SpermEdgeError, match=r"has no ready model 'nope' \(it has: hushem\)"):
+        open_backend(bundle, f"triton://{server.grpc}/nope").__enter__()
+    other = tmp_path / "bundle-96px"
+    shutil.copytree(tiny_bundle, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["preprocess"]["img_size"] = 96
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SpermEdgeError, match=r"but the bundle gives images of shape \[-1, \[3, 96, 96\]\]"):
+        open_backend(load_bundle(other), f"triton://{server.http}/hushem?protocol=http").__enter__()
+    with pytest.raises(SpermEdgeError, match="did not answer"):
+        open_backend(bundle, "triton://127.0.0.1:9/hushem?timeout=1").__enter__()
+    bad_urls = {
+        "triton://host/": "expected triton://HOST:PORT/MODEL",
+        "triton://h:1/m?protocol=x": "grpc or http",
+        "triton://h:1/m?fast=1": "unknown option",
+    }
+    for url, message in bad_urls.items():
+        with pytest.raises(SpermEdgeError, match=message):
+            open_backend(bundle, url)
