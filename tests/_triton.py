@@ -94,6 +94,7 @@ class TritonServer:
     def __init__(self, repo: Path, log: Path) -> None:
         self.repo, self.log = repo, log
         self.http = self.grpc = ""
+        self.ports: list[int] = []  # kept over a restart
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120.0) -> TritonServer:
@@ -104,7 +105,7 @@ class TritonServer:
             shutil.copytree(package / "tritonserver" / "backends", backends)
             stub = package / "tritonserver" / "python_backend_stubs" / f"{sys.version_info[0]}.{sys.version_info[1]}"
             shutil.copy(stub / "triton_python_backend_stub", backends / "python")
-        ports = [_free_port() for _ in range(3)]
+        ports = self.ports = self.ports or [_free_port() for _ in range(3)]
         self.http, self.grpc = f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}"
         libs = [str(package.parent / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR") or ""]
         env = os.environ | {

@@ -5,8 +5,9 @@ client sends each batch over gRPC (the default; `?protocol=http` for HTTP) and r
 as a local engine, so the runtime applies the bundle's temperature, drift and framing to them as usual. At
 activation it checks that the server holds a ready model whose inputs and outputs fit the bundle (input
 shape, one logit per class), and refuses a mismatch. Each request has a deadline (`?timeout=SECONDS`, default
-10) and is retried (`?retries=N`, default 2) when the server is unreachable or overloaded; an answer that
-never comes ends the request with a clear error.
+10); a request that fails (the server restarting, unreachable or overloaded) is sent again, with growing pauses,
+until the server answers or `?wait=SECONDS` (default 30) has passed, which ends the run with a clear error. A
+batch is classified once whatever the retries, so a server restarted mid-run loses and doubles no cell.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def is_triton(name: str) -> bool:
 
 
 class TritonBackend(Backend):
-    """Inference on a Triton server's model; `url` is triton://HOST:PORT/NAME[?protocol=http&timeout=S&retries=N]."""
+    """Inference on a Triton server's model; `url` is triton://HOST:PORT/NAME[?protocol=http&timeout=S&wait=S]."""
 
     name = "triton"
 
@@ -49,7 +50,7 @@ class TritonBackend(Backend):
             raise SpermEdgeError(f"backend {url!r}: protocol must be grpc or http, not {self.protocol!r}")
         try:
             self.timeout = float(options.pop("timeout", 10.0))
-            self.retries = int(options.pop("retries", 2))
+            self.wait = float(options.pop("wait", 30.0))
         except ValueError as err:
             raise SpermEdgeError(f"backend {url!r}: {err}") from err
         if options:
@@ -135,20 +136,22 @@ class TritonBackend(Backend):
         request = module.InferInput(self._input, list(batch.shape), "FP32")
         request.set_data_from_numpy(batch)
         wanted = [module.InferRequestedOutput(name) for name in self.output_names]
-        attempt = 0
+        give_up, pause, tries = time.monotonic() + self.wait, 0.25, 0
         while True:
+            tries += 1
             try:
                 reply = self._client.infer(self.model, [request], outputs=wanted, **self._deadline)
                 return Outputs.from_named({name: reply.as_numpy(name) for name in self.output_names})
             except Exception as err:  # tritonclient's InferenceServerException, or the transport's errors
-                if attempt >= self.retries:
+                if time.monotonic() + pause > give_up:
                     raise SpermEdgeError(
-                        f"Triton server {self.address} did not answer for {self.model!r} after {attempt + 1} "
-                        f"tries ({_reason(err)})"
+                        f"Triton server {self.address} did not answer for {self.model!r} in {self.wait:.0f} s "
+                        f"({tries} tries; {_reason(err)})"
                     ) from err
-                log.warning("Triton request failed (%s); retrying", _reason(err))
-                time.sleep(min(0.5 * 2**attempt, 5.0))
-                attempt += 1
+                if tries == 1:
+                    log.warning("Triton request failed (%s); retrying for up to %.0f s", _reason(err), self.wait)
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
 
 def _as_dict(message: object) -> dict:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -14,7 +17,7 @@ from sperm_edge.bundle import load_bundle
 from sperm_edge.engines import open_backend
 from sperm_edge.errors import SpermEdgeError
 from tests._triton import TritonServer, serve_with_python_backend
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +76,64 @@ def test_server_mistakes_are_named(server, tiny_bundle, tmp_path) -> None:
     for url, message in bad_urls.items():
         with pytest.raises(SpermEdgeError, match=message):
             open_backend(bundle, url)
+
+
+def _client(bundle: Path, source: Path, url: str, out: Path, mode: str = "crop") -> subprocess.Popen:
+    args = ["run", str(bundle), "--source", str(source), "--mode", mode, "--backend", url, "--headless"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "sperm_edge", *args, "--threads", "1", "--out", str(out)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _events(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()[1:]]
+
+
+def _stats(server) -> tuple[int, int, int]:
+    """(requests, executions, images) the server has run for `hushem` so far."""
+    import tritonclient.http as httpclient
+
+    stats = httpclient.InferenceServerClient(server.http).get_inference_statistics("hushem")["model_stats"][0]
+    return stats["inference_stats"]["success"]["count"], stats["execution_count"], stats["inference_count"]
+
+
+def test_four_clients_share_one_server_which_batches_their_requests(server, tiny_bundle, tmp_path) -> None:
+    crops = _crops(tmp_path / "crops", 200)
+    before = _stats(server)
+    clients = [_client(tiny_bundle, crops, f"triton://{server.grpc}/hushem", tmp_path / f"c{i}") for i in range(4)]
+    for client in clients:
+        out, _ = client.communicate(timeout=300)
+        assert client.returncode == 0, out.decode()
+    for i in range(4):
+        assert len(_events(tmp_path / f"c{i}")) == 200
+    requests, executions, images = (a - b for a, b in zip(_stats(server), before, strict=True))
+    assert images >= 800  # and each session's warm-up call
+    assert executions < requests  # the dynamic batcher ran several clients' requests as one batch
+
+
+def test_a_server_restarted_mid_run_costs_no_cell(server, tiny_bundle, tmp_path) -> None:
+    from sperm_edge.data.synthetic import write_video
+
+    source = tmp_path / "pan.mp4"
+    write_video(source, frames=90, seed=3, size=(480, 360), fps=15.0)
+    local = _client(tiny_bundle, source, "ort-cpu", tmp_path / "local", mode="field")
+    assert local.wait(timeout=300) == 0
+    run = _client(tiny_bundle, source, f"triton://{server.grpc}/hushem?wait=90", tmp_path / "served", mode="field")
+    log = tmp_path / "served" / "events.jsonl"
+    deadline = time.monotonic() + 120
+    while run.poll() is None and time.monotonic() < deadline and not (log.is_file() and len(log.read_text()) > 200):
+        time.sleep(0.05)
+    assert run.poll() is None, "the run ended before the server could be restarted under it"
+    server.process.kill()  # the server dies mid-run...
+    server.process.wait()
+    time.sleep(1.0)
+    server.start()  # ...and comes back on the same ports
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, out.decode()
+    assert "retrying" in out.decode()
+    served, expected = _events(tmp_path / "served"), _events(tmp_path / "local")
+    assert [e["id"] for e in served] == [e["id"] for e in expected]  # none lost, none doubled
+    assert [e["class"] for e in served] == [e["class"] for e in expected]
