@@ -16,7 +16,7 @@ import pytest
 from sperm_edge.bundle import load_bundle
 from sperm_edge.engines import open_backend
 from sperm_edge.errors import SpermEdgeError
-from tests._triton import TritonServer, serve_with_python_backend
+from tests._triton import serve_with_python_backend, started_server
 from tests.conftest import REPO, run_cli
 
 
@@ -26,8 +26,9 @@ def server(tiny_bundle: Path, tmp_path_factory):
     root = tmp_path_factory.mktemp("triton")
     assert run_cli(["export", str(tiny_bundle), "--triton", str(root / "repo"), "--name", "hushem"]) == 0
     serve_with_python_backend(root / "repo" / "hushem")
-    with TritonServer(root / "repo", root / "triton.log") as running:
-        yield running
+    running = started_server(root / "repo", root / "triton.log")
+    yield running
+    running.stop()
 
 
 def _crops(folder: Path, n: int = 6) -> Path:

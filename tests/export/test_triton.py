@@ -11,7 +11,7 @@ import pytest
 from sperm_edge.bundle import load_bundle
 from sperm_edge.engines import open_backend
 from sperm_edge.export.triton import TritonOptions, model_config, onnx_tensors
-from tests._triton import TritonServer, serve_with_python_backend
+from tests._triton import serve_with_python_backend, started_server
 from tests.conftest import run_cli
 from tests.runtime._bundle import build_tiny_bundle
 
@@ -47,7 +47,8 @@ def test_export_writes_a_repository_the_server_loads_and_answers_like_the_local_
     batch = rng.normal(0, 1, (3, 3, 64, 64)).astype(np.float32)
     with open_backend(load_bundle(tiny_bundle), "ort-cpu", threads=1) as engine:
         local = engine.infer(batch)
-    with TritonServer(repo, tmp_path / "triton.log") as server:
+    server = started_server(repo, tmp_path / "triton.log")
+    try:
         client = httpclient.InferenceServerClient(server.http)
         config = client.get_model_config("hushem")  # the server's reading of the exported config
         assert config["max_batch_size"] == 8 and config["dynamic_batching"]["preferred_batch_size"] == [4, 8]
@@ -57,6 +58,8 @@ def test_export_writes_a_repository_the_server_loads_and_answers_like_the_local_
         reply = client.infer(
             "hushem", [request], outputs=[httpclient.InferRequestedOutput(n) for n in ("logits", "cam")]
         )
+    finally:
+        server.stop()
     np.testing.assert_allclose(reply.as_numpy("logits"), local.logits, atol=1e-5)
     np.testing.assert_allclose(reply.as_numpy("cam"), local.cam, atol=1e-5)
 
