@@ -1,16 +1,18 @@
 """Many microscopes, one server: aggregate throughput and latency of concurrent `sperm-edge run` clients sharing a
 Triton server, against the same clients each with its own local engine, on the same machine.
 
-For each client count (1, 2, 4, 8) and mode, that many real `sperm-edge run BUNDLE --mode crop` processes classify
-the same folder of real crops at once: `server` through `--backend triton://.../NAME` (one server, its dynamic
-batcher merging their requests), `local` through ONNX Runtime in each process (one thread each). Cells per second
-is every client's cells over the span from the first client's run start to the last one's end (Python's start-up
-left out); p95 is the clients' 95th-percentile network time per frame
-(`stages_ms.network` of their reports, the worst client); the server's mean batch is the images it ran per
-model execution. The server here is `tools/triton_server.py`: Triton's Python backend running the exported
-`model.onnx` with ONNX Runtime on this machine's CPU (a GPU server runs the onnxruntime or TensorRT backend).
+For each client count (1, 2, 4, 8) and mode, that many real `sperm-edge run BUNDLE` processes run field mode on the
+same clip at once, as microscopes would (each frame's cells one request): `server` through
+`--backend triton://.../NAME` (one server, its dynamic batcher merging their requests), `local` through ONNX
+Runtime in each process (one thread each). Cells per second is every client's classified crops over the span from
+the first client's run start to the last one's end (Python's start-up left out); p95 is the clients'
+95th-percentile network time per frame (`stages_ms.network` of their reports, the worst client); the server's
+mean batch is the images it ran per model execution. The server here is `tools/triton_server.py`: Triton's
+Python backend running the exported `model.onnx` with ONNX Runtime on this machine's CPU (a GPU server runs the
+onnxruntime or TensorRT backend).
 
-    python benchmarks/triton.py --bundle demo-out/bundle --crops ../shared/data/hushem --out benchmarks/results
+    sperm-edge data real-field --data ../shared/data --style hushem --seed 21 --out runs/rf   # real cells, composed
+    python benchmarks/triton.py --bundle demo-out/bundle --source runs/rf/clip.mp4 --out benchmarks/results
 
 writes OUT/triton.json and OUT/triton.md.
 """
@@ -38,18 +40,6 @@ from tools.triton_server import ServerUnavailable, TritonServer, serve_with_pyth
 NAME = "bench"
 
 
-def crop_folder(source: Path, work: Path, limit: int) -> Path:
-    """Up to `limit` images of `source` (class folders or loose), linked into one folder."""
-    folder = work / "crops"
-    folder.mkdir()
-    images = sorted(p for p in source.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".bmp", ".tif", ".webp"))
-    if not images:
-        raise SystemExit(f"no images under {source}")
-    for i, image in enumerate(images[:limit]):
-        (folder / f"{i:05d}{image.suffix.lower()}").symlink_to(image.resolve())
-    return folder
-
-
 def server_stats(server: TritonServer) -> tuple[int, int]:
     """(images, executions) the server has run for the model so far."""
     import tritonclient.http as httpclient
@@ -58,14 +48,14 @@ def server_stats(server: TritonServer) -> tuple[int, int]:
     return stats["inference_count"], stats["execution_count"]
 
 
-def run_group(bundle: Path, crops: Path, backend: str, clients: int, work: Path) -> dict:
+def run_group(bundle: Path, source: Path, backend: str, clients: int, work: Path) -> dict:
     """`clients` concurrent runs; their cells, the group's wall time and the worst client's p95."""
     outs = [work / f"{backend.split(':')[0]}-{clients}-{i}" for i in range(clients)]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     started = time.perf_counter()
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "sperm_edge", "run", str(bundle), "--source", str(crops), "--mode", "crop"]
+            [sys.executable, "-m", "sperm_edge", "run", str(bundle), "--source", str(source), "--mode", "field"]
             + ["--backend", backend, "--threads", "1", "--headless", "--explain", "none", "--out", str(out)],
             cwd=REPO,
             env=env,
@@ -80,7 +70,7 @@ def run_group(bundle: Path, crops: Path, backend: str, clients: int, work: Path)
             raise SystemExit(f"a client failed ({backend}): {err.decode()[-500:]}")
     wall = time.perf_counter() - started
     reports = [json.loads((out / "report.json").read_text()) for out in outs]
-    cells = sum(r["events"] for r in reports)
+    cells = sum(r["inferences"] for r in reports)  # crops the network classified
     # the span from the first run's start to the last one's end: Python's start-up and imports left out
     starts = [datetime.fromisoformat(r["run"]["started"]).timestamp() for r in reports]
     span = max(s + r["elapsed_s"] for s, r in zip(starts, reports, strict=True)) - min(starts)
@@ -113,19 +103,19 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, required=True, help="Bundle folder (`sperm-edge export`).")
-    parser.add_argument("--crops", type=Path, required=True, help="Folder of crops (real ones: ../shared/data/...).")
-    parser.add_argument("--limit", type=int, default=400, help="Crops each client classifies (at most).")
+    parser.add_argument("--source", type=Path, required=True, help="The clip every client runs (data real-field).")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     if not (args.bundle / "manifest.json").is_file():
         raise SystemExit(f"bundle folder not found: {args.bundle}")
+    if not args.source.is_file():
+        raise SystemExit(f"clip not found: {args.source}")
     machine = machine_facts(1)
     machine["load_average"] = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        crops = crop_folder(args.crops, work, args.limit)
         repo = work / "repo"
         export = [sys.executable, "-m", "sperm_edge", "export", str(args.bundle), "--triton", str(repo), "--name", NAME]
         subprocess.run(export, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
@@ -139,7 +129,11 @@ def main() -> None:
                 for mode in ("server", "local"):
                     backend = f"triton://{server.grpc}/{NAME}" if mode == "server" else "ort-cpu"
                     before = server_stats(server)
-                    row = {"clients": clients, "mode": mode, **run_group(args.bundle, crops, backend, clients, work)}
+                    row = {
+                        "clients": clients,
+                        "mode": mode,
+                        **run_group(args.bundle, args.source, backend, clients, work),
+                    }
                     images, executions = (a - b for a, b in zip(server_stats(server), before, strict=True))
                     row["mean_server_batch"] = (
                         round(images / executions, 2) if mode == "server" and executions else None
@@ -152,7 +146,7 @@ def main() -> None:
     result = {
         "command": command,
         "bundle": str(args.bundle),
-        "crops": str(args.crops),
+        "source": str(args.source),
         "machine": machine,
         "rows": rows,
     }

@@ -18,6 +18,7 @@ import numpy as np
 
 from sperm_edge.bundle import Bundle
 from sperm_edge.engines.base import Outputs
+from sperm_edge.engines.triton import is_triton
 from sperm_edge.errors import SpermEdgeError
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,15 @@ class PlannedVariant:
 
 
 def parse_backends(text: str | None) -> list[str]:
-    """`"ort-cpu,torch-eager"` -> names, checked against BACKENDS; None or "all" -> every backend."""
+    """`"ort-cpu,torch-eager"` -> names, checked against BACKENDS (or a Triton server's model, triton://HOST:PORT/NAME);
+    None or "all" -> every backend."""
     if text is None or text.strip() in ("", "all"):
         return list(BACKENDS)
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in BACKENDS]
+    unknown = [n for n in names if n not in BACKENDS and not is_triton(n)]
     if unknown:
-        raise SpermEdgeError(f"unknown backend(s) {', '.join(unknown)}; choose from: {', '.join(BACKENDS)}")
+        choices = f"{', '.join(BACKENDS)}, triton://HOST:PORT/MODEL"
+        raise SpermEdgeError(f"unknown backend(s) {', '.join(unknown)}; choose from: {choices}")
     return names
 
 
@@ -113,7 +116,9 @@ def plan_variants(bundle: Bundle, backends: list[str]) -> list[PlannedVariant]:
             add(Variant(backend, precision, entry["file"]))
 
     for backend in backends:
-        if backend in ("torch-eager", "torch-channels-last"):
+        if is_triton(backend):  # the server runs the model it was given: nothing of the bundle's is loaded here
+            add(Variant(backend, "fp32", None))
+        elif backend in ("torch-eager", "torch-channels-last"):
             add(Variant(backend, "fp32", weights), "" if weights else "bundle retains no PyTorch checkpoint")
         elif backend == "ort-cpu":
             for precision in ["fp32", "int8", *(p for p in models if p not in ("fp32", "int8"))]:

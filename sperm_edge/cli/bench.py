@@ -114,7 +114,8 @@ def bench(
     backends: str = typer.Option(
         "all",
         help="Comma-separated: torch-eager, torch-channels-last, ort-cpu, ort-cpu+tta (8 views per crop), ort-cuda, "
-        "ort-trt, trt, or all. The reference (torch-eager) is always measured.",
+        "ort-trt, trt, triton://HOST:PORT/MODEL (a Triton server's model), or all. The reference (torch-eager) is "
+        "always measured.",
     ),
     batch: str = typer.Option("1,8,32", help="Batch sizes, comma-separated."),
     data: Path = typer.Option(None, help="Labelled class-folder set: accuracy, macro-F1 and agreement per row."),
