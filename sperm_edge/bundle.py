@@ -38,6 +38,7 @@ from sperm_edge.io import sha256_file
 FORMAT = "sperm-edge-bundle"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+TRITON_CLIENT = "sperm-edge"  # in a Triton model folder: the client's bundle (`export.triton`)
 
 
 def describe_file(path: Path) -> dict:
@@ -104,8 +105,11 @@ def _check_classes(path: Path, manifest: dict) -> None:
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
-    """Open a bundle folder; with `verify`, every listed file must exist with its recorded size and sha256."""
+    """Open a bundle folder (or a Triton model folder that `export --triton` wrote: its client bundle); with
+    `verify`, every listed file must exist with its recorded size and sha256."""
     path = Path(path)
+    if (path / "config.pbtxt").is_file() and (path / TRITON_CLIENT / MANIFEST).is_file():
+        path = path / TRITON_CLIENT  # the model stays on the server; run it with --backend triton://...
     manifest_path = path / MANIFEST
     if not path.is_dir():
         raise SpermEdgeError(f"bundle folder not found: {path}")

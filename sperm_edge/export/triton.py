@@ -4,7 +4,7 @@ Layout, after Triton's model repository and model configuration documentation::
 
     REPO/NAME/config.pbtxt        the onnxruntime backend's configuration (inputs, outputs, batching, instances)
     REPO/NAME/1/model.onnx        the bundle's ONNX model (FP32, or the INT8 Q/DQ one with precision="int8")
-    REPO/NAME/sperm-edge/         the bundle's manifest and the files a client rebuilds the rest from (drift)
+    REPO/NAME/sperm-edge/         a client's bundle: the manifest and drift model, without the model files
     REPO/NAME_trt/...             with an engine in the bundle: the same model as a `tensorrt_plan`
 
 Triton reads only `config.pbtxt` and the numbered version folders, so the `sperm-edge/` folder travels with the
@@ -14,15 +14,15 @@ torch-free: it needs ONNX Runtime only to read the model's input and output shap
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from sperm_edge.bundle import MANIFEST, Bundle
+from sperm_edge.bundle import MANIFEST, TRITON_CLIENT, Bundle
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.io import atomic_write_bytes
 
-CLIENT_FOLDER = "sperm-edge"  # beside config.pbtxt: what a client needs besides the model
 TRITON_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(int64)": "TYPE_INT64"}
 
 
@@ -118,10 +118,16 @@ def _write_model(repo: Path, name: str, model: Path, filename: str, config: str)
 
 
 def _copy_client_files(bundle: Bundle, folder: Path) -> None:
-    """The manifest and the drift model, so a client of the server rebuilds preprocessing, calibration and drift."""
-    client = folder / CLIENT_FOLDER
+    """A client's bundle beside the model: the manifest (classes, preprocessing, temperature, framing, drift) with
+    the files it lists narrowed to those copied (the drift model), so `sperm-edge run REPO/NAME --backend
+    triton://...` loads and verifies it like a bundle that keeps its model on the server."""
+    client = folder / TRITON_CLIENT
     client.mkdir(exist_ok=True)
-    shutil.copyfile(bundle.path / MANIFEST, client / MANIFEST)
+    manifest = {k: v for k, v in bundle.manifest.items() if k not in ("checkpoint", "benchmarks")}
+    manifest |= {"models": {}, "engines": [], "served_by": {"triton_model": folder.name}}
     drift = (bundle.manifest.get("drift") or {}).get("file")
-    if drift:
-        shutil.copyfile(bundle.file(drift), client / drift)
+    kept = [drift] if drift else []
+    for name in kept:
+        shutil.copyfile(bundle.file(name), client / name)
+    manifest["files"] = {name: bundle.manifest["files"][name] for name in kept}
+    atomic_write_bytes(client / MANIFEST, json.dumps(manifest, indent=2).encode())

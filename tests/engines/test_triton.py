@@ -54,14 +54,21 @@ def test_a_run_through_the_server_counts_what_the_local_engine_counts(server, ti
     crops = _crops(tmp_path / "crops")
     port = server.grpc if protocol == "grpc" else server.http
     runs = {}
-    for name, backend in (("local", "ort-cpu"), ("server", f"triton://{port}/hushem?protocol={protocol}")):
-        args = ["run", str(tiny_bundle), "--source", str(crops), "--mode", "crop", "--backend", backend, "--headless"]
+    served = f"triton://{port}/hushem?protocol={protocol}"
+    # the bundle, or the repository's model folder (its client bundle: the model stays on the server)
+    for name, bundle, backend in (
+        ("local", tiny_bundle, "ort-cpu"),
+        ("server", tiny_bundle, served),
+        ("repo", server.repo / "hushem", served),
+    ):
+        args = ["run", str(bundle), "--source", str(crops), "--mode", "crop", "--backend", backend, "--headless"]
         assert run_cli([*args, "--threads", "1", "--out", str(tmp_path / name)]) == 0
         lines = (tmp_path / name / "events.jsonl").read_text().splitlines()[1:]
         runs[name] = [json.loads(line) for line in lines]
-    assert len(runs["server"]) == len(runs["local"]) == 6
-    for here, there in zip(runs["local"], runs["server"], strict=True):
+    assert len(runs["server"]) == len(runs["local"]) == len(runs["repo"]) == 6
+    for here, there, repo in zip(runs["local"], runs["server"], runs["repo"], strict=True):
         assert there["class"] == here["class"] and there["confidence"] == pytest.approx(here["confidence"], abs=1e-4)
+        assert repo["probs"] == there["probs"]
     report = json.loads((tmp_path / "server" / "report.json").read_text())
     assert report["run"]["backend"] == "triton"
 
@@ -79,6 +86,8 @@ def test_server_mistakes_are_named(server, tiny_bundle, tmp_path) -> None:
         open_backend(load_bundle(other), f"triton://{server.http}/hushem?protocol=http").__enter__()
     with pytest.raises(SpermEdgeError, match="did not answer"):
         open_backend(bundle, "triton://127.0.0.1:9/hushem?timeout=1").__enter__()
+    with pytest.raises(SpermEdgeError, match="has no fp32 model"):  # a client bundle keeps no model of its own
+        open_backend(load_bundle(server.repo / "hushem"), "ort-cpu")
     bad_urls = {
         "triton://host/": "expected triton://HOST:PORT/MODEL",
         "triton://h:1/m?protocol=x": "grpc or http",
