@@ -12,7 +12,7 @@ Python backend running the exported `model.onnx` with ONNX Runtime on this machi
 onnxruntime or TensorRT backend).
 
     sperm-edge data real-field --data ../shared/data --style hushem --seed 21 --out runs/rf   # real cells, composed
-    python benchmarks/triton.py --bundle demo-out/bundle --source runs/rf/clip.mp4 --out benchmarks/results
+    python benchmarks/triton_clients.py --bundle demo-out/bundle --source runs/rf/clip.mp4 --out benchmarks/results
 
 writes OUT/triton.json and OUT/triton.md.
 """
@@ -142,7 +142,7 @@ def main() -> None:
                     print(row, flush=True)
         finally:
             server.stop()
-    command = "python benchmarks/triton.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/triton_clients.py " + " ".join(sys.argv[1:])
     result = {
         "command": command,
         "bundle": str(args.bundle),
