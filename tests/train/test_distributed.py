@@ -104,12 +104,15 @@ def test_two_processes_write_one_run_that_matches_one_process(tmp_path: Path) ->
     history = {name: json.loads((tmp_path / name / "history.json").read_text()) for name in ("one", "two")}
     assert len(history["one"]) == len(history["two"]) == 4
     # Each step's batches over both ranks are the batch one process takes (see the test above), so the runs part
-    # only by dropout's masks and the order of float sums. Measured: train loss within 0.015 each epoch, final
-    # validation accuracy (gathered over both ranks: all 23 images) within 3 images; stated with some room.
+    # only by dropout's masks and the order of float sums. Measured on an AMD EPYC: train loss within 0.015 each
+    # epoch (the precise comparison), final validation accuracy (gathered over both ranks: all 23 images) within
+    # 3 images. So small a validation set swings by images between runs that differ only in dropout masks, so its
+    # bound (a quarter of the images) is a sanity check, not a match.
     for a, b in zip(history["one"], history["two"], strict=True):
         assert abs(a["train_loss"] - b["train_loss"]) < 0.05
     n_val = len(meta["one"]["split"]["val"])
-    assert abs(history["one"][-1]["val_accuracy"] - history["two"][-1]["val_accuracy"]) <= 4 / n_val + 1e-9
+    assert abs(history["one"][-1]["val_accuracy"] - history["two"][-1]["val_accuracy"]) <= 0.25 + 1e-9
+    assert n_val > 20
 
 
 def _worker_pids(launcher: int) -> list[int]:
