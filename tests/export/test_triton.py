@@ -69,3 +69,27 @@ def test_bad_repository_requests_are_one_line_errors(tiny_bundle: Path, tmp_path
     assert "Triton model name 'no/slash'" in capsys.readouterr().err
     assert run_cli(["export", str(tiny_bundle), "--int8", "--triton", str(tmp_path / "r")]) == 2
     assert "export only adds TensorRT engines" in capsys.readouterr().err
+
+
+def test_a_bundle_with_a_tensorrt_engine_also_gets_a_plan_model(tiny_bundle: Path, tmp_path: Path) -> None:
+    """The engine is served as Triton's `tensorrt` backend takes it (`model.plan`), with the same tensors."""
+    import shutil
+
+    from sperm_edge.bundle import describe_file
+    from sperm_edge.export.triton import write_model_repository
+
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle_dir)
+    (bundle_dir / "model.fp16.engine").write_bytes(b"a serialized TensorRT engine")
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest["files"]["model.fp16.engine"] = describe_file(bundle_dir / "model.fp16.engine")
+    manifest["engines"] = [{"file": "model.fp16.engine", "precision": "fp16", "max_batch": 16}]
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+    folder = write_model_repository(load_bundle(bundle_dir), tmp_path / "repo", TritonOptions(name="scope"))
+    plan = tmp_path / "repo" / "scope_trt"
+    assert (plan / "1" / "model.plan").read_bytes() == b"a serialized TensorRT engine"
+    config = (plan / "config.pbtxt").read_text()
+    assert 'name: "scope_trt"' in config and 'backend: "tensorrt"' in config
+    assert config.split("input [", 1)[1] == (folder / "config.pbtxt").read_text().split("input [", 1)[1]
+    client = load_bundle(plan)  # the plan's folder carries the client bundle too
+    assert client.card == load_bundle(bundle_dir).card and client.precisions() == []
