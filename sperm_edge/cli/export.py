@@ -117,7 +117,9 @@ def export(
     cpu_variant: bool = typer.Option(True, help="Also try the U8S8 INT8 model for ONNX Runtime CPU."),
     trt: bool = typer.Option(False, "--trt", help="Build TensorRT engines here (needs TensorRT and a GPU)."),
     fp16: bool = typer.Option(False, "--fp16", help="With --trt: build an FP16 engine from the FP32 model."),
-    max_batch: int = typer.Option(16, min=1, help="Largest batch the TensorRT engines accept."),
+    max_batch: int = typer.Option(
+        16, min=1, help="Largest batch the TensorRT engines accept, and the Triton model's max_batch_size."
+    ),
     workspace_mb: int = typer.Option(1024, min=1, help="TensorRT builder workspace limit (MiB)."),
     timing_cache: Path = typer.Option(None, help="TensorRT timing cache file or folder (default ~/.cache/sperm-edge)."),
     parity_tol: float = typer.Option(1e-3, help="Largest |logit difference| allowed between PyTorch and ONNX."),

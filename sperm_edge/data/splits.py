@@ -38,8 +38,8 @@ def _hold_out(labels: np.ndarray, groups: np.ndarray, share: float, seed: int) -
     """A mask of about `share` of the images (one fold of round(1 / share)), stratified, groups whole."""
     mask = np.zeros(len(labels), dtype=bool)
     # StratifiedGroupKFold refuses more folds than the largest class has images: a small set holds out more
-    folds = min(max(2, round(1.0 / share)), int(np.bincount(labels).max()), len(np.unique(groups)))
-    mask[_folds(labels, groups, max(folds, 2), seed)[0]] = True
+    folds = max(2, min(round(1.0 / share), int(np.bincount(labels).max()), len(np.unique(groups))))
+    mask[_folds(labels, groups, folds, seed)[0]] = True
     return mask
 
 

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SCHEME = "triton://"
 PROTOCOLS = ("grpc", "http")
+INSTALL = "pip install 'tritonclient[grpc,http]'"
 
 
 def is_triton(name: str) -> bool:
@@ -59,11 +60,12 @@ class TritonBackend(Backend):
         self._client = None
         self._module = None
         self._deadline: dict = {}  # the request deadline as the protocol's client takes it
+        self._input = ""  # the served model's input name (read at activation)
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
         if importlib.util.find_spec("tritonclient") is None:
-            return False, "tritonclient is not installed; pip install 'tritonclient[grpc,http]'"
+            return False, f"tritonclient is not installed; {INSTALL}"
         return True, ""
 
     def describe(self) -> dict:
@@ -71,9 +73,8 @@ class TritonBackend(Backend):
 
     # -- hooks ---------------------------------------------------------------------------------------
     def _activate_impl(self) -> InputSpec:
-        ok, why = self.available()
-        if not ok:
-            raise missing("tritonclient", why.split("; ", 1)[1])
+        if not self.available()[0]:
+            raise missing("tritonclient", INSTALL)
         if self.protocol == "grpc":
             import tritonclient.grpc as module
         else:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sperm_edge.bundle import MANIFEST, TRITON_CLIENT, Bundle
@@ -64,7 +64,7 @@ def model_config(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
     """config.pbtxt (protobuf text format of Triton's ModelConfig)."""
     if options.max_batch_size < 1:
         raise SpermEdgeError("the Triton model needs max_batch_size >= 1 (the bundle's models take a batch axis)")
-    preferred = [b for b in options.preferred_batch_sizes if b <= options.max_batch_size]
+    preferred = [b for b in options.preferred_batch_sizes if b <= options.max_batch_size] or [options.max_batch_size]
 
     def tensors(kind: str, specs: list[TensorSpec]) -> str:
         entries = [
@@ -98,8 +98,7 @@ def write_model_repository(bundle: Bundle, repo: Path, options: TritonOptions = 
     engines = bundle.manifest.get("engines", [])
     if engines:  # the first engine: Triton's TensorRT backend serves a plan built for its GPU and TensorRT
         name = f"{options.name}_trt"
-        plan_options = TritonOptions(**{**options.__dict__, "name": name, "backend": "tensorrt"})
-        config = model_config(name, inputs, outputs, plan_options)
+        config = model_config(name, inputs, outputs, replace(options, name=name, backend="tensorrt"))
         _copy_client_files(bundle, _write_model(repo, name, bundle.file(engines[0]["file"]), "model.plan", config))
     return folder
 

@@ -116,10 +116,11 @@ def gather_rows(world: World, rows: np.ndarray) -> np.ndarray:
     return whole
 
 
-def mean_over_ranks(world: World, value: float, count: int) -> float:
-    """The mean of a per-rank mean over all ranks, weighted by each rank's count."""
+def mean_over_ranks(world: World, value: float, count: int, device: torch.device) -> float:
+    """The mean of a per-rank mean over all ranks, weighted by each rank's count (summed on `device`: NCCL reduces
+    GPU tensors only)."""
     if not world.distributed:
         return value
-    totals = torch.tensor([value * count, float(count)], dtype=torch.float64)
+    totals = torch.tensor([value * count, float(count)], dtype=torch.float64, device=device)
     dist.all_reduce(totals)
     return float(totals[0] / max(totals[1], 1.0))

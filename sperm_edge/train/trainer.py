@@ -281,7 +281,6 @@ class Trainer:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train and sampler is None,
             sampler=sampler,
             generator=generator,
             drop_last=train and len(dataset) > self.cfg.batch_size,
@@ -344,7 +343,8 @@ class Trainer:
             loader = self._loader(self.train_set, train=True, epoch=self.train_set.epoch)
             self.reporter.epoch_start(phase.number, epoch + 1, len(loader))
             started = time.perf_counter()
-            loss = mean_over_ranks(self.world, *self._train_epoch(phase, loader, optimizer, scheduler, scaler, epoch))
+            mean, count = self._train_epoch(phase, loader, optimizer, scheduler, scaler, epoch)
+            loss = mean_over_ranks(self.world, mean, count, self.device)
             progress.epoch += 1
             record = {"phase": phase.number, "epoch": progress.epoch, "train_loss": loss}
             scores = self._validate()

@@ -31,3 +31,13 @@ def test_the_benchmark_writes_a_row_per_client_count_and_mode(tmp_path: Path) ->
         assert row["cells"] == rows[0]["cells"] * row["clients"] and row["cells_per_s"] > 0 and row["p95_ms"] > 0
         assert (row["mean_server_batch"] is None) == (row["mode"] == "local")
     assert "| 2 | server |" in (tmp_path / "o" / "triton.md").read_text()
+
+
+def test_a_missing_bundle_or_clip_is_one_line(tmp_path: Path) -> None:
+    script = [sys.executable, str(BENCHMARKS / "triton_clients.py")]
+    for args, message in (
+        (["--bundle", str(tmp_path / "none"), "--source", str(tmp_path / "clip.mp4")], "bundle folder not found"),
+        (["--bundle", str(build_tiny_bundle(tmp_path)), "--source", str(tmp_path / "clip.mp4")], "clip not found"),
+    ):
+        done = subprocess.run([*script, *args], capture_output=True, text=True)
+        assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr

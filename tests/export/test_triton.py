@@ -29,6 +29,8 @@ def test_config_declares_every_output_batching_and_instances(tiny_bundle: Path) 
     assert 'name: "m"' in text and 'backend: "onnxruntime"' in text and "max_batch_size: 8" in text
     assert "preferred_batch_size: [ 4, 8 ]" in text and "kind: KIND_GPU" in text
     assert "dims: [ 4 ]" in text and "dims: [ 3, 64, 64 ]" in text
+    small = model_config("m", inputs, outputs, TritonOptions(max_batch_size=2))
+    assert "preferred_batch_size: [ 2 ]" in small  # none of the preferred sizes fits: the largest batch is preferred
 
 
 def test_export_writes_a_repository_the_server_loads_and_answers_like_the_local_engine(
