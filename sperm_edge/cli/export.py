@@ -77,6 +77,15 @@ def print_summary(manifest: dict, rejected: list[dict]) -> None:
             "—" if precision not in latency else f"{latency[precision]:.2f}",
         )
     console.print(table)
+    for precision, entry in manifest["models"].items():
+        search = entry.get("search", {})
+        if len(search.get("candidates", [])) > 1:
+            chosen = search["candidates"][search["chosen"] - 1]
+            console.print(
+                f"{precision}: the INT8 search chose candidate {search['chosen']} of {len(search['candidates'])} "
+                f"({chosen['calibration']} calibration, {len(chosen['keep_float'])} float patterns; "
+                f"validation drop {chosen['drop_points']:.2f} points)"
+            )
     for engine in manifest.get("engines", []):
         console.print(f"engine {engine['file']} ({engine['precision']}, batch 1–{engine['max_batch']})")
     for item in rejected:
@@ -113,7 +122,15 @@ def export(
         "none: quantize all.",
     ),
     max_drop: float = typer.Option(1.0, min=0.0, help="Largest INT8 accuracy drop accepted, in points."),
-    allow_drop: bool = typer.Option(False, "--allow-drop", help="Ship INT8 even if it drops more than --max-drop."),
+    allow_drop: bool = typer.Option(
+        False, "--allow-drop", help="Ship INT8 (the search's best on validation) even if it drops more than --max-drop."
+    ),
+    search_budget: float = typer.Option(
+        300.0,
+        min=0.0,
+        help="Seconds the INT8 search may spend per model when the first candidate misses --max-drop: other "
+        "calibration methods, per-tensor weights, then the most sensitive layers in float (0: gate the first).",
+    ),
     cpu_variant: bool = typer.Option(True, help="Also try the U8S8 INT8 model for ONNX Runtime CPU."),
     trt: bool = typer.Option(False, "--trt", help="Build TensorRT engines here (needs TensorRT and a GPU)."),
     fp16: bool = typer.Option(False, "--fp16", help="With --trt: build an FP16 engine from the FP32 model."),
@@ -153,6 +170,7 @@ def export(
         keep_float=_keep_float(keep_float),
         max_drop=max_drop,
         allow_drop=allow_drop,
+        search_budget=search_budget,
         cpu_variant=cpu_variant,
         trt=trt,
         fp16=fp16,
@@ -189,11 +207,13 @@ def export(
         _write_triton(result.path, triton, name, max_batch)
     if result.int8_refused:
         gate = next(g for g in result.gates if g.precision == "int8")
+        tried = next(r for r in result.rejected if r["precision"] == "int8")["search"]
         console.print(
-            f"[bold red]INT8 refused:[/] {gate.message} on the validation split. The bundle holds FP32 only. "
-            "Keeping more early layers in float may recover it "
-            "(e.g. --keep-float '*conv_stem*,*blocks.0/*,*blocks.1/*,*blocks.2/*'), as may --method entropy; "
-            "or accept the drop with --allow-drop."
+            f"[bold red]INT8 refused:[/] {gate.message} on the validation split, for the best of "
+            f"{len(tried['candidates'])} candidates tried (search {tried['stopped']}; each under `rejected` in "
+            "manifest.json). "
+            "The bundle holds FP32 only. A larger --search-budget may find one; --keep-float names layers to "
+            "keep in float yourself; --allow-drop ships the best candidate."
         )
         raise typer.Exit(EXIT_INT8_REFUSED)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from sperm_edge.engines.ort import new_session
@@ -12,7 +14,8 @@ from sperm_edge.export.cam_parity import FP32_TOLERANCE, CamParity, CamReference
 from sperm_edge.export.engines import build_engines, engine_precisions
 from sperm_edge.export.gate import Score, check_drop, score
 from sperm_edge.export.images import ImageSet
-from sperm_edge.export.int8 import Int8Config, Int8Result, prepare_for_quantization, quantize_int8
+from sperm_edge.export.int8 import Int8Config, Int8Result, prepare_for_quantization
+from sperm_edge.export.int8_search import Int8Search, SearchOutcome
 from sperm_edge.export.onnx_export import export_onnx
 from sperm_edge.export.ort_cpu import Latency, measure_latency, ort_logits, ort_outputs
 from sperm_edge.export.parity import check_onnx, check_parity
@@ -61,6 +64,7 @@ class Stages:
         self.latency: dict[str, Latency] = {}
         self.gates: list = []
         self.rejected: list[dict] = []
+        self.searches: dict[str, SearchOutcome] = {}
 
     def fp32(self, model, parity_set: ImageSet, held_out: ImageSet | None, cam_set: ImageSet) -> None:
         from sperm_edge.model.inference import predict_logits
@@ -120,42 +124,61 @@ class Stages:
         return compare_cams(cam, self.cam_reference, precision)
 
     def int8(self, calib: ImageSet, gate_set: ImageSet, held_out: ImageSet) -> None:
-        """INT8 models from the FP32 one; each is gated on `gate_set` (validation) and scored on `held_out` (test)."""
+        """INT8 models from the FP32 one, each found by the accuracy-aware search (`export.int8_search`) on
+        `gate_set` (validation) and scored on `held_out` (test)."""
         options = self.options
         self.writer.manifest["calibration"] = {**_set_summary(calib), "method": options.method}
         self.writer.manifest["gate_images"] = _set_summary(gate_set)
-        config = Int8Config(method=options.method, keep_float=tuple(options.keep_float), percentile=options.percentile)
+        first = Int8Config(method=options.method, keep_float=tuple(options.keep_float), percentile=options.percentile)
         self.reporter.step("pre-processing for quantization")
         prepared = prepare_for_quantization(self.writer.path(FP32_FILE), self.work / "model.pre.onnx")
-        cache = self.work / "calibration-ranges.json"
-        variants = ["int8", "int8_cpu"] if options.cpu_variant else ["int8"]
-        results: dict[str, Int8Result] = {}
-        for variant in variants:
-            self.reporter.step(f"quantizing {variant} ({options.method} calibration on {len(calib)} images)")
-            out = self.writer.path(INT8_FILES[variant])
-            results[variant] = quantize_int8(prepared, out, calib.images, self.spec, variant, config, cache)
-        qdq = check_tensorrt_qdq(results["int8"].path)
-        if not qdq.ok:
-            raise SpermEdgeError(f"the INT8 model breaks TensorRT's Q/DQ rules: {'; '.join(qdq.problems[:3])}")
-        self.reporter.step(
-            f"gating INT8 on {len(gate_set)} validation images, scoring it on {len(held_out)} test images"
-        )
         self.fp32_val_logits = ort_logits(new_session(self.writer.path(FP32_FILE)), gate_set.images, self.spec)
         fp32_val = score("fp32", self.fp32_val_logits, gate_set.labels, self.classes)
-        for variant, result in results.items():
-            extra = {"qdq_check": qdq.describe()} if variant == "int8" else {}
-            self._register(variant, result, gate_set, fp32_val, held_out, extra)
+
+        def judge(path: Path) -> Score:
+            logits = ort_logits(new_session(path), gate_set.images, self.spec)
+            return score("int8", logits, gate_set.labels, self.classes, self.fp32_val_logits)
+
+        search = Int8Search(
+            prepared, calib.images, self.spec, judge, fp32_val.accuracy, options.max_drop, self.work / "search",
+            options.search_budget, self.reporter.step,
+        )  # fmt: skip
+        variants = ["int8", "int8_cpu"] if options.cpu_variant else ["int8"]
+        for variant in variants:
+            self.searches[variant] = outcome = search.run(variant, first)
+            chosen = outcome.chosen
+            path = self.writer.path(INT8_FILES[variant])
+            shutil.copyfile(chosen.result.path, path)
+            extra = {}
+            if variant == "int8":
+                qdq = check_tensorrt_qdq(path, require_per_channel=chosen.config.per_channel)
+                if not qdq.ok:
+                    raise SpermEdgeError(f"the INT8 model breaks TensorRT's Q/DQ rules: {'; '.join(qdq.problems[:3])}")
+                extra["qdq_check"] = qdq.describe()
+            self._register(variant, replace(chosen.result, path=path), chosen.verdict, fp32_val, held_out, extra)
+            self.writer.manifest["models"][variant]["search"] = outcome.describe()
         for precision in self.writer.manifest["models"]:
             self._time(precision)
         for variant in variants:
+            self._speed_cost(variant)
             self._decide(variant)
 
+    def _speed_cost(self, variant: str) -> None:
+        """What the layers the search kept in float cost: the chosen model's latency beside the first candidate's."""
+        outcome = self.searches[variant]
+        if outcome.chosen is outcome.first:
+            return
+        first = measure_latency(outcome.first.result.path, variant, self.spec.img_size, runs=self.options.latency_runs)
+        mine, fp32 = self._time(variant).p50_ms, self._time("fp32").p50_ms
+        speed = {"p50_ms": mine, "first_candidate_p50_ms": first.p50_ms, "fp32_p50_ms": fp32}
+        if fp32 > first.p50_ms:
+            speed["speedup_kept"] = round((fp32 - mine) / (fp32 - first.p50_ms), 3)
+        self.writer.manifest["models"][variant]["search"]["speed"] = speed
+
     def _register(
-        self, variant: str, result: Int8Result, gate_set: ImageSet, fp32_val: Score, held_out: ImageSet, extra: dict
+        self, variant: str, result: Int8Result, val: Score, fp32_val: Score, held_out: ImageSet, extra: dict
     ) -> None:
         session = new_session(result.path)
-        val = score(variant, ort_logits(session, gate_set.images, self.spec), gate_set.labels, self.classes,
-                    self.fp32_val_logits)  # fmt: skip
         test = score(variant, ort_logits(session, held_out.images, self.spec), held_out.labels, self.classes,
                      self.fp32_logits)  # fmt: skip
         gate = check_drop(variant, fp32_val.accuracy, val.accuracy, self.options.max_drop, self.options.allow_drop)
@@ -168,8 +191,10 @@ class Stages:
             variant,
             INT8_FILES[variant],
             quantization=result.describe(),
+            calibration=result.config.method,
+            keep_float=list(result.config.keep_float),
             accuracy={**test.describe(), "images": held_out.source, "backend": "ort-cpu"},
-            gate={**gate.describe(), "decided_on": gate_set.source, "n": val.n},
+            gate={**gate.describe(), "decided_on": self.writer.manifest["gate_images"]["source"], "n": val.n},
             **extra,
         )
         log.info("%s (validation); on the test split %.4f vs fp32 %.4f", gate.message, test.accuracy,
@@ -182,7 +207,11 @@ class Stages:
         reason = None
         cam = entry.get("cam_parity")
         if not gate["passed"] and not gate["allowed"]:
-            reason = f"accuracy drop {gate['drop_points']:.2f} points > {gate['max_drop_points']:g}"
+            search = entry.get("search", {})
+            reason = (
+                f"accuracy drop {gate['drop_points']:.2f} points > {gate['max_drop_points']:g} for the best of "
+                f"{len(search.get('candidates', [])) or 1} candidates ({search.get('stopped', 'no search')})"
+            )
         elif cam is not None and not cam["passed"]:
             reason = f"cam output vs pytorch-grad-cam: Pearson r {cam['pearson_mean']:.3f}, needs {cam['criterion']}"
         elif variant == "int8_cpu" and "int8" not in self.writer.manifest["models"]:
@@ -202,6 +231,7 @@ class Stages:
                 "accuracy": entry["accuracy"],
                 "gate": gate,
                 "p50_ms": latency.p50_ms if latency else None,
+                **({"search": entry["search"]} if "search" in entry else {}),
             }
         )
         self.writer.drop_model(variant)

@@ -74,6 +74,7 @@ class Int8Config:
     keep_float: tuple[str, ...] = ()  # op types (e.g. Sigmoid, Mul) or node names left in float
     percentile: float = 99.999
     calib_batch: int = 8
+    per_channel: bool = True  # weights: one scale per output channel (False: one per tensor)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -102,7 +103,7 @@ class Int8Result:
             "target": v.target,
             "activations": f"{'int8' if v.activation_type == QuantType.QInt8 else 'uint8'} "
             f"{'symmetric (zero point 0)' if v.symmetric_activations else 'asymmetric'} per-tensor",
-            "weights": "int8 symmetric (zero point 0) per-channel",
+            "weights": f"int8 symmetric (zero point 0) per-{'channel' if self.config.per_channel else 'tensor'}",
             "bias": "int32 Q/DQ" if v.quantize_bias else "float",
             "calibration_method": self.config.method,
             **({"percentile": self.config.percentile} if self.config.method == "percentile" else {}),
@@ -266,7 +267,7 @@ def quantize_int8(
                 str(out_path),
                 reader,
                 quant_format=QuantFormat.QDQ,
-                per_channel=True,
+                per_channel=config.per_channel,
                 activation_type=chosen.activation_type,
                 weight_type=QuantType.QInt8,
                 calibrate_method=METHODS[config.method],

@@ -39,6 +39,7 @@ class ExportOptions:
     keep_float: tuple[str, ...] | None = None  # None: the architecture's default (ModelEntry.int8_keep_float)
     max_drop: float = DEFAULT_MAX_DROP
     allow_drop: bool = False
+    search_budget: float = 300.0  # seconds the INT8 search may spend per variant after the first candidate
     cpu_variant: bool = True
     trt: bool = False
     fp16: bool = False
@@ -58,6 +59,8 @@ class ExportOptions:
             raise SpermEdgeError("--calib-count, parity count and latency runs must be at least 1")
         if self.max_drop < 0:
             raise SpermEdgeError(f"--max-drop must be 0 or more points, not {self.max_drop}")
+        if self.search_budget < 0:
+            raise SpermEdgeError(f"--search-budget must be 0 or more seconds, not {self.search_budget}")
         if self.max_batch < 1 or self.workspace_mb < 1:
             raise SpermEdgeError("--max-batch and --workspace-mb must be at least 1")
         if self.keep_float and not self.int8:

@@ -49,6 +49,12 @@ def test_manifest_records_how_everything_was_measured(tiny_bundle) -> None:
     assert int8["quantization"]["calibration_method"] == "minmax"
     # by default the architecture's pattern (Lite0: nothing kept in float, chosen on validation splits)
     assert int8["quantization"]["keep_float"] == list(get_entry(manifest["arch"]).int8_keep_float)
+    # what the search tried (here the first candidate only: --search-budget 0), in the entry's own keys
+    assert int8["calibration"] == "minmax" and int8["keep_float"] == int8["quantization"]["keep_float"]
+    assert int8["search"]["chosen"] == 1 and int8["search"]["stopped"] in ("passed", "time budget")
+    (first,) = int8["search"]["candidates"]
+    assert first["calibration"] == "minmax" and first["per_channel"]
+    assert first["val_accuracy"] == int8["gate"]["accuracy"]
     assert {"accuracy", "macro_f1", "top1_agreement_fp32"} <= set(int8["accuracy"])
     assert int8["gate"]["max_drop_points"] == 1.0
     # the ship-or-refuse gate decides on validation images; test accuracy is only reported

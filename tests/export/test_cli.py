@@ -109,10 +109,13 @@ def test_refused_int8_exits_3_and_says_what_to_do(tmp_path, capsys, monkeypatch)
 
     manifest = {"models": {}, "files": {}, "benchmarks": [], "engines": []}
     gate = check_drop("int8", 0.9, 0.5)
-    result = pipeline.ExportResult(path=tmp_path / "b", manifest=manifest, gates=[gate], rejected=[])
+    search = {"stopped": "exhausted", "chosen": 2, "candidates": [{}, {}, {}]}
+    rejected = [{"precision": "int8", "reason": "accuracy drop", "search": search}]
+    result = pipeline.ExportResult(path=tmp_path / "b", manifest=manifest, gates=[gate], rejected=rejected)
     monkeypatch.setattr(pipeline, "export_bundle", lambda *args, **kwargs: result)
     code, text = _export(["run", "--out", str(tmp_path / "b"), "--int8"], capsys)
     assert code == 3 and "INT8 refused" in text and "--allow-drop" in text
+    assert "3 candidates tried (search exhausted" in " ".join(text.split())
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,221 @@
+"""Accuracy-aware INT8: when the first INT8 model loses too much validation accuracy, look for one that keeps it.
+
+Candidates, in order of cost (each one a full quantization, judged on the validation split):
+
+1. the configured one (calibration method, per-channel weights, the architecture's `keep_float`);
+2. the other calibration methods (min-max, entropy, percentile): ranges only, no speed cost;
+3. per-tensor weights with the best method so far;
+4. the most sensitive layers kept in float: 1, 2, 4, then 8 of them, each step costing speed. A layer's
+   sensitivity is the signal-to-quantization-noise ratio (SQNR, dB) its output loses against its input
+   when the best model so far runs beside FP32 on calibration images (ONNX Runtime's `qdq_loss_debug`,
+   the accumulated-error view of its QDQ debugging tools). A convolution and the ReLU6 that follows it are
+   one layer: the convolution's own output is quantized with its activation's range, so on its own it looks
+   worse than it is.
+
+The search stops at the first candidate within the limit, or when its time budget is spent; only then
+does the gate refuse, with every candidate tried listed in the manifest.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from sperm_edge.export.gate import Score
+from sperm_edge.export.int8 import METHODS, ImageCalibrationReader, Int8Config, Int8Result, quantize_int8
+from sperm_edge.preprocess import PreprocessSpec
+
+KEEP_COUNTS = (1, 2, 4, 8)  # how many of the most sensitive layers successive candidates keep in float
+SENSITIVITY_IMAGES = 16
+# The graph input has no quantization noise of its own to compare with; 8-bit quantization of a full-range
+# signal keeps about 6.02 * 8 dB, which is what the first layer is measured against.
+INPUT_SQNR_DB = 48.0
+FUSED_ACTIVATIONS = {"Relu", "Clip"}
+
+
+@dataclass
+class Trial:
+    """One candidate tried, and how it did on the validation split."""
+
+    config: Int8Config
+    verdict: Score  # on the validation split, with top-1 agreement with FP32
+    drop_points: float
+    passed: bool
+    seconds: float
+    result: Int8Result
+
+    def describe(self) -> dict:
+        return {
+            "calibration": self.config.method,
+            "per_channel": self.config.per_channel,
+            "keep_float": list(self.config.keep_float),
+            "val_accuracy": self.verdict.accuracy,
+            "val_agreement_fp32": self.verdict.top1_agreement_fp32,
+            "drop_points": self.drop_points,
+            "passed": self.passed,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class SearchOutcome:
+    """The candidates tried in order; `chosen` is the first within the limit, else the best on validation."""
+
+    trials: list[Trial]
+    stopped: str  # "passed", "exhausted" or "time budget"
+    sensitivity: list[tuple[str, float]]
+
+    @property
+    def chosen(self) -> Trial:
+        passing = [t for t in self.trials if t.passed]
+        return passing[0] if passing else max(self.trials, key=lambda t: t.verdict.accuracy)
+
+    @property
+    def first(self) -> Trial:
+        return self.trials[0]
+
+    def describe(self) -> dict:
+        return {
+            "stopped": self.stopped,
+            "chosen": self.trials.index(self.chosen) + 1,
+            "candidates": [t.describe() for t in self.trials],
+            "most_sensitive_layers": [{"layer": name, "sqnr_loss_db": round(db, 2)} for name, db in self.sensitivity],
+        }
+
+
+def _layers(graph: onnx.GraphProto) -> list[tuple[list[str], str]]:
+    """(node names, output tensor) per layer: a node, joined by the ReLU/Clip that alone consumes its output."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    fused: set[str] = set()
+    layers = []
+    for node in graph.node:
+        if node.name in fused or not node.output:
+            continue
+        after = consumers.get(node.output[0], [])
+        if len(after) == 1 and after[0].op_type in FUSED_ACTIVATIONS:
+            fused.add(after[0].name)
+            layers.append(([node.name, after[0].name], after[0].output[0]))
+        else:
+            layers.append(([node.name], node.output[0]))
+    return layers
+
+
+def layer_sensitivity(
+    float_path: Path, qdq_path: Path, images: Sequence[np.ndarray], spec: PreprocessSpec, work: Path
+) -> list[tuple[list[str], float]]:
+    """Layers (their node names) with the SQNR they lose in dB, most sensitive first."""
+    from onnxruntime.quantization import qdq_loss_debug
+
+    work.mkdir(parents=True, exist_ok=True)
+    augmented = {}
+    for name, path in (("float", float_path), ("qdq", qdq_path)):
+        augmented[name] = work / f"{name}.debug.onnx"
+        qdq_loss_debug.modify_model_output_intermediate_tensors(str(path), str(augmented[name]))
+    graph = onnx.load(str(float_path), load_external_data=False).graph
+    input_name = graph.input[0].name
+    activations = {
+        name: qdq_loss_debug.collect_activations(str(path), ImageCalibrationReader(images, spec, input_name))
+        for name, path in augmented.items()
+    }
+    matched = qdq_loss_debug.create_activation_matching(activations["qdq"], activations["float"])
+    errors = qdq_loss_debug.compute_activation_error(matched)
+    sqnr = {tensor: e["xmodel_err"] for tensor, e in errors.items() if math.isfinite(e.get("xmodel_err", math.nan))}
+    inputs = {i.name for i in graph.input}
+    producer_input = {node.name: [t for t in node.input if t in sqnr or t in inputs] for node in graph.node}
+    ranked = []
+    for names, output in _layers(graph):
+        if output not in sqnr or not producer_input[names[0]]:
+            continue
+        before = min(sqnr.get(t, INPUT_SQNR_DB) for t in producer_input[names[0]])
+        ranked.append((names, before - sqnr[output]))
+    return sorted(ranked, key=lambda item: -item[1])
+
+
+class Int8Search:
+    """Tries INT8 candidates for one variant until one keeps validation accuracy within `max_drop` points."""
+
+    def __init__(
+        self,
+        prepared: Path,
+        images: Sequence[np.ndarray],
+        spec: PreprocessSpec,
+        judge: Callable[[Path], Score],
+        fp32_accuracy: float,
+        max_drop: float,
+        work: Path,
+        budget_s: float,
+        progress: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.prepared, self.images, self.spec, self.judge = prepared, images, spec, judge
+        self.fp32_accuracy, self.max_drop, self.work, self.budget_s = fp32_accuracy, max_drop, work, budget_s
+        self.progress = progress
+        work.mkdir(parents=True, exist_ok=True)
+
+    def _try(self, variant: str, config: Int8Config, trials: list[Trial]) -> Trial:
+        start = time.perf_counter()
+        self.progress(f"INT8 search ({variant}), candidate {len(trials) + 1}: {describe_config(config)}")
+        out = self.work / f"{variant}-{len(trials) + 1}.onnx"
+        cache = self.work / f"calibration-{config.method}.json"
+        result = quantize_int8(self.prepared, out, self.images, self.spec, variant, config, cache)
+        verdict = self.judge(out)
+        drop = round((self.fp32_accuracy - verdict.accuracy) * 100.0, 6)
+        trial = Trial(config, verdict, drop, drop <= self.max_drop, round(time.perf_counter() - start, 2), result)
+        trials.append(trial)
+        return trial
+
+    def run(self, variant: str, first: Int8Config) -> SearchOutcome:
+        """The first candidate always; the others while it and its followers miss the limit and time is left."""
+        start = time.perf_counter()
+        trials: list[Trial] = []
+        sensitivity: list[tuple[str, float]] = []
+        if self._try(variant, first, trials).passed:
+            return SearchOutcome(trials, "passed", sensitivity)
+
+        def out_of_time() -> bool:
+            return time.perf_counter() - start >= self.budget_s
+
+        def best() -> Int8Config:
+            return max(trials, key=lambda t: t.verdict.accuracy).config
+
+        later: list[Callable[[], Int8Config]] = [
+            *(lambda m=method: replace(first, method=m) for method in METHODS if method != first.method),
+            lambda: replace(best(), per_channel=False),
+        ]
+        for make in later:
+            if out_of_time():
+                return SearchOutcome(trials, "time budget", sensitivity)
+            if self._try(variant, make(), trials).passed:
+                return SearchOutcome(trials, "passed", sensitivity)
+        if out_of_time():
+            return SearchOutcome(trials, "time budget", sensitivity)
+        base = max((t for t in trials if t.config.per_channel), key=lambda t: t.verdict.accuracy)
+        self.progress(f"INT8 search ({variant}): measuring each layer's quantization loss")
+        ranked = layer_sensitivity(
+            self.prepared, base.result.path, self.images[:SENSITIVITY_IMAGES], self.spec, self.work / "debug"
+        )
+        ranked = [(names, db) for names, db in ranked if not set(names) & set(base.result.excluded_nodes)]
+        sensitivity = [(names[0], db) for names, db in ranked[: max(KEEP_COUNTS)]]
+        for count in KEEP_COUNTS:
+            if count > len(ranked) or out_of_time():
+                break
+            layers = tuple(name for names, _ in ranked[:count] for name in names)
+            config = replace(base.config, keep_float=(*base.config.keep_float, *layers))
+            if self._try(variant, config, trials).passed:
+                return SearchOutcome(trials, "passed", sensitivity)
+        return SearchOutcome(trials, "time budget" if out_of_time() else "exhausted", sensitivity)
+
+
+def describe_config(config: Int8Config) -> str:
+    """One line for progress and refusal messages."""
+    weights = "per-channel" if config.per_channel else "per-tensor"
+    kept = f", {len(config.keep_float)} patterns in float" if config.keep_float else ""
+    return f"{config.method} calibration, {weights} weights{kept}"
