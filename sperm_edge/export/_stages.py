@@ -7,6 +7,8 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from sperm_edge.engines.ort import new_session
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.bundle_writer import BundleWriter
@@ -15,7 +17,7 @@ from sperm_edge.export.engines import build_engines, engine_precisions
 from sperm_edge.export.gate import Score, check_drop, score
 from sperm_edge.export.images import ImageSet
 from sperm_edge.export.int8 import Int8Config, Int8Result, prepare_for_quantization
-from sperm_edge.export.int8_search import Int8Search, SearchOutcome
+from sperm_edge.export.int8_search import Int8Search, SearchOutcome, Verdict
 from sperm_edge.export.onnx_export import export_onnx
 from sperm_edge.export.ort_cpu import Latency, measure_latency, ort_logits, ort_outputs
 from sperm_edge.export.parity import check_onnx, check_parity
@@ -132,12 +134,20 @@ class Stages:
         first = Int8Config(method=options.method, keep_float=tuple(options.keep_float), percentile=options.percentile)
         self.reporter.step("pre-processing for quantization")
         prepared = prepare_for_quantization(self.writer.path(FP32_FILE), self.work / "model.pre.onnx")
-        self.fp32_val_logits = ort_logits(new_session(self.writer.path(FP32_FILE)), gate_set.images, self.spec)
+        fp32_session = new_session(self.writer.path(FP32_FILE))
+        self.fp32_val_logits = ort_logits(fp32_session, gate_set.images, self.spec)
+        fp32_calib = ort_logits(fp32_session, calib.images, self.spec).argmax(1)
         fp32_val = score("fp32", self.fp32_val_logits, gate_set.labels, self.classes)
 
-        def judge(path: Path) -> Score:
-            logits = ort_logits(new_session(path), gate_set.images, self.spec)
-            return score("int8", logits, gate_set.labels, self.classes, self.fp32_val_logits)
+        def judge(path: Path) -> Verdict:
+            session = new_session(path)
+            logits = ort_logits(session, gate_set.images, self.spec)
+            val = score("int8", logits, gate_set.labels, self.classes, self.fp32_val_logits)
+            same = np.concatenate(
+                [logits.argmax(1) == self.fp32_val_logits.argmax(1),
+                 ort_logits(session, calib.images, self.spec).argmax(1) == fp32_calib]
+            )  # fmt: skip
+            return Verdict(val, float(same.mean()), len(same))
 
         search = Int8Search(
             prepared, calib.images, self.spec, judge, fp32_val.accuracy, options.max_drop, self.work / "search",
@@ -176,12 +186,15 @@ class Stages:
         self.writer.manifest["models"][variant]["search"]["speed"] = speed
 
     def _register(
-        self, variant: str, result: Int8Result, val: Score, fp32_val: Score, held_out: ImageSet, extra: dict
+        self, variant: str, result: Int8Result, verdict: Verdict, fp32_val: Score, held_out: ImageSet, extra: dict
     ) -> None:
         session = new_session(result.path)
         test = score(variant, ort_logits(session, held_out.images, self.spec), held_out.labels, self.classes,
                      self.fp32_logits)  # fmt: skip
-        gate = check_drop(variant, fp32_val.accuracy, val.accuracy, self.options.max_drop, self.options.allow_drop)
+        options = self.options
+        gate = check_drop(
+            variant, fp32_val.accuracy, verdict.val.accuracy, options.max_drop, options.allow_drop, verdict.agreement
+        )
         self.gates.append(gate)
         if variant == "int8_cpu":
             extra = {**extra, "cpu_only": True, "backends": ["ort-cpu"]}
@@ -194,7 +207,12 @@ class Stages:
             calibration=result.config.method,
             keep_float=list(result.config.keep_float),
             accuracy={**test.describe(), "images": held_out.source, "backend": "ort-cpu"},
-            gate={**gate.describe(), "decided_on": self.writer.manifest["gate_images"]["source"], "n": val.n},
+            gate={
+                **gate.describe(),
+                "decided_on": self.writer.manifest["gate_images"]["source"],
+                "n": verdict.val.n,
+                "agreement_images": verdict.agreement_n,
+            },
             **extra,
         )
         log.info("%s (validation); on the test split %.4f vs fp32 %.4f", gate.message, test.accuracy,
@@ -208,10 +226,12 @@ class Stages:
         cam = entry.get("cam_parity")
         if not gate["passed"] and not gate["allowed"]:
             search = entry.get("search", {})
-            reason = (
-                f"accuracy drop {gate['drop_points']:.2f} points > {gate['max_drop_points']:g} for the best of "
-                f"{len(search.get('candidates', [])) or 1} candidates ({search.get('stopped', 'no search')})"
-            )
+            if gate["drop_points"] > gate["max_drop_points"]:
+                reason = f"accuracy drop {gate['drop_points']:.2f} points > {gate['max_drop_points']:g}"
+            else:
+                reason = f"top-1 agreement with FP32 {gate['agreement']:.4f} < {gate['min_agreement']:g}"
+            tried = len(search.get("candidates", [])) or 1
+            reason += f" for the best of {tried} candidates ({search.get('stopped', 'no search')})"
         elif cam is not None and not cam["passed"]:
             reason = f"cam output vs pytorch-grad-cam: Pearson r {cam['pearson_mean']:.3f}, needs {cam['criterion']}"
         elif variant == "int8_cpu" and "int8" not in self.writer.manifest["models"]:

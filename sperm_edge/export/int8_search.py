@@ -12,8 +12,11 @@ Candidates, in order of cost (each one a full quantization, judged on the valida
    one layer: the convolution's own output is quantized with its activation's range, so on its own it looks
    worse than it is.
 
-The search stops at the first candidate within the limit, or when its time budget is spent; only then
-does the gate refuse, with every candidate tried listed in the manifest.
+A candidate is within the limit when the gate (`export.gate.check_drop`) passes it: validation accuracy
+at most `max_drop` points below FP32, and top-1 agreement with FP32 on the validation and calibration
+images of at least 1 - max_drop / 100 (a small validation split alone cannot tell a good candidate from a
+lucky one). The search stops at the first candidate within the limit, or when its time budget is spent;
+only then does the gate refuse, with every candidate tried listed in the manifest.
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from sperm_edge.export.gate import Score
+from sperm_edge.export.gate import DropGate, Score, check_drop
 from sperm_edge.export.int8 import METHODS, ImageCalibrationReader, Int8Config, Int8Result, quantize_int8
 from sperm_edge.preprocess import PreprocessSpec
 
-KEEP_COUNTS = (1, 2, 4, 8)  # how many of the most sensitive layers successive candidates keep in float
+KEEP_COUNTS = (1, 2, 4, 8, 16)  # how many of the most sensitive layers successive candidates keep in float
 SENSITIVITY_IMAGES = 16
 # The graph input has no quantization noise of its own to compare with; 8-bit quantization of a full-range
 # signal keeps about 6.02 * 8 dB, which is what the first layer is measured against.
@@ -39,25 +42,40 @@ INPUT_SQNR_DB = 48.0
 FUSED_ACTIVATIONS = {"Relu", "Clip"}
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What the judge measured on a candidate: the validation split's score, and top-1 agreement with FP32 on
+    the validation and calibration images together."""
+
+    val: Score
+    agreement: float
+    agreement_n: int
+
+
 @dataclass
 class Trial:
     """One candidate tried, and how it did on the validation split."""
 
     config: Int8Config
-    verdict: Score  # on the validation split, with top-1 agreement with FP32
-    drop_points: float
-    passed: bool
+    verdict: Verdict
+    gate: DropGate
     seconds: float
     result: Int8Result
+
+    @property
+    def passed(self) -> bool:
+        return self.gate.passed
 
     def describe(self) -> dict:
         return {
             "calibration": self.config.method,
             "per_channel": self.config.per_channel,
             "keep_float": list(self.config.keep_float),
-            "val_accuracy": self.verdict.accuracy,
-            "val_agreement_fp32": self.verdict.top1_agreement_fp32,
-            "drop_points": self.drop_points,
+            "val_accuracy": self.verdict.val.accuracy,
+            "val_agreement_fp32": self.verdict.val.top1_agreement_fp32,
+            "agreement_fp32": self.verdict.agreement,
+            "agreement_images": self.verdict.agreement_n,
+            "drop_points": self.gate.drop_points,
             "passed": self.passed,
             "seconds": self.seconds,
         }
@@ -74,7 +92,7 @@ class SearchOutcome:
     @property
     def chosen(self) -> Trial:
         passing = [t for t in self.trials if t.passed]
-        return passing[0] if passing else max(self.trials, key=lambda t: t.verdict.accuracy)
+        return passing[0] if passing else max(self.trials, key=_merit)
 
     @property
     def first(self) -> Trial:
@@ -87,6 +105,11 @@ class SearchOutcome:
             "candidates": [t.describe() for t in self.trials],
             "most_sensitive_layers": [{"layer": name, "sqnr_loss_db": round(db, 2)} for name, db in self.sensitivity],
         }
+
+
+def _merit(trial: Trial) -> tuple[float, float]:
+    """How good a candidate is when none passes: validation accuracy, then agreement with FP32."""
+    return trial.verdict.val.accuracy, trial.verdict.agreement
 
 
 def _layers(graph: onnx.GraphProto) -> list[tuple[list[str], str]]:
@@ -148,7 +171,7 @@ class Int8Search:
         prepared: Path,
         images: Sequence[np.ndarray],
         spec: PreprocessSpec,
-        judge: Callable[[Path], Score],
+        judge: Callable[[Path], Verdict],
         fp32_accuracy: float,
         max_drop: float,
         work: Path,
@@ -167,8 +190,8 @@ class Int8Search:
         cache = self.work / f"calibration-{config.method}.json"
         result = quantize_int8(self.prepared, out, self.images, self.spec, variant, config, cache)
         verdict = self.judge(out)
-        drop = round((self.fp32_accuracy - verdict.accuracy) * 100.0, 6)
-        trial = Trial(config, verdict, drop, drop <= self.max_drop, round(time.perf_counter() - start, 2), result)
+        gate = check_drop(variant, self.fp32_accuracy, verdict.val.accuracy, self.max_drop, agreement=verdict.agreement)
+        trial = Trial(config, verdict, gate, round(time.perf_counter() - start, 2), result)
         trials.append(trial)
         return trial
 
@@ -184,7 +207,7 @@ class Int8Search:
             return time.perf_counter() - start >= self.budget_s
 
         def best() -> Int8Config:
-            return max(trials, key=lambda t: t.verdict.accuracy).config
+            return max(trials, key=_merit).config
 
         later: list[Callable[[], Int8Config]] = [
             *(lambda m=method: replace(first, method=m) for method in METHODS if method != first.method),
@@ -197,7 +220,7 @@ class Int8Search:
                 return SearchOutcome(trials, "passed", sensitivity)
         if out_of_time():
             return SearchOutcome(trials, "time budget", sensitivity)
-        base = max((t for t in trials if t.config.per_channel), key=lambda t: t.verdict.accuracy)
+        base = max((t for t in trials if t.config.per_channel), key=_merit)
         self.progress(f"INT8 search ({variant}): measuring each layer's quantization loss")
         ranked = layer_sensitivity(
             self.prepared, base.result.path, self.images[:SENSITIVITY_IMAGES], self.spec, self.work / "debug"

@@ -17,7 +17,7 @@ from sperm_edge.bundle import load_bundle
 from sperm_edge.export.gate import Score
 from sperm_edge.export.images import folder_images
 from sperm_edge.export.int8 import Int8Config, prepare_for_quantization
-from sperm_edge.export.int8_search import FUSED_ACTIVATIONS, KEEP_COUNTS, Int8Search, layer_sensitivity
+from sperm_edge.export.int8_search import FUSED_ACTIVATIONS, KEEP_COUNTS, Int8Search, Verdict, layer_sensitivity
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +37,10 @@ def _dequantize_count(path: Path) -> int:
 def _search(setting, tmp_path, passes, budget_s: float = 600.0) -> Int8Search:
     prepared, images, spec = setting
 
-    def judge(path: Path) -> Score:
+    def judge(path: Path) -> Verdict:
         accuracy = 1.0 if passes(path) else 0.0
-        return Score("int8", n=len(images), accuracy=accuracy, macro_f1=accuracy, top1_agreement_fp32=accuracy)
+        val = Score("int8", n=len(images), accuracy=accuracy, macro_f1=accuracy, top1_agreement_fp32=accuracy)
+        return Verdict(val, agreement=accuracy, agreement_n=len(images))
 
     return Int8Search(prepared, images, spec, judge, 1.0, 1.0, tmp_path, budget_s)
 
