@@ -17,7 +17,15 @@ from sperm_edge.bundle import load_bundle
 from sperm_edge.export.gate import Score
 from sperm_edge.export.images import folder_images
 from sperm_edge.export.int8 import Int8Config, prepare_for_quantization
-from sperm_edge.export.int8_search import FUSED_ACTIVATIONS, KEEP_COUNTS, Int8Search, Verdict, layer_sensitivity
+from sperm_edge.export.int8_search import (
+    FUSED_ACTIVATIONS,
+    KEEP_COUNTS,
+    PREFIX_COUNTS,
+    Int8Search,
+    Verdict,
+    _layers,
+    layer_sensitivity,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,24 +67,31 @@ def test_the_ladder_runs_in_order_of_cost_and_stops_at_the_first_candidate_withi
         ("entropy", True, False),
         ("percentile", True, False),
         ("minmax", False, False),  # per-tensor weights with the best method so far (a tie keeps the first)
-        ("minmax", True, True),  # the most sensitive layer in float
+        ("minmax", True, True),  # the first layer from the input end in float
     ]
     assert outcome.stopped == "passed" and outcome.chosen is outcome.trials[-1]
     assert [t.passed for t in outcome.trials] == [False] * 4 + [True]
-    kept = outcome.chosen.config.keep_float
-    assert kept[0] == outcome.sensitivity[0][0] and set(kept) <= set(outcome.chosen.result.excluded_nodes)
-    losses = [db for _, db in outcome.sensitivity]
-    assert losses == sorted(losses, reverse=True) and len(losses) == max(KEEP_COUNTS)
+    first_layer, _ = _layers(onnx.load(str(setting[0])).graph)[0]
+    assert list(outcome.chosen.config.keep_float) == first_layer and outcome.sensitivity == []
     described = outcome.describe()
-    assert described["chosen"] == 5 and described["candidates"][-1]["keep_float"] == list(kept)
+    assert described["chosen"] == 5 and described["candidates"][-1]["keep_float"] == first_layer
 
 
 def test_nothing_within_the_limit_tries_every_candidate_and_keeps_the_best(setting, tmp_path) -> None:
     outcome = _search(setting, tmp_path, lambda path: False).run("int8_cpu", Int8Config(method="entropy"))
-    assert outcome.stopped == "exhausted" and len(outcome.trials) == 4 + len(KEEP_COUNTS)
-    assert [t.config.method for t in outcome.trials[:3]] == ["entropy", "minmax", "percentile"]
-    layers_kept = [len(t.config.keep_float) for t in outcome.trials[4:]]
-    assert layers_kept == sorted(layers_kept) and layers_kept[0] >= 1
+    configs = [t.config for t in outcome.trials]
+    assert outcome.stopped == "exhausted" and all(a != b for i, a in enumerate(configs) for b in configs[i + 1 :])
+    assert [c.method for c in configs[:3]] == ["entropy", "minmax", "percentile"]
+    prefixes = [c.keep_float for c in configs[4 : 4 + len(PREFIX_COUNTS)]]
+    assert all(longer[: len(shorter)] == shorter for shorter, longer in zip(prefixes, prefixes[1:], strict=False))
+    # then the most sensitive layers, up to all of those measured (a set already tried as a prefix is skipped)
+    sensitive = [c.keep_float for c in configs[4 + len(PREFIX_COUNTS) :]]
+    assert len(sensitive) >= len(KEEP_COUNTS) - 1 and all(
+        len(a) < len(b) for a, b in zip(sensitive, sensitive[1:], strict=False)
+    )
+    assert {name for name, _ in outcome.sensitivity} <= set(sensitive[-1])
+    losses = [db for _, db in outcome.sensitivity]
+    assert losses == sorted(losses, reverse=True) and len(losses) == max(KEEP_COUNTS)
     assert outcome.chosen is outcome.first  # every candidate scored the same: the cheapest is kept
 
 
