@@ -44,7 +44,16 @@ from sperm_edge.bundle import load_bundle
 from sperm_edge.engines import open_backend
 from sperm_edge.explain.engine import engine_explanation
 from sperm_edge.explain.overlay import encode_png, overlay
-from sperm_edge.explain.scores import centre_prior, heat_in_mask, mean_ci, pointing_hit, random_map, stain_head_mask
+from sperm_edge.explain.scores import (
+    centre_prior,
+    head_masks,
+    heat_in_mask,
+    map_spread,
+    mean_ci,
+    pointing_hit,
+    random_map,
+    stain_head_mask,
+)
 from sperm_edge.export.images import split_images
 from sperm_edge.hardware import cpu_name
 from sperm_edge.io import atomic_path, atomic_write_bytes, atomic_write_json
@@ -53,7 +62,6 @@ from sperm_edge.preprocess import preprocess_batch
 
 log = logging.getLogger("explain_quality")
 
-NO_HEAD_CLASSES = ("Non-Sperm",)
 SIGMAS = (0.03, 0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3)  # centre-prior widths tried on the validation split
 ROAD_PERCENTILES = (20, 50, 80)
 
@@ -72,13 +80,6 @@ def _engine_maps(bundle, images: list[np.ndarray], batch: int = 16) -> list:
     return out
 
 
-def _masks(images: list[np.ndarray], labels: list[int], classes: list[str]) -> list[np.ndarray | None]:
-    return [
-        None if classes[label] in NO_HEAD_CLASSES else (m if (m := stain_head_mask(rgb)).any() else None)
-        for rgb, label in zip(images, labels, strict=True)
-    ]
-
-
 def _choose_sigma(val_images: list[np.ndarray], val_masks: list) -> tuple[float, dict]:
     scores = {}
     for sigma in SIGMAS:
@@ -86,16 +87,6 @@ def _choose_sigma(val_images: list[np.ndarray], val_masks: list) -> tuple[float,
         scores[sigma] = float(np.mean(shares))
     best = max(scores, key=scores.get)
     return best, {str(k): round(v, 4) for k, v in scores.items()}
-
-
-def _spread(cam: np.ndarray) -> float:
-    """The map's spread as the sigma of an isotropic Gaussian, a fraction of the crop's longer side."""
-    h, w = cam.shape
-    ys, xs = np.mgrid[0:h, 0:w]
-    total = float(cam.sum()) or 1.0
-    cy, cx = float((ys * cam).sum()) / total, float((xs * cam).sum()) / total
-    variance = float((((ys - cy) ** 2 + (xs - cx) ** 2) * cam).sum()) / total / 2.0
-    return float(np.sqrt(variance)) / max(h, w)
 
 
 KINDS = ("gradcam", "centre", "centre_matched", "random")
@@ -190,9 +181,9 @@ def evaluate(name: str, bundle_path: Path, road_limit: int | None, seed: int, ou
     exps = _engine_maps(bundle, test.images)
     engine_s = time.perf_counter() - start
     grid = int(max(1, bundle.card.preprocess.img_size // 32))
-    masks = _masks(test.images, test.labels, bundle.card.classes)
-    sigma, sigma_scores = _choose_sigma(val.images, _masks(val.images, val.labels, bundle.card.classes))
-    matched = round(float(np.mean([_spread(e.cam) for e in _engine_maps(bundle, val.images)])), 4)
+    masks = head_masks(test.images, test.labels, bundle.card.classes)
+    sigma, sigma_scores = _choose_sigma(val.images, head_masks(val.images, val.labels, bundle.card.classes))
+    matched = round(float(np.mean([map_spread(e.cam) for e in _engine_maps(bundle, val.images)])), 4)
     rng = np.random.default_rng(seed)
     result = {
         "bundle": str(bundle_path),

@@ -31,6 +31,7 @@ from sperm_edge.preprocess import decode_image
 log = logging.getLogger(__name__)
 
 MASKS_DIR = "_masks"
+NO_HEAD_CLASSES = ("Non-Sperm",)
 
 
 def heat_in_mask(cam: np.ndarray, mask: np.ndarray) -> float:
@@ -83,6 +84,26 @@ def stain_head_mask(rgb: np.ndarray) -> np.ndarray:
     filled = np.zeros_like(head)
     cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
     return filled > 0
+
+
+def head_masks(images: list[np.ndarray], labels: list[int], classes: list[str]) -> list[np.ndarray | None]:
+    """The stained head of each crop (`stain_head_mask`); None for a class without a head (SMIDS's `Non-Sperm`)
+    or a crop where no stained head is found."""
+    return [
+        None if classes[label] in NO_HEAD_CLASSES else (m if (m := stain_head_mask(rgb)).any() else None)
+        for rgb, label in zip(images, labels, strict=True)
+    ]
+
+
+def map_spread(cam: np.ndarray) -> float:
+    """A heatmap's spread as the sigma of an isotropic Gaussian, a fraction of the crop's longer side (the width
+    of the centre blob it is fairly compared with)."""
+    h, w = cam.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    total = float(cam.sum()) or 1.0
+    cy, cx = float((ys * cam).sum()) / total, float((xs * cam).sum()) / total
+    variance = float((((ys - cy) ** 2 + (xs - cx) ** 2) * cam).sum()) / total / 2.0
+    return float(np.sqrt(variance)) / max(h, w)
 
 
 def centre_prior(shape: tuple[int, int], sigma: float) -> np.ndarray:
