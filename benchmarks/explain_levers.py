@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sperm_edge.explain.scores import centre_prior, head_masks, heat_in_mask, map_spread, mean_ci, pointing_hit
+from sperm_edge.explain.scores import head_masks, localisation_scores
 from sperm_edge.export.images import split_images
 from sperm_edge.hardware import cpu_name
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
@@ -53,20 +52,11 @@ def _maps(model, layer, method: str, images, spec, aug_smooth: bool) -> tuple[li
     return maps, 1000.0 * (time.perf_counter() - start) / max(1, len(images))
 
 
-def _score(maps: list[np.ndarray], masks: list[np.ndarray | None]) -> dict:
-    pairs = [(m, mask) for m, mask in zip(maps, masks, strict=True) if mask is not None]
-    if not pairs:
+def _scores(maps: list[np.ndarray], masks: list) -> dict:
+    scores = localisation_scores(maps, masks)
+    if scores is None:
         raise SystemExit("no crop with a stained head to score the maps on")
-    sigma = statistics.mean(map_spread(m) for m, _ in pairs)
-    shares = [heat_in_mask(m, mask) for m, mask in pairs]
-    centre = [heat_in_mask(centre_prior(mask.shape, sigma), mask) for _, mask in pairs]
-    return {
-        "pointing": mean_ci([float(pointing_hit(m, mask)) for m, mask in pairs]),
-        "heat_share": mean_ci(shares),
-        "heat_share_centre_matched": mean_ci(centre),
-        "ratio": round(statistics.mean(shares) / statistics.mean(centre), 3),
-        "spread": round(sigma, 4),
-    }
+    return scores
 
 
 def evaluate(name: str, run: Path, limit: int) -> list[dict]:
@@ -91,7 +81,7 @@ def evaluate(name: str, run: Path, limit: int) -> list[dict]:
                 maps, ms = _maps(model, model.get_submodule(LAYERS[layer]), method, images, spec, smooth)
             rows.append({"set": name, "split": split, "method": method + (" + aug_smooth" if smooth else ""),
                          "layer": layer, "crops": len(images), "with_head": sum(m is not None for m in masks),
-                         "ms_per_cell": round(ms, 1), **_score(maps, masks)})  # fmt: skip
+                         "ms_per_cell": round(ms, 1), **_scores(maps, masks)})  # fmt: skip
     return rows
 
 

@@ -108,6 +108,15 @@ def _summary(out: Path, seconds: float) -> Table:
         table.add_row("cell finding", f"recall {truth['recall']:.3f}, double counts {truth['double_counts']}")
     heatmaps = sorted((out / "stream" / "explanations").glob("*.png"))
     table.add_row("heatmaps", f"{len(heatmaps)} in {out / 'stream' / 'explanations'}")
+    explain = manifest.get("explain", {})
+    if explain.get("pointing") is not None:
+        quality = explain["quality"]
+        table.add_row(
+            "explanations",
+            f"pointing {explain['pointing']:.2f} (the map's peak on the head, {quality['pointing']['n']} validation "
+            f"crops); heat on the head {explain['heat_share']:.2f} vs {explain['heat_share_centre_matched']:.2f} "
+            "for a centred blob as spread",
+        )
     table.add_row("report", str(out / "stream" / "report.md"))
     return table
 

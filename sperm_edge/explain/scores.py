@@ -106,6 +106,24 @@ def map_spread(cam: np.ndarray) -> float:
     return float(np.sqrt(variance)) / max(h, w)
 
 
+def localisation_scores(maps: list[np.ndarray], masks: list[np.ndarray | None]) -> dict | None:
+    """Pointing game and heat share on the head of crop-sized heatmaps, beside a centred Gaussian as spread as
+    the maps (what a head-centred set gives for free) and their ratio; None when no crop has a head mask."""
+    pairs = [(m, mask) for m, mask in zip(maps, masks, strict=True) if mask is not None]
+    if not pairs:
+        return None
+    sigma = float(np.mean([map_spread(m) for m, _ in pairs]))
+    shares = [heat_in_mask(m, mask) for m, mask in pairs]
+    centre = [heat_in_mask(centre_prior(mask.shape, sigma), mask) for _, mask in pairs]
+    return {
+        "pointing": mean_ci([float(pointing_hit(m, mask)) for m, mask in pairs]),
+        "heat_share": mean_ci(shares),
+        "heat_share_centre_matched": mean_ci(centre),
+        "ratio": round(float(np.mean(shares)) / max(float(np.mean(centre)), 1e-9), 3),
+        "spread": round(sigma, 4),
+    }
+
+
 def centre_prior(shape: tuple[int, int], sigma: float) -> np.ndarray:
     """A Gaussian at the crop centre, `sigma` a fraction of the crop's longer side (what a head-centred set rewards)."""
     h, w = shape

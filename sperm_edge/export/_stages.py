@@ -102,6 +102,20 @@ class Stages:
             self.writer.manifest["evaluation"] = _set_summary(held_out)
         self.writer.set_model("fp32", FP32_FILE, **entry)
 
+    def explain_quality(self, crops: ImageSet | None, meta: dict) -> None:
+        """Pointing game and heat on the head of the engine's maps on validation crops, into `explain`."""
+        from sperm_edge.export.explain_quality import measure_explain_quality
+
+        section = self.writer.manifest["explain"]
+        if crops is None or not section["engine"]:
+            return
+        self.reporter.step(f"measuring the heatmaps on {len(crops)} validation crops")
+        root = Path(meta["split"]["data"])
+        quality = measure_explain_quality(self.writer.path(FP32_FILE), crops, root, self.spec, self.classes,
+                                          section["layer"])  # fmt: skip
+        if quality is not None:
+            section.update(quality)
+
     def drift(self, meta: dict) -> None:
         """The drift description from the FP32 model's features (training split; thresholds on validation)."""
         from sperm_edge.export.drift import add_drift

@@ -36,7 +36,12 @@ def test_demo_runs_every_stage_offline_and_learns_the_synthetic_classes(tmp_path
     assert any(row["status"] == "ok" for row in json.loads((out / "bench" / "bench.json").read_text()))
     report = json.loads((out / "stream" / "report.json").read_text())
     assert report["cells"] > 0 and report["truth"]["double_counts"] == 0
-    assert "sperm-edge demo" in capsys.readouterr().out
+    # the heatmaps were measured at export on validation crops, against the generator's head masks
+    explain = manifest["explain"]
+    assert explain["quality"]["masks"] == "the synthetic generator's head masks" and explain["quality"]["crops"] > 0
+    assert 0.0 <= explain["pointing"] <= 1.0 and 0.0 <= explain["heat_share"] <= 1.0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "sperm-edge demo" in printed and f"pointing {explain['pointing']:.2f}" in printed
 
     assert run_cli(["demo", "--out", str(out)]) == 2  # an earlier demo is never clobbered without --force
     assert "already exists" in capsys.readouterr().err
