@@ -128,7 +128,7 @@ def centre_prior(shape: tuple[int, int], sigma: float) -> np.ndarray:
     """A Gaussian at the crop centre, `sigma` a fraction of the crop's longer side (what a head-centred set rewards)."""
     h, w = shape
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    s = sigma * max(h, w)
+    s = max(sigma * max(h, w), 0.5)  # a map with no spread (all zero) is compared with a one-pixel blob
     return np.exp(-(((xs - (w - 1) / 2) ** 2 + (ys - (h - 1) / 2) ** 2) / (2 * s * s))).astype(np.float32)
 
 
