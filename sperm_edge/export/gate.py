@@ -3,10 +3,13 @@
 The gate compares accuracy in percentage points: a model that loses more than `max_drop` points
 is not shipped (unless the user accepts it). Given the model's top-1 agreement with FP32 on more
 images than the validation split (export adds the calibration images), it also asks for agreement
-of at least 1 - max_drop / 100: a model can change accuracy by at most its share of disagreements,
-while on a small validation split one image is several points (HuSHeM's 26: 3.8 each) and a model
-that matches FP32's validation accuracy was measured 7 points down on the test split. Figures come
-from `sperm_edge.metrics`, the same code that training and the benchmarks report with.
+of at least 1 - 2 * max_drop / 100 (0.98 at the default limit): on a small validation split one image
+is several points (HuSHeM's 26: 3.8 each), and a HuSHeM model that matched FP32's validation accuracy
+agreed with it on 94% of the training images and was 7 points down on the test split. Twice the limit,
+because a disagreement need not cost accuracy: at 1 - max_drop / 100 the search refused SMIDS fold 1's
+models that agreed on 98.9% and lost 0.6 points on its 450 validation images (set on validation and
+training images; test figures were not looked at). Figures come from `sperm_edge.metrics`, the same
+code that training and the benchmarks report with.
 """
 
 from __future__ import annotations
@@ -96,11 +99,11 @@ def check_drop(
     agreement: float | None = None,
 ) -> DropGate:
     """Pass when accuracy falls by at most `max_drop` points (a gain always passes) and, when `agreement` is
-    given, the model agrees with FP32 on at least 1 - max_drop / 100 of the images."""
+    given, the model agrees with FP32 on at least 1 - 2 * max_drop / 100 of the images."""
     if max_drop < 0:
         raise SpermEdgeError(f"--max-drop must be 0 or more points, not {max_drop}")
     drop = round((fp32_accuracy - accuracy) * 100.0, 6)
-    min_agreement = None if agreement is None else round(1.0 - max_drop / 100.0, 6)
+    min_agreement = None if agreement is None else round(1.0 - 2.0 * max_drop / 100.0, 6)
     passed = drop <= max_drop and (agreement is None or agreement >= min_agreement)
     return DropGate(
         precision=precision,

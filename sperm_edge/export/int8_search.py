@@ -18,7 +18,7 @@ Candidates, in order of cost (each one a full quantization, judged on the valida
 
 A candidate is within the limit when the gate (`export.gate.check_drop`) passes it: validation accuracy
 at most `max_drop` points below FP32, and top-1 agreement with FP32 on the validation and calibration
-images of at least 1 - max_drop / 100 (a small validation split alone cannot tell a good candidate from a
+images of at least 1 - 2 * max_drop / 100 (a small validation split alone cannot tell a good candidate from a
 lucky one). The search stops at the first candidate within the limit, or when its time budget is spent;
 only then does the gate refuse, with every candidate tried listed in the manifest.
 """
