@@ -14,10 +14,10 @@ from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.bundle_writer import BundleWriter
 from sperm_edge.export.cam_parity import FP32_TOLERANCE, CamParity, CamReference, compare_cams, reference_maps
 from sperm_edge.export.engines import build_engines, engine_precisions
-from sperm_edge.export.gate import Score, check_drop, score
+from sperm_edge.export.gate import Score, score
 from sperm_edge.export.images import ImageSet
 from sperm_edge.export.int8 import Int8Config, Int8Result, prepare_for_quantization
-from sperm_edge.export.int8_search import Int8Search, SearchOutcome, Verdict
+from sperm_edge.export.int8_search import Int8Search, SearchOutcome, Trial, Verdict
 from sperm_edge.export.onnx_export import export_onnx
 from sperm_edge.export.ort_cpu import Latency, measure_latency, ort_logits, ort_outputs
 from sperm_edge.export.parity import check_onnx, check_parity
@@ -179,7 +179,7 @@ class Stages:
                 if not qdq.ok:
                     raise SpermEdgeError(f"the INT8 model breaks TensorRT's Q/DQ rules: {'; '.join(qdq.problems[:3])}")
                 extra["qdq_check"] = qdq.describe()
-            self._register(variant, replace(chosen.result, path=path), chosen.verdict, fp32_val, held_out, extra)
+            self._register(variant, replace(chosen.result, path=path), chosen, held_out, extra)
             self.writer.manifest["models"][variant]["search"] = outcome.describe()
         for precision in self.writer.manifest["models"]:
             self._time(precision)
@@ -199,16 +199,13 @@ class Stages:
             speed["speedup_kept"] = round((fp32 - mine) / (fp32 - first.p50_ms), 3)
         self.writer.manifest["models"][variant]["search"]["speed"] = speed
 
-    def _register(
-        self, variant: str, result: Int8Result, verdict: Verdict, fp32_val: Score, held_out: ImageSet, extra: dict
-    ) -> None:
+    def _register(self, variant: str, result: Int8Result, trial: Trial, held_out: ImageSet, extra: dict) -> None:
+        """Ship `result` (the search's chosen `trial`) with its gate, its test score and its cam parity."""
         session = new_session(result.path)
         test = score(variant, ort_logits(session, held_out.images, self.spec), held_out.labels, self.classes,
                      self.fp32_logits)  # fmt: skip
-        options = self.options
-        gate = check_drop(
-            variant, fp32_val.accuracy, verdict.val.accuracy, options.max_drop, options.allow_drop, verdict.agreement
-        )
+        gate = replace(trial.gate, allowed=not trial.passed and self.options.allow_drop)
+        verdict = trial.verdict
         self.gates.append(gate)
         if variant == "int8_cpu":
             extra = {**extra, "cpu_only": True, "backends": ["ort-cpu"]}

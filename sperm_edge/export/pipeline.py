@@ -84,8 +84,13 @@ def _calibration(meta: dict, classes: list[str], options: ExportOptions) -> Imag
     return images.sample(options.calib_count, options.seed)
 
 
-def _explain_crops(meta: dict, classes: list[str], options: ExportOptions) -> ImageSet | None:
-    """Validation crops of the checkpoint's split for the heatmaps' quality figures; None when not at hand."""
+def _explain_crops(
+    meta: dict, classes: list[str], options: ExportOptions, gate_set: ImageSet | None
+) -> ImageSet | None:
+    """Validation crops of the checkpoint's split for the heatmaps' quality figures (the INT8 gate's, already
+    decoded, when those are the split's); None when not at hand."""
+    if gate_set is not None and options.val is None:
+        return gate_set.sample(options.parity_count, options.seed)
     try:
         return split_images(meta, "val", classes).sample(options.parity_count, options.seed)
     except SpermEdgeError as err:
@@ -159,7 +164,7 @@ def export_bundle(
         # the INT8 cam verdict ships or refuses a model: it is decided on validation images when there are any
         cam_set = gate_set.sample(options.parity_count, options.seed) if gate_set is not None else parity_set
         stages.fp32(model, parity_set, held_out, cam_set)
-        stages.explain_quality(_explain_crops(ckpt.meta, ckpt.card.classes, options), ckpt.meta)
+        stages.explain_quality(_explain_crops(ckpt.meta, ckpt.card.classes, options, gate_set), ckpt.meta)
         stages.drift(ckpt.meta)
         if options.int8:
             stages.int8(calib, gate_set, held_out)
