@@ -12,6 +12,11 @@
    writing their explanation files) and once with nothing flagged (the maps alone: the engine
    outputs and every cell's heatmap).
 
+3. What drawing the bundle's LayerCAM explainer costs the stream: field-mode FPS with `--explain flagged`
+   (the runtime's flagging) when explained cells get the explainer's map (`explain.maps` "explainer":
+   one extra pass per flagged cell, on the writer thread) against the same bundle drawing its `cam`
+   output, alternating runs (`--explainer-only`: this alone, into explainer_speed.json and .md).
+
     python benchmarks/cam_speed.py \\
         --bundle hushem=HUSHEM_BUNDLE --bundle smids=SMIDS_BUNDLE
 
@@ -82,6 +87,27 @@ def latency(bundle, precision: str, work: Path, rounds: int, iters: int, threads
     return rows
 
 
+def _alternate(arms: dict, folder: Path, work: Path, mode: str, cfg, rounds: int, threads: int, policy) -> dict:
+    """Runs of each arm (name -> (bundle, --explain)) over the same frames, in an order flipped every round."""
+    names = list(arms)
+    first, explain = arms[names[0]]
+    run_stream(first, folder, work / "warm", mode, explain, cfg, threads, policy)  # warm caches and the page cache
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            bundle, explain = arms[name]
+            runs[name].append(run_stream(bundle, folder, work / f"out-{name}", mode, explain, cfg, threads, policy))
+    return runs
+
+
+def _frames(bundle, work: Path, mode: str, frames: int) -> tuple[Path, StreamConfig]:
+    cfg = StreamConfig(modes=(mode,), frames=frames, backend="ort-cpu", precision="fp32")
+    folder = work / f"{bundle.path.name}-{mode}-frames"
+    folder.mkdir(parents=True, exist_ok=True)
+    (write_field_frames if mode == "field" else lambda f, b, c: write_crop_frames(f, b, c, None))(folder, bundle, cfg)
+    return folder, cfg
+
+
 def stream_fps(bundle, work: Path, mode: str, frames: int, rounds: int, threads: int, flag: bool = True) -> dict:
     """FPS of `--explain every` vs `--explain none`, alternating runs over the same frames.
 
@@ -90,16 +116,9 @@ def stream_fps(bundle, work: Path, mode: str, frames: int, rounds: int, threads:
     from sperm_edge.runtime.flagging import FlagPolicy
 
     policy = None if flag else FlagPolicy.for_classes([], min_confidence=0.0, min_stability=0.0)
-    cfg = StreamConfig(modes=(mode,), frames=frames, backend="ort-cpu", precision="fp32")
-    folder = work / f"{bundle.path.name}-{mode}-frames"
-    folder.mkdir(parents=True, exist_ok=True)
-    (write_field_frames if mode == "field" else lambda f, b, c: write_crop_frames(f, b, c, None))(folder, bundle, cfg)
-    runs: dict[str, list[dict]] = {"none": [], "every": []}
-    run_stream(bundle, folder, work / "warm", mode, "none", cfg, threads, policy)  # warm caches and the page cache
-    for r in range(rounds):
-        for explain in ("none", "every") if r % 2 == 0 else ("every", "none"):
-            out = work / f"out-{explain}"
-            runs[explain].append(run_stream(bundle, folder, out, mode, explain, cfg, threads, policy))
+    folder, cfg = _frames(bundle, work, mode, frames)
+    runs = _alternate({"none": (bundle, "none"), "every": (bundle, "every")}, folder, work, mode, cfg, rounds,
+                      threads, policy)  # fmt: skip
     fps = {k: [row["fps"] for row in v] for k, v in runs.items()}
     return {
         "bundle": bundle.path.name, "mode": mode, "flagging": "runtime policy" if flag else "nothing flagged",
@@ -109,6 +128,30 @@ def stream_fps(bundle, work: Path, mode: str, frames: int, rounds: int, threads:
         "ratio": round(statistics.median(fps["every"]) / statistics.median(fps["none"]), 4),
         "cells_per_run": runs["every"][0]["cells"], "flagged_per_run": runs["every"][0]["flagged"],
         "explained_per_run": runs["every"][0].get("explained"),
+    }  # fmt: skip
+
+
+def explainer_fps(bundle, work: Path, frames: int, rounds: int, threads: int) -> dict | None:
+    """Field-mode FPS of `--explain flagged` drawing the bundle's LayerCAM explainer (one extra pass per flagged
+    cell, on the writer thread) against the same bundle drawing its `cam` output, alternating; None without one."""
+    from sperm_edge.bundle import Bundle
+
+    section = bundle.manifest.get("explain") or {}
+    if section.get("maps") != "explainer":
+        return None
+    as_cam = Bundle(bundle.path, {**bundle.manifest, "explain": {**section, "maps": "cam"}})  # same files
+    folder, cfg = _frames(bundle, work, "field", frames)
+    arms = {"cam": (as_cam, "flagged"), "explainer": (bundle, "flagged")}
+    runs = _alternate(arms, folder, work, "field", cfg, rounds, threads, None)
+    fps = {k: [row["fps"] for row in v] for k, v in runs.items()}
+    return {
+        "bundle": bundle.path.name, "mode": "field", "frames": frames, "runs_each": rounds,
+        "explainer_layer": section["explainer"]["layer"], "fps_cam": fps["cam"], "fps_explainer": fps["explainer"],
+        "median_fps_cam": statistics.median(fps["cam"]), "median_fps_explainer": statistics.median(fps["explainer"]),
+        "ratio": round(statistics.median(fps["explainer"]) / statistics.median(fps["cam"]), 4),
+        "cells_per_run": runs["explainer"][0]["cells"], "flagged_per_run": runs["explainer"][0]["flagged"],
+        "explained_per_run": runs["explainer"][0].get("explained"),
+        "drain_s": [row.get("explain_drain_s") for row in runs["explainer"]],
     }  # fmt: skip
 
 
@@ -126,6 +169,13 @@ def _markdown(report: dict) -> str:
         cells = f"{r['cells_per_run']} ({r['flagged_per_run']})"
         lines.append(f"| {r['bundle']} | {r['mode']} | {r['flagging']} | {cells} | "
                      f"{r['median_fps_every']:.1f} | {r['median_fps_none']:.1f} | {r['ratio']:.3f} |")  # fmt: skip
+    if report.get("explainer"):
+        lines += ["", "| bundle | explainer layer | cells (flagged) | FPS drawing LayerCAM | FPS drawing cam | ratio |",
+                  "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for r in report["explainer"]:
+            cells = f"{r['cells_per_run']} ({r['flagged_per_run']})"
+            lines.append(f"| {r['bundle']} | {r['explainer_layer']} | {cells} | {r['median_fps_explainer']:.2f} | "
+                         f"{r['median_fps_cam']:.2f} | {r['ratio']:.3f} |")  # fmt: skip
     lines += ["", f"Command: `{report['command']}`"]
     return "\n".join(lines) + "\n"
 
@@ -140,16 +190,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--field-frames", type=int, default=30)
     parser.add_argument("--crop-frames", type=int, default=300)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument(
+        "--explainer-only",
+        action="store_true",
+        help="only field FPS drawing the LayerCAM explainer vs the cam output (explainer_speed.*)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     report = {"command": " ".join(["python benchmarks/cam_speed.py", *(sys.argv[1:] if argv is None else argv)]),
               "machine": {"cpu": cpu_name()}, "threads": args.threads, "loadavg_before": _loadavg(),
-              "latency": [], "stream": []}  # fmt: skip
+              "latency": [], "stream": [], "explainer": []}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="cam-speed-") as tmp:
         work = Path(tmp)
         for spec in args.bundle:
             _, path = spec.split("=", 1)
             bundle = load_bundle(path)
+            row = explainer_fps(bundle, work, args.field_frames, args.stream_rounds, args.threads)
+            if row is not None:
+                report["explainer"].append(row)
+                log.info("%s", row)
+            if args.explainer_only:
+                continue
             precisions = ["fp32"] + [p for p in ("int8_cpu", "int8") if p in bundle.precisions()][:1]
             for precision in precisions:
                 report["latency"] += latency(bundle, precision, work, args.rounds, args.iters, args.threads)
@@ -159,9 +220,10 @@ def main(argv: list[str] | None = None) -> int:
                     report["stream"].append(row)
                     log.info("%s", row)
     report["loadavg_after"] = _loadavg()
-    atomic_write_json(args.out / "speed.json", report)
-    atomic_write_bytes(args.out / "speed.md", _markdown(report).encode())
-    log.info("written: %s", args.out / "speed.json")
+    name = "explainer_speed" if args.explainer_only else "speed"
+    atomic_write_json(args.out / f"{name}.json", report)
+    atomic_write_bytes(args.out / f"{name}.md", _markdown(report).encode())
+    log.info("written: %s", args.out / f"{name}.json")
     return 0
 
 

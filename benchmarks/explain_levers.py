@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sperm_edge.explain.scores import head_masks, localisation_scores
+from sperm_edge.explain.scores import TARGET_POINTING, TARGET_RATIO, closeness, head_masks, localisation_scores
 from sperm_edge.export.images import split_images
 from sperm_edge.hardware import cpu_name
 from sperm_edge.io import atomic_write_bytes, atomic_write_json
@@ -35,7 +35,6 @@ log = logging.getLogger("explain_levers")
 LAYERS = {"attention (shipped)": "attention", "blocks.5": "backbone.blocks.5", "blocks.4": "backbone.blocks.4",
           "blocks.3": "backbone.blocks.3"}  # fmt: skip
 METHODS = ("GradCAMPlusPlus", "LayerCAM")
-TARGET_POINTING, TARGET_RATIO = 0.97, 1.5  # issue 37's bars
 
 
 def _maps(model, layer, method: str, images, spec, aug_smooth: bool) -> tuple[list[np.ndarray], float]:
@@ -85,17 +84,12 @@ def evaluate(name: str, run: Path, limit: int) -> list[dict]:
     return rows
 
 
-def _closeness(row: dict) -> float:
-    """How near a row is to both bars at once: its weaker share of them (1 or more: both reached)."""
-    return min(row["pointing"]["mean"] / TARGET_POINTING, row["ratio"] / TARGET_RATIO)
-
-
 def choose(rows: list[dict]) -> dict[str, dict]:
     """Per set, on validation rows only: the method and layer nearest to both bars."""
     chosen = {}
     for name in sorted({r["set"] for r in rows}):
-        pick = max((r for r in rows if r["set"] == name and r["split"] == "val"), key=_closeness)
-        chosen[name] = {"method": pick["method"], "layer": pick["layer"], "closeness": round(_closeness(pick), 3)}
+        pick = max((r for r in rows if r["set"] == name and r["split"] == "val"), key=closeness)
+        chosen[name] = {"method": pick["method"], "layer": pick["layer"], "closeness": round(closeness(pick), 3)}
     return chosen
 
 

@@ -5,6 +5,8 @@ Layout (schema 1)::
     BUNDLE/manifest.json            what is below, with the sha256 and size of every file
     BUNDLE/model.onnx               FP32 ONNX, dynamic batch axis
     BUNDLE/model.int8.onnx          optional: INT8 Q/DQ ONNX (signed, symmetric, per-channel weights)
+    BUNDLE/explain.onnx             optional: the LayerCAM explainer (inputs `input`, `target`; outputs `logits`,
+                                    `cam`), when export chose its maps for explained cells
     BUNDLE/*.engine                 optional: TensorRT engines, one per GPU / TensorRT version / precision
     BUNDLE/checkpoint.safetensors   the retained PyTorch weights (Grad-CAM++)
     BUNDLE/checkpoint.json          their checkpoint metadata
@@ -18,7 +20,10 @@ max_batch}), `checkpoint` ({weights, meta}), `benchmarks` (list of measured late
 {backend, precision, batch, p50_ms, machine}), `framing` (optional: how the training crops frame a
 head, {head_width_px, crop_side_px, crop_scale, ...}; see `export.framing`), `drift` (the drift
 warning's description: {file, method, dims, cell_threshold, run_rule, ...}, or {available: false,
-reason}; see `sperm_edge.drift`), `versions`, `created`.
+reason}; see `sperm_edge.drift`), `explain` (how explained cells get their maps: `engine`, `method` and `layer`
+of the models' `cam` output, `maps` ("cam" or "explainer"), `explainer` ({file, method, layer, grid, parity,
+ms_per_cell}), `pointing`, `heat_share`, `heat_share_centre_matched` and `quality` measured on validation
+crops, `candidates`; see `export.explain_quality`), `versions`, `created`.
 
 BUNDLE/drift.npz (optional) holds the drift model's arrays (read with `allow_pickle=False`).
 

@@ -111,11 +111,12 @@ def _summary(out: Path, seconds: float) -> Table:
     explain = manifest.get("explain", {})
     if explain.get("pointing") is not None:
         quality = explain["quality"]
+        drawn = explain.get("explainer") if explain.get("maps") == "explainer" else explain
         table.add_row(
             "explanations",
-            f"pointing {explain['pointing']:.2f} (the map's peak on the head, {quality['pointing']['n']} validation "
-            f"crops); heat on the head {explain['heat_share']:.2f} vs {explain['heat_share_centre_matched']:.2f} "
-            "for a centred blob as spread",
+            f"{drawn['method']} on {drawn['layer']}: pointing {explain['pointing']:.2f} (the map's peak on the head, "
+            f"{quality['pointing']['n']} validation crops); heat on the head {explain['heat_share']:.2f} vs "
+            f"{explain['heat_share_centre_matched']:.2f} for a centred blob as spread",
         )
     table.add_row("report", str(out / "stream" / "report.md"))
     return table

@@ -173,7 +173,10 @@ def run(
     options.check()
     loaded = load_bundle(bundle)
     prepare_output_dir(out, force)
-    page = _start_view(ctx, binding, view_fps, out, loaded, {"source": source, "mode": mode})
+    from sperm_edge.explain.scores import heatmap_trust
+
+    info = {"source": source, "mode": mode, "heatmaps": heatmap_trust(loaded.manifest.get("explain") or {})}
+    page = _start_view(ctx, binding, view_fps, out, loaded, info)
     with open_session(loaded, source, out, options) as session:
         if page is not None:
             page.attach(session.pipeline, session.outputs, backend=session.engine.describe())
@@ -355,8 +358,9 @@ def _class_index(classes: list[str], target: str | None) -> int | None:
 
 
 def _engine_explanation(loaded, rgb, target: str | None, threads: int | None, view: int = 0):
-    """Grad-CAM++ from the FP32 ONNX model's `cam` output on ONNX Runtime (CPU): no torch. `view`: the dihedral
-    view the network sees the crop in (`sperm_edge.tta`), its map turned back onto the crop."""
+    """The engine's map on ONNX Runtime (CPU), no torch: the bundle's LayerCAM explainer when export chose it,
+    else Grad-CAM++ from the FP32 model's `cam` output. `view`: the dihedral view the network sees the crop in
+    (`sperm_edge.tta`), its map turned back onto the crop."""
     import time
 
     import numpy as np
@@ -366,6 +370,7 @@ def _engine_explanation(loaded, rgb, target: str | None, threads: int | None, vi
     from sperm_edge.errors import SpermEdgeError
     from sperm_edge.explain.engine import engine_explanation
     from sperm_edge.preprocess import preprocess_batch
+    from sperm_edge.runtime.session import bundle_explainer
     from sperm_edge.tta import dihedral_view, undo_dihedral_view
 
     section = loaded.manifest.get("explain") or {}
@@ -373,27 +378,34 @@ def _engine_explanation(loaded, rgb, target: str | None, threads: int | None, vi
         why = section.get("reason", "its models have no cam output (exported before it existed)")
         raise SpermEdgeError(f"bundle {loaded.path} cannot explain in the engine: {why}; use --torch")
     index = _class_index(loaded.card.classes, target)
+    explainer = bundle_explainer(loaded, threads)
     with open_backend(loaded, "ort-cpu", "fp32", threads) as engine:
         start = time.perf_counter()
         outputs = engine.infer(
             np.ascontiguousarray(dihedral_view(preprocess_batch([rgb], loaded.card.preprocess), view))
         )
     probs = calibrated_probs(outputs.logits, loaded.card.temperature)[0]  # as the runtime reports them
-    cam = undo_dihedral_view(outputs.cam[0], view)
-    explanation = engine_explanation(
-        rgb, cam, probs, loaded.card.classes, loaded.card.preprocess.img_size, section.get("layer", ""), index
-    )
+    if explainer is not None:
+        explanation = explainer.explain(rgb, probs, loaded.card.classes, index, view)
+    else:
+        cam = undo_dihedral_view(outputs.cam[0], view)
+        size, layer = loaded.card.preprocess.img_size, section.get("layer", "")
+        explanation = engine_explanation(rgb, cam, probs, loaded.card.classes, size, layer, index)
     explanation.latency_ms = (time.perf_counter() - start) * 1000.0  # preprocessing, network and maps
     return explanation
 
 
 def _torch_explanation(loaded, rgb, target: str | None, threads: int | None, view: int = 0):
-    """Grad-CAM++ through pytorch-grad-cam on the retained checkpoint (the reference), in dihedral view `view`."""
+    """The reference through pytorch-grad-cam on the retained checkpoint, in dihedral view `view`: LayerCAM on the
+    explainer's stage when the bundle draws its explainer's maps, else Grad-CAM++."""
     from sperm_edge.explain.gradcam import GradCamExplainer, require_torch
+    from sperm_edge.runtime.session import bundle_explainer
 
     require_torch()
-    with GradCamExplainer(loaded.checkpoint_stem(), threads=threads) as explainer:
-        return explainer.explain(rgb, target, view)
+    explainer = bundle_explainer(loaded)
+    stage = None if explainer is None else int(explainer.layer.rsplit(".", 1)[1])
+    with GradCamExplainer(loaded.checkpoint_stem(), threads=threads, stage=stage) as reference:
+        return reference.explain(rgb, target, view)
 
 
 def _score(loaded, data: Path, limit: int, threads: int | None, out: Path | None) -> None:

@@ -110,8 +110,11 @@ def _classes(report: dict) -> Table:
 def _summary(record: ClinicalRecord) -> list:
     report = record.report
     drift = report.get("drift")
+    explained = report.get("explanations") or {}
     flagged = f"{report.get('flagged', 0)} cells were flagged for review; the appendix shows them with the regions "
-    flagged += "that drove the model's answer (Grad-CAM++)."
+    flagged += f"that drove the model's answer ({explained.get('method', 'Grad-CAM++')})."
+    if (explained.get("trust") or {}).get("verdict"):
+        flagged += f" How far to trust these maps: {explained['trust']['verdict']}."
     return [
         _p("Sperm morphology report", H1), _identification(record), Spacer(1, 4 * mm), *_result(report),
         Spacer(1, 3 * mm), _classes(report), Spacer(1, 3 * mm), _p(flagged),
@@ -129,7 +132,7 @@ def _image(path: Path, width: float, height: float) -> Image | Paragraph:
 
 
 def _gallery(record: ClinicalRecord) -> list:
-    """The flagged cells: the explanation picture (the crop beside its Grad-CAM++ overlay) where one was made,
+    """The flagged cells: the explanation picture (the crop beside its heatmap overlay) where one was made,
     else the crop alone."""
     cells = record.report.get("flagged_cells") or []
     if not cells:
@@ -151,7 +154,8 @@ def _gallery(record: ClinicalRecord) -> list:
     grid.setStyle(LIGHT_GRID)
     more = len(cells) - GALLERY_MAX
     note = [_p(f"{more} more flagged cells are listed in report.json and cells.csv.", SMALL)] if more > 0 else []
-    intro = _p("Each flagged cell: its crop and, where it was explained, its Grad-CAM++ map (where the network "
+    method = (record.report.get("explanations") or {}).get("method", "Grad-CAM++")
+    intro = _p(f"Each flagged cell: its crop and, where it was explained, its {method} map (where the network "
                "looked), with its id, class, confidence and the reasons it was flagged.", SMALL)  # fmt: skip
     return [intro, Spacer(1, 2 * mm), grid, *note]
 

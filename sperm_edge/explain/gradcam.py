@@ -1,6 +1,7 @@
 """Grad-CAM++ (Chattopadhyay et al., WACV 2018) of a crop, from the bundle's retained PyTorch checkpoint.
 
-A thin wrapper around pytorch-grad-cam's `GradCAMPlusPlus`. The target layer is the model's
+A thin wrapper around pytorch-grad-cam's `GradCAMPlusPlus`; with `stage`, its `LayerCAM` on that block
+stage's output instead (the reference of a bundle's LayerCAM explainer). Grad-CAM++'s target layer is the model's
 `attention` module: the CBAM output, or for models without CBAM the identity over the backbone's
 last convolutional stage, which is the same feature map. Only that layer's gradient is needed,
 so the backbone runs without autograd and only the CBAM and the head are differentiated: the
@@ -50,8 +51,12 @@ class GradCamExplainer:
     torch (not beside the torch backend); None leaves PyTorch's setting alone.
     """
 
-    def __init__(self, checkpoint_stem: str | Path, threads: int | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self, checkpoint_stem: str | Path, threads: int | None = None, device: str = "cpu", stage: int | None = None
+    ) -> None:
         self.checkpoint_stem = Path(checkpoint_stem)
+        self.stage = stage  # None: Grad-CAM++ on `attention`; else LayerCAM on `backbone.blocks[stage]`
+        self.method = "Grad-CAM++" if stage is None else "LayerCAM"
         self.threads = threads
         self.device_name = device
         self.classes: list[str] = []
@@ -64,13 +69,16 @@ class GradCamExplainer:
     def __enter__(self) -> GradCamExplainer:
         """Load the model (once per explainer) and register Grad-CAM++'s hooks (every time)."""
         require_torch()
-        from pytorch_grad_cam import GradCAMPlusPlus
+        from pytorch_grad_cam import GradCAMPlusPlus, LayerCAM
 
         if self._cam is not None:
             raise SpermEdgeError("this explainer is already open")
         if self._model is None:
             self._load()
-        self._cam = GradCAMPlusPlus(model=self._model, target_layers=[self._model.model.attention])
+        if self.stage is None:
+            self._cam = GradCAMPlusPlus(model=self._model, target_layers=[self._model.model.attention])
+        else:
+            self._cam = LayerCAM(model=self._model, target_layers=[self._model.backbone.blocks[self.stage]])
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -96,11 +104,15 @@ class GradCamExplainer:
         checkpoint = load_checkpoint(self.checkpoint_stem)
         self.classes, self.spec = checkpoint.card.classes, checkpoint.card.preprocess
         model = checkpoint.build_model()
-        for param in model.parameters():
-            param.requires_grad_(False)
         self._device = torch.device(self.device_name)
-        self._model = FeatureGradModel(model).to(self._device).eval()
-        self.layer = explained_layer(model)
+        if self.stage is None:
+            for param in model.parameters():
+                param.requires_grad_(False)
+            self._model = FeatureGradModel(model).to(self._device).eval()
+            self.layer = explained_layer(model)
+        else:  # the gradient runs through the backbone's later stages: the whole model is differentiated
+            self._model = model.to(self._device).eval()
+            self.layer = f"backbone.blocks.{self.stage}"
 
     @property
     def model(self):
@@ -155,4 +167,5 @@ class GradCamExplainer:
             latency,
             heat_statistics(heat),
             input_cam=cam,
+            method=self.method,
         )

@@ -124,6 +124,43 @@ def localisation_scores(maps: list[np.ndarray], masks: list[np.ndarray | None]) 
     }
 
 
+TARGET_POINTING, TARGET_RATIO = 0.97, 1.5  # a map worth drawing: peak on the head, 1.5x a centred blob's heat there
+
+
+def closeness(scores: dict) -> float:
+    """How near `localisation_scores` are to both bars at once: their weaker share of them (1 or more: both met)."""
+    return min(scores["pointing"]["mean"] / TARGET_POINTING, scores["ratio"] / TARGET_RATIO)
+
+
+def heatmap_trust(section: dict) -> dict | None:
+    """Which maps a bundle draws for explained cells and how far they can be trusted, from its manifest's `explain`
+    section (measured at export on validation crops), with a sentence for reports and the live view (`verdict`:
+    None when nothing was measured); None when the engine draws no maps."""
+    if not section.get("engine"):
+        return None
+    drawn = section.get("explainer") if section.get("maps") == "explainer" else None
+    method, layer = (drawn or section).get("method", "Grad-CAM++"), (drawn or section).get("layer", "")
+    info = {"method": method, "layer": layer, "verdict": None}
+    if section.get("pointing") is None:
+        return info
+    pointing, share = section["pointing"], section["heat_share"]
+    matched = section.get("heat_share_centre_matched") or 0.0
+    ratio = round(share / matched, 2) if matched else 0.0
+    crops = ((section.get("quality") or {}).get("pointing") or {}).get("n")
+    figures = (
+        f"on {crops} validation crops the peak fell on the head for {100 * pointing:.0f}% and the head held "
+        f"{ratio}x the heat of a centred blob as spread"
+    )
+    if pointing >= TARGET_POINTING and ratio >= TARGET_RATIO:
+        verdict = f"{method} maps find the head: {figures}"
+    elif pointing >= 0.9 and ratio >= 1.0:
+        verdict = f"{method} maps mostly find the head ({figures}); look twice at a map off the head"
+    else:
+        verdict = f"{method} maps say little more than where the cell is ({figures}): read them as location, not reason"
+    return {**info, "pointing": pointing, "heat_share": share, "heat_share_centre_matched": matched, "ratio": ratio,
+            "crops": crops, "verdict": verdict}  # fmt: skip
+
+
 def centre_prior(shape: tuple[int, int], sigma: float) -> np.ndarray:
     """A Gaussian at the crop centre, `sigma` a fraction of the crop's longer side (what a head-centred set rewards)."""
     h, w = shape

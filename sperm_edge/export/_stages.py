@@ -11,8 +11,16 @@ import numpy as np
 
 from sperm_edge.engines.ort import new_session
 from sperm_edge.errors import SpermEdgeError
+from sperm_edge.explain.scores import closeness
 from sperm_edge.export.bundle_writer import BundleWriter
-from sperm_edge.export.cam_parity import FP32_TOLERANCE, CamParity, CamReference, compare_cams, reference_maps
+from sperm_edge.export.cam_parity import (
+    FP32_TOLERANCE,
+    CamParity,
+    CamReference,
+    compare_cams,
+    compare_maps,
+    reference_maps,
+)
 from sperm_edge.export.engines import build_engines, engine_precisions
 from sperm_edge.export.gate import Score, score
 from sperm_edge.export.images import ImageSet
@@ -22,12 +30,14 @@ from sperm_edge.export.onnx_export import export_onnx
 from sperm_edge.export.ort_cpu import Latency, measure_latency, ort_logits, ort_outputs
 from sperm_edge.export.parity import check_onnx, check_parity
 from sperm_edge.export.qdq_check import check_tensorrt_qdq
+from sperm_edge.model.layer_cam import fine_stages
 from sperm_edge.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
 FP32_FILE = "model.onnx"
 INT8_FILES = {"int8": "model.int8.onnx", "int8_cpu": "model.int8_cpu.onnx"}
+EXPLAINER_FILE = "explain.onnx"
 MAX_LISTED_SKIPS = 50
 
 
@@ -41,6 +51,23 @@ def source_section(stem: Path, meta: dict) -> dict:
             keys = ("n", "accuracy", "macro_f1", "ece", "ece_calibrated", "temperature")
             section[f"{split}_metrics"] = {k: scores[k] for k in keys if k in scores}
     return section
+
+
+def choose_maps(candidates: list[dict]) -> dict:
+    """The maps nearest to both bars on validation (`explain.scores.closeness`; ties: the larger heat share over a
+    centred blob's) among those that pass their parity check. Unmeasured (no validation crops): the passing
+    explainer on the stage before the last stride-2 one (what `benchmarks/results/explanations/explain_levers.md`
+    measured best on real crops), else the `cam` output."""
+    usable = [c for c in candidates if c.get("parity", {}).get("passed", True)]
+    measured = [c for c in usable if "quality" in c]
+    if measured:
+        return max(measured, key=lambda c: (closeness(c["quality"]), c["quality"]["ratio"]))
+    return usable[-1]
+
+
+def _public(candidate: dict, drop: tuple[str, ...] = ()) -> dict:
+    """A candidate's manifest entry: its figures, without the live explainer (and without `drop`)."""
+    return {k: v for k, v in candidate.items() if k != "explainer" and k not in drop}
 
 
 def _set_summary(images: ImageSet) -> dict:
@@ -63,6 +90,7 @@ class Stages:
         self.fp32_val_logits = None
         self.cam_reference: CamReference | None = None
         self.cam_images: list = []
+        self.cam_source = ""
         self.latency: dict[str, Latency] = {}
         self.gates: list = []
         self.rejected: list[dict] = []
@@ -84,7 +112,7 @@ class Stages:
         self.writer.manifest["explain"] = self._explain_section(model, exported)
         if exported.cam_unavailable is None:
             self.reporter.step(f"checking the cam output against pytorch-grad-cam on {len(cam_set)} images")
-            self.cam_images = cam_set.images
+            self.cam_images, self.cam_source = cam_set.images, cam_set.source
             self.cam_reference = reference_maps(model, cam_set.images, self.spec, cam_set.source)
             cam_parity = self._cam_parity(path, "fp32")
             entry["cam_parity"] = cam_parity.describe()
@@ -102,19 +130,66 @@ class Stages:
             self.writer.manifest["evaluation"] = _set_summary(held_out)
         self.writer.set_model("fp32", FP32_FILE, **entry)
 
-    def explain_quality(self, crops: ImageSet | None, meta: dict) -> None:
-        """Pointing game and heat on the head of the engine's maps on validation crops, into `explain`."""
-        from sperm_edge.export.explain_quality import measure_explain_quality
+    def explanations(self, model, crops: ImageSet | None, meta: dict) -> None:
+        """Choose the maps explained cells get and record how far they can be trusted (`export.explain_quality`):
+        the `cam` output, or the LayerCAM explainer on a finer stage shipped as `explain.onnx`."""
+        from sperm_edge.export import explain_quality as eq
 
         section = self.writer.manifest["explain"]
-        if crops is None or not section["engine"]:
+        if not section["engine"]:
             return
-        self.reporter.step(f"measuring the heatmaps on {len(crops)} validation crops")
-        root = Path(meta["split"]["data"])
-        quality = measure_explain_quality(self.writer.path(FP32_FILE), crops, root, self.spec, self.classes,
-                                          section["layer"])  # fmt: skip
-        if quality is not None:
-            section.update(quality)
+        masks, source, outputs = None, "", None
+        if crops is not None:
+            self.reporter.step(f"measuring the heatmaps on {len(crops)} validation crops")
+            masks, source = eq.crop_masks(crops, Path(meta["split"]["data"]), self.classes)
+            outputs = ort_outputs(new_session(self.writer.path(FP32_FILE)), crops.images, self.spec)
+        candidates = [{"maps": "cam", "method": section["method"], "layer": section["layer"]}]
+        if outputs is not None:
+            maps = eq.cam_output_maps(crops, outputs, self.classes, self.spec.img_size, section["layer"])
+            candidates[0].update(eq.quality(maps, masks, crops, source) or {})
+        for stage in fine_stages(model):
+            candidate = self._explainer(model, stage)
+            if candidate is None:
+                break
+            if outputs is not None:
+                targets = outputs["logits"].argmax(1).tolist()
+                maps = eq.explainer_maps(candidate["explainer"], crops, targets)
+                candidate.update(eq.quality(maps, masks, crops, source) or {})
+            candidates.append(candidate)
+        chosen = choose_maps(candidates)
+        section["maps"] = chosen["maps"]
+        if chosen["maps"] == "explainer":
+            shutil.copyfile(chosen["explainer"].path, self.writer.path(EXPLAINER_FILE))
+            self.writer.add_file(EXPLAINER_FILE)
+            keys = ("method", "layer", "grid", "parity", "ms_per_cell")
+            section["explainer"] = {"file": EXPLAINER_FILE, **{k: chosen[k] for k in keys}}
+        section.update({k: chosen[k] for k in ("pointing", "heat_share", "heat_share_centre_matched", "quality")
+                        if k in chosen})  # fmt: skip
+        section["candidates"] = [_public(c, ("quality", "parity")) for c in candidates]
+
+    def _explainer(self, model, stage: int) -> dict | None:
+        """The LayerCAM explainer on block stage `stage`, exported and held to pytorch-grad-cam; None when the
+        model has no closed form (said in the log)."""
+        from sperm_edge.explain.engine import ExplainerModel
+        from sperm_edge.export.explain_quality import ms_per_cell
+        from sperm_edge.export.onnx_export import export_explainer_onnx
+        from sperm_edge.model.layer_cam import UnsupportedLayer
+
+        path = self.work / f"explain.blocks{stage}.onnx"
+        try:
+            layer = export_explainer_onnx(model, self.spec.img_size, path, stage=stage)
+        except UnsupportedLayer as err:
+            log.info("no LayerCAM explainer: %s", err)
+            return None
+        explainer = ExplainerModel(path, self.spec, layer)
+        self.reporter.step(f"checking the LayerCAM explainer on {layer} against pytorch-grad-cam")
+        reference = reference_maps(model, self.cam_images, self.spec, self.cam_source, stage=stage)
+        grids = explainer.grids(self.cam_images, reference.targets.tolist())
+        parity = compare_maps(grids, reference, "explainer")
+        candidate = {"maps": "explainer", "method": ExplainerModel.method, "layer": layer,
+                     "grid": list(grids.shape[1:]), "parity": parity.describe(),
+                     "ms_per_cell": ms_per_cell(explainer, self.cam_images[0]), "explainer": explainer}  # fmt: skip
+        return candidate
 
     def drift(self, meta: dict) -> None:
         """The drift description from the FP32 model's features (training split; thresholds on validation)."""

@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 
 OPSET = 17
 INPUT_NAME = "input"
+TARGET_NAME = "target"
 OUTPUT_NAME = "logits"
 OUTPUT_NAMES = (OUTPUT_NAME, "cam", "features")
+EXPLAINER_OUTPUTS = (OUTPUT_NAME, "cam")
 
 
 @dataclass
@@ -103,6 +105,52 @@ def _freeze_same_padding(model: nn.Module, img_size: int) -> tuple[nn.Module, in
     return model, len(sizes)
 
 
+def _trace(
+    module: nn.Module, img_size: int, path: Path, outputs: tuple[str, ...], opset: int, target: bool = False
+) -> None:
+    """torch.onnx.export of `module` with a dynamic batch axis on every input and output (`target`: a second
+    input, one class index per image)."""
+    example = (torch.zeros(2, 3, img_size, img_size),)  # batch 2 so nothing specialises on batch 1
+    inputs = [INPUT_NAME]
+    if target:
+        example, inputs = (*example, torch.zeros(2, dtype=torch.long)), [INPUT_NAME, TARGET_NAME]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
+        try:
+            torch.onnx.export(
+                module,
+                example,
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=inputs,
+                output_names=list(outputs),
+                dynamic_axes={name: {0: "batch"} for name in (*inputs, *outputs)},
+                do_constant_folding=True,
+            )
+        except Exception as err:  # torch raises many error types from tracing and symbolic functions
+            raise SpermEdgeError(f"ONNX export of the model failed: {err}") from err
+
+
+def export_explainer_onnx(
+    model: nn.Module, img_size: int, path: str | Path, stage: int | None = None, opset: int = OPSET
+) -> str:
+    """Write the LayerCAM explainer of `model` (`sperm_edge.model.layer_cam`) as FP32 ONNX.
+
+    Inputs `input` (N x 3 x S x S) and `target` (N, int64: the class to explain); outputs `logits` and `cam`
+    (N x h x w).
+
+    `stage`: the block stage explained (default: the one before the last stride-2 stage). Returns the explained
+    layer's name; raises `UnsupportedLayer` for a model it does not cover.
+    """
+    from sperm_edge.model.layer_cam import LayerCamExplainer
+
+    frozen, _ = _freeze_same_padding(model.cpu().eval(), img_size)
+    explainer = LayerCamExplainer(frozen, stage).eval()
+    _trace(explainer, img_size, Path(path), EXPLAINER_OUTPUTS, opset, target=True)
+    return explainer.layer
+
+
 def export_onnx(
     model: nn.Module, img_size: int, path: str | Path, metadata: dict | None = None, opset: int = OPSET
 ) -> OnnxExport:
@@ -121,23 +169,7 @@ def export_onnx(
     else:
         log.warning("no cam output: %s", reason)
         outputs = (OUTPUT_NAME,)
-    example = torch.zeros(2, 3, img_size, img_size)  # batch 2 so nothing specialises on batch 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
-        try:
-            torch.onnx.export(
-                frozen,
-                (example,),
-                str(path),
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=list(outputs),
-                dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *outputs)},
-                do_constant_folding=True,
-            )
-        except Exception as err:  # torch raises many error types from tracing and symbolic functions
-            raise SpermEdgeError(f"ONNX export of the model failed: {err}") from err
+    _trace(frozen, img_size, path, outputs, opset)
     if metadata:
         proto = onnx.load(str(path))
         for key, value in metadata.items():

@@ -164,7 +164,7 @@ def export_bundle(
         # the INT8 cam verdict ships or refuses a model: it is decided on validation images when there are any
         cam_set = gate_set.sample(options.parity_count, options.seed) if gate_set is not None else parity_set
         stages.fp32(model, parity_set, held_out, cam_set)
-        stages.explain_quality(_explain_crops(ckpt.meta, ckpt.card.classes, options, gate_set), ckpt.meta)
+        stages.explanations(model, _explain_crops(ckpt.meta, ckpt.card.classes, options, gate_set), ckpt.meta)
         stages.drift(ckpt.meta)
         if options.int8:
             stages.int8(calib, gate_set, held_out)

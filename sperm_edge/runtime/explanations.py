@@ -2,11 +2,12 @@
 
 `--explain flagged`: each flagged cell gets `OUT/explanations/ID.png` (crop | overlay) and
 `ID.json` (class, score, heat statistics, `method`, `source: "engine"`) as its event is written.
-The map is the one the engine computed for the crop the event reports (the track's best sighting,
-whose `cam` travels with it), for the event's class. Turning the map into files (resize, overlay,
-PNG encoding, two synced writes: ~5-10 ms) happens on a writer thread at lowered priority, so
-the output thread only queues the crop and its small map; the queue is bounded (a full one makes
-the output thread wait: nothing is dropped) and drained when the run ends.
+The map is of the crop the event reports (the track's best sighting), for the event's class: from
+the bundle's LayerCAM explainer (`explain.onnx`, one extra pass on the writer thread) when export
+chose it, else the `cam` the engine computed for that crop, which travels with it. Turning the
+map into files (resize, overlay, PNG encoding, two synced writes: ~5-10 ms) happens on a writer
+thread at lowered priority, so the output thread only queues the crop and its small map; the queue
+is bounded (a full one makes the output thread wait: nothing is dropped) and drained when the run ends.
 
 `--explain every`: the same files for flagged cells, plus a heatmap of every cell kept in
 memory for live views: per track, the latest sighting's thumbnail (`side` px) and its class's
@@ -28,7 +29,7 @@ import cv2
 import numpy as np
 
 from sperm_edge.errors import SpermEdgeError
-from sperm_edge.explain.engine import engine_explanation
+from sperm_edge.explain.engine import ExplainerModel, engine_explanation
 from sperm_edge.explain.maps import input_map
 from sperm_edge.explain.overlay import encode_png, overlay, write_explanation
 from sperm_edge.explain.worker import lower_thread_priority
@@ -106,11 +107,15 @@ class EngineExplanations:
         mode: str = "flagged",
         queue_size: int = 512,
         nice: int = 10,
+        explainer: ExplainerModel | None = None,
+        trust: dict | None = None,
     ) -> None:
         if mode not in EXPLAIN_MODES[1:]:
             raise SpermEdgeError(f"--explain must be one of {', '.join(EXPLAIN_MODES)}, not {mode!r}")
         self.out_dir, self.classes, self.img_size = Path(out_dir), list(classes), img_size
         self.layer, self.mode, self.nice = layer, mode, nice
+        self.explainer = explainer  # the bundle's LayerCAM explainer: flagged cells get its map instead of `cam`
+        self.trust = trust  # how far the maps can be trusted, measured at export (`explain.scores.heatmap_trust`)
         self.heatmaps = TrackHeatmaps() if mode == "every" else None
         self.explained = self.failed = self.dropped = 0
         self.error: str | None = None  # the last failure, for the report
@@ -151,7 +156,8 @@ class EngineExplanations:
         name = event_name(event["id"])
         extra = {"event": event["id"], "frame": event["frame"], "box": event["box"]}
         try:  # never block the stream on a writer that cannot keep up (a slow or full disk)
-            self._queue.put_nowait((name, crop, cam, probs, self.classes.index(event["class"]), extra))
+            job = (name, crop, cam, probs, self.classes.index(event["class"]), int(event.get("view", 0)), extra)
+            self._queue.put_nowait(job)
         except queue.Full:
             self.dropped += 1
             return {}
@@ -160,9 +166,12 @@ class EngineExplanations:
     def _run(self) -> None:
         lower_thread_priority(self.nice)
         while (job := self._queue.get()) is not None:
-            name, crop, cam, probs, target, extra = job
+            name, crop, cam, probs, target, view, extra = job
             try:
-                explanation = engine_explanation(crop, cam, probs, self.classes, self.img_size, self.layer, target)
+                if self.explainer is not None:
+                    explanation = self.explainer.explain(crop, probs, self.classes, target, view)
+                else:
+                    explanation = engine_explanation(crop, cam, probs, self.classes, self.img_size, self.layer, target)
                 write_explanation(self.out_dir, name, crop, explanation, extra)
             except Exception as err:  # any failure (a bad crop, a full disk) is counted; the writer goes on
                 self.failed += 1
@@ -173,7 +182,11 @@ class EngineExplanations:
 
     def summary(self) -> dict:
         info = {"source": "engine", "mode": self.mode, "explained": self.explained, "failed": self.failed}
+        info["method"] = self.explainer.method if self.explainer is not None else "Grad-CAM++"
+        info["layer"] = self.explainer.layer if self.explainer is not None else self.layer
         info.update(dropped=self.dropped, error=self.error)
         if self.heatmaps is not None:
             info["tracks_with_heatmaps"] = len(self.heatmaps)
+        if self.trust is not None:
+            info["trust"] = self.trust
         return info

@@ -202,10 +202,13 @@ def render_markdown(report: dict) -> str:
         ]
     cells = report.get("flagged_cells", [])
     if cells:
+        explained = report.get("explanations") or {}
+        trust = explained.get("trust")
+        lines += ["## Flagged cells", ""]
+        if trust and trust.get("verdict"):
+            lines += [f"Heatmaps: {trust['verdict']} (measured when the bundle was exported).", ""]
         lines += [
-            "## Flagged cells",
-            "",
-            "| id | class | confidence | reasons | crop | Grad-CAM++ |",
+            f"| id | class | confidence | reasons | crop | {explained.get('method', 'Grad-CAM++')} |",
             "| ---: | --- | ---: | --- | --- | --- |",
         ]
         for cell in cells[:MAX_THUMBNAILS]:

@@ -290,6 +290,17 @@ class Session:
         return self.outputs.finish(self.bundle.card.classes, self.bundle.card.normal_class, info, events, aside)
 
 
+def bundle_explainer(bundle: Bundle, threads: int | None = None):
+    """The bundle's LayerCAM explainer when export chose it for explained cells (`explain.maps`), else None."""
+    section = bundle.manifest.get("explain") or {}
+    if section.get("maps") != "explainer" or not section.get("explainer"):
+        return None
+    from sperm_edge.explain.engine import ExplainerModel
+
+    entry = section["explainer"]
+    return ExplainerModel(bundle.file(entry["file"]), bundle.card.preprocess, entry["layer"], threads)
+
+
 def explainers(bundle: Bundle, explain: str, engine_name: str, folder: Path, threads: int):
     """(engine explanations, None) when the bundle's models have a `cam` output; else (None, the PyTorch worker);
     (None, None) for `explain` none.
@@ -301,8 +312,13 @@ def explainers(bundle: Bundle, explain: str, engine_name: str, folder: Path, thr
         return None, None
     section = bundle.manifest.get("explain") or {}
     if section.get("engine"):
+        from sperm_edge.explain.scores import heatmap_trust
+
         size, layer = bundle.card.preprocess.img_size, section.get("layer", "attention")
-        return EngineExplanations(folder, bundle.card.classes, size, layer, explain), None
+        explainer = bundle_explainer(bundle, threads=1)  # on the writer thread: one core, the stream keeps the rest
+        trust = heatmap_trust(section)
+        classes = bundle.card.classes
+        return EngineExplanations(folder, classes, size, layer, explain, explainer=explainer, trust=trust), None
     from sperm_edge.explain.worker import ExplainWorker
 
     reason = section.get("reason", "the bundle's models have no cam output (exported before it existed)")

@@ -126,6 +126,7 @@ class RunState:
             "explained": [i for i in flagged if self.file(EXPLANATIONS_DIR, i) is not None],
             "source": self.info.get("source"),
             "backend": self.info.get("backend"),
+            "heatmaps": self.info.get("heatmaps") or (self.info.get("explanations") or {}).get("trust"),
             "report": "report.md" if self.report is not None else None,
         }
 

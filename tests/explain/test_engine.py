@@ -64,6 +64,34 @@ def test_engine_explanation_files_name_their_source(tmp_path: Path, masked_crops
     assert png.is_file() and info["source"] == "engine" and info["method"] == "Grad-CAM++" and info["event"] == 3
 
 
+def test_the_bundles_explainer_matches_pytorch_grad_cam_layer_cam(tiny_bundle: Path, masked_crops: Path) -> None:
+    import torch
+    from pytorch_grad_cam import LayerCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from sperm_edge.explain.maps import input_map
+    from sperm_edge.model.checkpoint import load_checkpoint
+    from sperm_edge.runtime.session import bundle_explainer
+
+    bundle = load_bundle(tiny_bundle)
+    explainer = bundle_explainer(bundle)
+    assert explainer is not None and explainer.layer == "backbone.blocks.4"  # unmeasured: the default stage
+    spec, crops = bundle.card.preprocess, _crops(masked_crops)
+    model = load_checkpoint(bundle.checkpoint_stem()).build_model().eval()
+    x = torch.from_numpy(preprocess_batch(crops, spec))
+    with LayerCAM(model, [model.backbone.blocks[4]]) as layer_cam:
+        for target in range(len(bundle.card.classes)):
+            reference = layer_cam(input_tensor=x, targets=[ClassifierOutputTarget(target)] * len(crops))
+            grids = explainer.grids(crops, [target] * len(crops))
+            mine = np.stack([input_map(grid, spec.img_size) for grid in grids])
+            assert np.corrcoef(mine.ravel(), reference.ravel())[0, 1] > 0.999
+    probs = np.full(len(bundle.card.classes), 0.25, np.float32)
+    turned = explainer.explain(crops[0], probs, bundle.card.classes, 1, view=5)
+    plain = explainer.explain(crops[0], probs, bundle.card.classes, 1)
+    assert turned.method == plain.method == "LayerCAM" and turned.target_class == bundle.card.classes[1]
+    assert turned.cam.shape == plain.cam.shape == crops[0].shape[:2]
+
+
 @pytest.mark.parametrize("module", ["sperm_edge.explain.scores", "sperm_edge.explain.engine", "sperm_edge.explain"])
 def test_the_explainer_does_not_import_the_runtime_or_torch(module: str) -> None:
     code = (

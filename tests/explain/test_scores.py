@@ -91,3 +91,19 @@ def test_mean_ci_equals_the_former_interval(seed: int) -> None:
     # scipy's quantile is 1.959964, not 1.96: the bounds agree to the 4th decimal they are rounded to
     assert new["ci95"] == pytest.approx(old["ci95"], abs=1.5e-4)
     assert mean_ci([]) == {"mean": None, "ci95": None, "n": 0}
+
+
+@pytest.mark.parametrize(
+    ("pointing", "share", "words"),
+    [(1.0, 0.6, "maps find the head"), (0.92, 0.35, "mostly find the head"), (1.0, 0.28, "little more than where")],
+)
+def test_heatmap_trust_names_the_drawn_maps_and_grades_them_by_both_bars(pointing, share, words) -> None:
+    from sperm_edge.explain.scores import heatmap_trust
+
+    section = {"engine": True, "method": "Grad-CAM++", "layer": "attention (CBAM)", "maps": "cam",
+               "pointing": pointing, "heat_share": share, "heat_share_centre_matched": 0.3,
+               "quality": {"pointing": {"n": 40}}}  # fmt: skip
+    trust = heatmap_trust(section)
+    assert trust["method"] == "Grad-CAM++" and words in trust["verdict"] and "40 validation crops" in trust["verdict"]
+    assert heatmap_trust({"engine": True, "method": "Grad-CAM++"})["verdict"] is None  # nothing measured
+    assert heatmap_trust({"engine": False}) is None

@@ -30,12 +30,24 @@ def test_every_model_records_its_cam_parity(checkpoint: tuple[Path, Path], tmp_p
     result = export_bundle(stem, tmp_path / "bundle", options)
     models = result.manifest["models"]
     rejected = {r["precision"] for r in result.manifest.get("rejected", [])}
-    assert result.manifest["explain"] == {
+    explain = result.manifest["explain"]
+    assert {k: explain[k] for k in ("method", "layer", "engine", "outputs", "maps")} == {
         "method": "Grad-CAM++",
         "layer": "attention (CBAM)",
         "engine": True,
         "outputs": ["logits", "cam", "features"],
+        "maps": "explainer",  # no validation split to measure on: the LayerCAM explainer on blocks 4
     }
+    explainer = explain["explainer"]
+    assert explainer["file"] == "explain.onnx" and explainer["layer"] == "backbone.blocks.4"
+    assert explainer["parity"]["passed"] and explainer["parity"]["criterion"] == "pearson_min >= 0.99"
+    assert "LayerCAM" in explainer["parity"]["reference"] and explainer["ms_per_cell"] > 0
+    assert [(c["maps"], c["layer"]) for c in explain["candidates"]] == [
+        ("cam", "attention (CBAM)"),
+        ("explainer", "backbone.blocks.3"),
+        ("explainer", "backbone.blocks.4"),
+    ]
+    assert "explain.onnx" in result.manifest["files"]
     fp32 = models["fp32"]["cam_parity"]
     assert fp32["passed"] and fp32["max_abs_diff"] <= 1e-4 and fp32["n"] == 16
     assert "pytorch-grad-cam" in fp32["reference"]

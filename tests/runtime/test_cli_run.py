@@ -45,7 +45,7 @@ def test_run_writes_events_flags_explanations_and_report(
         assert (out / "explanations" / f"{name}.png").is_file()
         explanation = json.loads((out / "explanations" / f"{name}.json").read_text())
         assert explanation["event"] == event["id"] and 0.0 <= explanation["score"] <= 1.0
-        assert explanation["source"] == "engine" and explanation["method"] == "Grad-CAM++"
+        assert explanation["source"] == "engine" and explanation["method"] == "LayerCAM"  # the bundle's explainer
         assert explanation["explained_class"] == event["class"] and event["explanation"] == f"explanations/{name}.png"
         assert set(explanation["heat"]) >= {"peak", "centroid", "central_share"}
     assert "![heatmap](explanations/" in (out / "report.md").read_text()
@@ -69,7 +69,7 @@ def test_run_writes_events_flags_explanations_and_report(
     args = ["explain", str(tiny_bundle), "--event", str(event["id"]), "--run", str(out), "--out", str(reference)]
     assert run_cli([*args, "--torch"]) == 0
     torch_json = json.loads((reference / f"{event['id']:06d}.json").read_text())
-    assert torch_json["source"] == "torch" and torch_json["method"] == "Grad-CAM++"
+    assert torch_json["source"] == "torch" and torch_json["method"] == "LayerCAM"  # the same method, by autograd
     assert torch_json["class"] == redo["class"] and abs(torch_json["score"] - redo["score"]) < 1e-4
     for key in ("peak", "centroid"):
         assert max(abs(a - b) for a, b in zip(torch_json["heat"][key], redo["heat"][key], strict=True)) < 0.02

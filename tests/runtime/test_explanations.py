@@ -44,4 +44,7 @@ def test_run_explain_every_keeps_heatmaps_and_writes_flagged(
     assert explained["source"] == "engine" and explained["mode"] == "every" and explained["tracks_with_heatmaps"] > 0
     flagged = read_events(out / "events.jsonl")
     flagged = [e for e in flagged if e["flagged"]]
-    assert explained["explained"] == len(flagged) == len(list((out / "explanations").glob("*.json")))
+    written = sorted((out / "explanations").glob("*.json"))
+    assert explained["explained"] == len(flagged) == len(written)
+    assert explained["method"] == "LayerCAM" and explained["layer"] == "backbone.blocks.4"  # the bundle's explainer
+    assert all(json.loads(path.read_text())["method"] == "LayerCAM" for path in written)

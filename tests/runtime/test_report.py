@@ -121,3 +121,18 @@ def test_scipys_wilson_interval_equals_the_formula_it_replaced() -> None:
         for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
             ours, reference = wilson_interval(k, n), _hand_written_wilson(k, n)
             assert abs(ours[0] - reference[0]) < 1e-9 and abs(ours[1] - reference[1]) < 1e-9, (k, n)
+
+
+def test_the_report_says_how_far_its_heatmaps_can_be_trusted(tmp_path: Path) -> None:
+    from sperm_edge.explain.scores import heatmap_trust
+
+    section = {"engine": True, "method": "Grad-CAM++", "layer": "attention (CBAM)", "maps": "explainer",
+               "explainer": {"method": "LayerCAM", "layer": "backbone.blocks.4"}, "pointing": 0.96,
+               "heat_share": 0.55, "heat_share_centre_matched": 0.31, "quality": {"pointing": {"n": 26}}}  # fmt: skip
+    trust = heatmap_trust(section)
+    run = {"source": "clip.mp4", "mode": "field", "explanations": {"method": "LayerCAM", "trust": trust}}
+    report = build_report(_events(1, 2, 0), CLASSES, "Normal_Sperm", run, tmp_path)
+    markdown = render_markdown(report)
+    assert "Heatmaps: LayerCAM maps mostly find the head (on 26 validation crops the peak fell on the head for 96%" \
+        in markdown and "1.77x the heat of a centred blob" in markdown  # fmt: skip
+    assert "| id | class | confidence | reasons | crop | LayerCAM |" in markdown

@@ -126,12 +126,15 @@ async function openExplanation(id) {
     row.cells[1].textContent = (100 * p).toFixed(1) + "%";
     return row;
   }));
+  const trust = status && status.heatmaps && status.heatmaps.verdict ? status.heatmaps : null;
+  $("explain-trust").hidden = !trust;
+  if (trust) text("explain-trust", `How far to trust the heatmap: ${trust.verdict} (measured when the bundle was exported).`);
   if (!$("explain").open) $("explain").showModal();
   for (let attempt = 0; attempt < 120 && openId === id && $("explain").open; attempt++) {
     let answer;
     try { answer = await api(`/api/explain/${id}`, "POST"); } catch (err) { text("explain-state", "explanation failed: " + err.message); return; }
     if (answer.state === "ready") {
-      const img = Object.assign(document.createElement("img"), { id: "explain-image", alt: `Grad-CAM++ of cell ${id}` });
+      const img = Object.assign(document.createElement("img"), { id: "explain-image", alt: `${(status && status.heatmaps && status.heatmaps.method) || "Grad-CAM++"} of cell ${id}` });
       img.onload = () => { $("explain-crop").hidden = true; heat.replaceChildren(img); markExplained(id); };
       img.src = withToken(`/explanations/${id}.png?v=${Date.now()}`);
       return;
