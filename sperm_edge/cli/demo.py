@@ -24,9 +24,27 @@ def demo_steps(
     out: Path, seed: int, crops: int, frames: int, img_size: int, epochs: tuple[int, int]
 ) -> list[list[str]]:
     """The commands of the demo, as argument lists for `sperm-edge`."""
-    data, run, bundle = out / "data", out / "run", out / "bundle"
+    sets, run, bundle, verifier = out / "data", out / "run", out / "bundle", out / "verifier"
+    data = sets / "hushem"
     return [
         ["data", "synth", "--out", data, "--n", crops, "--style", "hushem", "--seed", seed],
+        # the head verifier learns heads from both styles, and debris from the SMIDS-style set's Non-Sperm
+        ["data", "synth", "--out", sets / "smids", "--n", max(60, crops // 2), "--style", "smids", "--seed", seed],
+        [
+            "train-verifier",
+            "--data",
+            sets,
+            "--out",
+            verifier,
+            "--img-size",
+            48,
+            "--phase1-epochs",
+            1,
+            "--phase2-epochs",
+            2,
+            "--seed",
+            seed,
+        ],
         [
             "train",
             "--data",
@@ -44,7 +62,7 @@ def demo_steps(
             "--seed",
             seed,
         ],
-        ["export", run, "--out", bundle, "--int8", "--allow-drop"],
+        ["export", run, "--out", bundle, "--int8", "--allow-drop", "--verifier", verifier],
         [
             "bench",
             bundle,
@@ -106,6 +124,21 @@ def _summary(out: Path, seconds: float) -> Table:
     truth = report.get("truth")
     if truth:
         table.add_row("cell finding", f"recall {truth['recall']:.3f}, double counts {truth['double_counts']}")
+    verifier = manifest.get("verifier")
+    if verifier:
+        test = verifier["test"]
+        aside = (report.get("set_aside") or {}).get("not_a_head", 0)
+        table.add_row(
+            "head verifier",
+            f"threshold {verifier['threshold']:.3f}: keeps {test['head_recall']:.3f} of test heads, rejects "
+            f"{test['not_head_rejection']:.3f} of the rest; {aside} stream objects set aside as not a head",
+        )
+    on_heads = (truth or {}).get("explanations_on_heads")
+    if on_heads:
+        table.add_row(
+            "heatmaps on the heads",
+            f"{on_heads['peak_on_head']} of {on_heads['explained']} explained cells peak on their true head",
+        )
     heatmaps = sorted((out / "stream" / "explanations").glob("*.png"))
     table.add_row("heatmaps", f"{len(heatmaps)} in {out / 'stream' / 'explanations'}")
     explain = manifest.get("explain", {})
@@ -114,9 +147,9 @@ def _summary(out: Path, seconds: float) -> Table:
         drawn = explain.get("explainer") if explain.get("maps") == "explainer" else explain
         table.add_row(
             "explanations",
-            f"{drawn['method']} on {drawn['layer']}: pointing {explain['pointing']:.2f} (the map's peak on the head, "
-            f"{quality['pointing']['n']} validation crops); heat on the head {explain['heat_share']:.2f} vs "
-            f"{explain['heat_share_centre_matched']:.2f} for a centred blob as spread",
+            f"pointing {explain['pointing']:.2f} (the map's peak on the head, {quality['pointing']['n']} validation "
+            f"crops); heat on the head {explain['heat_share']:.2f} vs {explain['heat_share_centre_matched']:.2f} "
+            f"for a centred blob as spread; {drawn['method']} on {drawn['layer']}",
         )
     table.add_row("report", str(out / "stream" / "report.md"))
     return table

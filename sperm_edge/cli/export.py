@@ -142,6 +142,9 @@ def export(
     parity_tol: float = typer.Option(1e-3, help="Largest |logit difference| allowed between PyTorch and ONNX."),
     seed: int = typer.Option(0, help="Seed for sampling calibration and parity images."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+    verifier: Path = typer.Option(
+        None, "--verifier", help="A `sperm-edge train-verifier` folder: ship its head verifier in the bundle."
+    ),
     triton: Path = typer.Option(
         None, "--triton", help="Also write the bundle as a model of this Triton model repository (REPO/NAME/)."
     ),
@@ -180,6 +183,7 @@ def export(
         parity_tolerance=parity_tol,
         seed=seed,
         force=force,
+        verifier=verifier,
     )
     from_bundle = (checkpoint / "manifest.json").is_file()
     if from_bundle and (int8 or calib or eval_dir or val_dir or options.keep_float or not (trt or triton)):

@@ -14,6 +14,8 @@ from sperm_edge.cli._app import app
 from sperm_edge.data.augment import Augment
 from sperm_edge.train.config import AdaptConfig, Balance, EvalSplit, Keep, TrainConfig
 
+VERIFIER_ARCH, VERIFIER_SIZE, VERIFIER_EPOCHS = "efficientnet_lite0", 64, (2, 4)
+
 console = Console()
 
 
@@ -168,6 +170,35 @@ def train(
         print_metrics(f"test split of {data}" + (f", fold {fold} of {folds}" if fold else ""), result)
         folder = out if fold is None else out / f"fold-{fold}"
         console.print(f"written: {folder}/best.safetensors, best.json, metrics.json, curves.png, confusion.png")
+
+
+@app.command("train-verifier")
+def train_verifier(
+    data: Path = typer.Option(..., help="Folder holding the real sets: hushem/ and/or smids/."),
+    out: Path = typer.Option(..., help="Folder to write: images/ (the training images) and model/ (the run)."),
+    arch: str = typer.Option(VERIFIER_ARCH, help="Architecture (see `sperm-edge models`)."),
+    img_size: int = typer.Option(VERIFIER_SIZE, min=32, help="Input size: small, the question is coarse."),
+    phase1_epochs: int = typer.Option(VERIFIER_EPOCHS[0], min=0, help="Epochs with the backbone frozen."),
+    phase2_epochs: int = typer.Option(VERIFIER_EPOCHS[1], min=0, help="Epochs with all layers trainable."),
+    seed: int = typer.Option(0, help="Seed of the negatives drawn and of training."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+) -> None:
+    """Train the head verifier: is this crop one sperm head? (`sperm-edge export --verifier RUN` ships it)."""
+    from sperm_edge.data.verifier_set import VERIFIER_IMAGES, VERIFIER_MODEL, write_verifier_set
+    from sperm_edge.model import get_entry
+    from sperm_edge.train.run import train as run_training
+
+    get_entry(arch)
+    images, model = out / VERIFIER_IMAGES, out / VERIFIER_MODEL
+    if not (images / "sources.csv").is_file():  # a rerun keeps the images it drew before
+        counts = write_verifier_set(data, images, seed=seed)
+        console.print("verifier images: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    cfg = TrainConfig(data=str(images), arch=arch, out=str(model), phase1_epochs=phase1_epochs,
+                      phase2_epochs=phase2_epochs, img_size=img_size, seed=seed, device=device)  # fmt: skip
+    result = run_training(cfg, resume=(model / "last.json").is_file(), reporter=RichReporter())
+    print_metrics(f"verifier, test split of {images}", result)
+    console.print(f"written: {model}/best.safetensors, best.json, metrics.json; ship it: sperm-edge export RUN "
+                  f"--out BUNDLE --verifier {out}")  # fmt: skip
 
 
 @app.command()

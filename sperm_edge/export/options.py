@@ -51,6 +51,7 @@ class ExportOptions:
     latency_runs: int = 20
     force: bool = False
     seed: int = 0
+    verifier: Path | None = None  # a `sperm-edge train-verifier` folder: its head verifier ships in the bundle
 
     def validate(self) -> None:
         if self.fp16 and not self.trt:
@@ -69,6 +70,11 @@ class ExportOptions:
             from sperm_edge.export.int8 import Int8Config
 
             Int8Config(method=self.method, percentile=self.percentile)  # refuses unknown methods now
+        if self.verifier is not None:
+            from sperm_edge.export.verifier import verifier_run
+            from sperm_edge.model.checkpoint import resolve_checkpoint
+
+            resolve_checkpoint(verifier_run(self.verifier))  # a missing or empty folder fails before any work
 
 
 @dataclass

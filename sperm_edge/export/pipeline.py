@@ -166,6 +166,11 @@ def export_bundle(
         stages.fp32(model, parity_set, held_out, cam_set)
         stages.explanations(model, _explain_crops(ckpt.meta, ckpt.card.classes, options, gate_set), ckpt.meta)
         stages.drift(ckpt.meta)
+        if options.verifier is not None:
+            from sperm_edge.export.verifier import add_verifier
+
+            reporter.step("exporting the head verifier and choosing its threshold on its validation split")
+            add_verifier(writer, options.verifier)
         if options.int8:
             stages.int8(calib, gate_set, held_out)
         stages.latencies()

@@ -51,7 +51,8 @@ class Event:
     camera: dict = field(default_factory=dict)  # camera_frame_id, camera_timestamp: as the camera numbered it
     view: int | None = None  # the dihedral view the crop was classified in (field mode's rolling views)
     drift_score: float | None = None
-    counted: bool = True  # False: set aside (unlike the training cells), not in the counts
+    verifier: float | None = None  # P(one sperm head) from the bundle's head verifier (field mode)
+    counted: bool = True  # False: set aside (unlike the training cells, or not a head), not in the counts
 
     def to_json(self) -> dict:
         line = {
@@ -80,6 +81,8 @@ class Event:
             line["view"] = self.view
         if self.drift_score is not None:
             line["drift_score"] = self.drift_score
+        if self.verifier is not None:
+            line["verifier"] = round(self.verifier, 5)
         return line | ({} if self.counted else {"counted": False})
 
 

@@ -1,7 +1,8 @@
 """Everything a run leaves behind, written on the output thread as results arrive.
 
 OUT/events.jsonl            one line per counted cell (see `events`)
-OUT/set_aside.jsonl         cells not counted (`counted` False), with their `reason`: `unlike_training` (see
+OUT/set_aside.jsonl         cells not counted (`counted` False), with their `reason`: `not_a_head` (the bundle's
+                            head verifier, `runtime.verifier`), `unlike_training` (see
                             `PipelineConfig.set_aside_above`: flagged for review) or `paused` (their tracks
                             ended while counting was paused); only when any
 OUT/flagged/ID.png|.frame.jpg|.json   flagged cells (see `flagging`)
@@ -27,6 +28,7 @@ from sperm_edge.runtime.explanations import EngineExplanations
 from sperm_edge.runtime.flagging import FlagStore, event_name
 from sperm_edge.runtime.pipeline import CellEvent, FrameResult
 from sperm_edge.runtime.report import build_report, write_report
+from sperm_edge.runtime.verifier import NOT_A_HEAD
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,8 @@ class RunOutputs:
                 self._log.write(event)
                 self.written.append(event)
             else:
-                self._write_set_aside({**event, "reason": "unlike_training"})
+                reason = NOT_A_HEAD if NOT_A_HEAD in event["flag_reasons"] else "unlike_training"
+                self._write_set_aside({**event, "reason": reason})
         if self.explanations is not None and self.explanations.heatmaps is not None:
             self.explanations.heatmaps.update(result.cells)
         if result.frame is not None and (self._video is not None or self._window is not None):
@@ -205,8 +208,10 @@ class RunOutputs:
                 "skipped_low_disk": flags.images_skipped_low_disk, "min_free_mb": flags.min_free_mb,
             }}  # fmt: skip
         unlike = sum(1 for e in set_aside if e.get("reason", "unlike_training") == "unlike_training")
-        if unlike:
-            summary = {"cells": unlike, "file": SET_ASIDE_FILE, "threshold": run.get("set_aside_above")}
+        not_heads = sum(1 for e in set_aside if e.get("reason") == NOT_A_HEAD)
+        if unlike or not_heads:
+            summary = {"cells": unlike + not_heads, "unlike_training": unlike, NOT_A_HEAD: not_heads,
+                       "file": SET_ASIDE_FILE, "threshold": run.get("set_aside_above")}  # fmt: skip
             run = {**run, "set_aside": summary}
         report = build_report(events, classes, normal_class, run, self.out_dir)
         write_report(self.out_dir, report)

@@ -43,6 +43,7 @@ from sperm_edge.runtime.flagging import FlagPolicy
 from sperm_edge.runtime.sources.base import Frame, VideoSource
 from sperm_edge.runtime.timing import STAGES, StageTimes
 from sperm_edge.runtime.tracking import Observation, Track, Tracker, TrackerConfig, TrackStep
+from sperm_edge.runtime.verifier import NOT_A_HEAD, HeadVerifier
 from sperm_edge.tta import VIEWS, dihedral_view, undo_dihedral_view
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class PipelineConfig:
     `DriftModel.set_aside_threshold`, set on its validation crops) is unlike any training cell (debris
     a bundle without a non-sperm class cannot name): its event gets `counted` False and the flag
     reason `unlike_training`, for a person to review, and is not counted (`outputs.RunOutputs`).
+    `verifier`: in field mode, the bundle's head verifier scores each reported cell's crop (`verifier` in its
+    event); below its threshold the cell is set aside the same way, reason `not_a_head`.
     `rolling_views`: in field mode, frame i's crops go to the network in dihedral view i mod 8 (rotations and
     mirror images, `sperm_edge.tta`; their cam maps turned back), so the class a track averages over its
     sightings is averaged over orientations too, at no extra inference (`--tta` costs 8 per crop).
@@ -88,6 +91,7 @@ class PipelineConfig:
     temperature: float = 1.0
     drift: DriftModel | None = None
     set_aside_above: float | None = None
+    verifier: HeadVerifier | None = None  # field mode: cells it rejects are set aside (`runtime.verifier`)
     rolling_views: bool = False
     join_timeout: float = 5.0  # seconds `__exit__` waits for its threads (a read stuck in a driver is left behind)
     # seconds after `stop()` within which the stream must end; past it iterating fails (an engine call that never
@@ -554,6 +558,11 @@ class Pipeline:
         unlike = self.config.mode == "field" and gate is not None and drift is not None and drift > gate
         if unlike:
             reasons.append(UNLIKE_TRAINING)
+        verifier, head_score = self.config.verifier, None
+        if verifier is not None and self.config.mode == "field" and obs.crop is not None:
+            head_score = verifier.score(obs.crop)
+            if head_score < verifier.threshold:
+                reasons.append(NOT_A_HEAD)
         det = obs.detection
         event = Event(
             id=track_id,
@@ -576,7 +585,8 @@ class Pipeline:
             # `sperm-edge explain --event` shows the network the crop in this view again
             view=obs.view if self.config.rolling_views and self.config.mode == "field" else None,
             drift_score=drift,
-            counted=not unlike,
+            verifier=head_score,
+            counted=not (unlike or NOT_A_HEAD in reasons),
         ).to_json()
         self.events += 1
         return CellEvent(event, obs.crop if reasons else None, obs.frame if reasons else None, obs.cam, obs.probs)

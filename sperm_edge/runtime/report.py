@@ -167,12 +167,19 @@ def render_markdown(report: dict) -> str:
     lines += ["", f"Flagged for review: {report['flagged']} ({reasons}).", ""]
     set_aside = report.get("set_aside")
     if set_aside:
+        unlike, not_heads = set_aside.get("unlike_training", set_aside["cells"]), set_aside.get("not_a_head", 0)
+        parts = [f"{not_heads} objects the head verifier judged not one sperm head"] if not_heads else []
+        if unlike:
+            parts.append(f"{unlike} objects unlike every validation cell of the training data (drift score above "
+                         f"{set_aside.get('threshold', '?')})")  # fmt: skip
         lines += [
-            f"Set aside, not counted: {set_aside['cells']} objects unlike every validation cell of the training "
-            f"data (drift score above {set_aside.get('threshold', '?')}), listed in `{set_aside['file']}` with "
-            "their crops in `flagged/`: review them (debris, or cells of an unfamiliar look).",
+            f"Set aside, not counted: {' and '.join(parts)}, listed in `{set_aside['file']}` with their crops in "
+            "`flagged/`: review them (debris, tails, fragments, or cells of an unfamiliar look).",
             "",
         ]
+    verifier = report.get("verifier")
+    if verifier is not None and not verifier.get("available", True):
+        lines += [f"> {verifier['note']}", ""]
     drift = report.get("drift")
     if drift is not None and drift.get("warning"):
         lines += [f"> **Drift warning:** {drift_message(drift)}.", ""]

@@ -16,11 +16,14 @@ no object that the model calls not sperm is not counted as a head either (the re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from sperm_edge.data.presets import NON_SPERM
 
 TOLERANCE = 3
+POINTING_TOLERANCE = 15 / 224  # the pointing game's slack, a fraction of the crop (`explain.scores.pointing_hit`)
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -118,3 +121,32 @@ def score_events(events: Sequence[dict], truth: dict) -> dict:
         "rejected_off_cells": off_cells,
         "class_agreement": agree / max(1, scored - false),
     }
+
+
+def explanations_on_heads(events: Sequence[dict], truth: dict, run_dir: Path) -> dict | None:
+    """Where the explained cells' heatmaps peak, against the clip's true head boxes (the pointing game on a run).
+
+    For each event with an explanation (`ID.json` beside its PNG, whose `heat.peak` is a fraction of the
+    crop) on a true head: the peak mapped through the event's `crop_box` into the frame, a hit when it lies
+    on the head's box within the pointing game's tolerance (15 px per 224 px of crop). None when no
+    explained event lies on a head.
+    """
+    frames = {f["index"]: f["cells"] for f in truth["frames"]}
+    hits = explained = 0
+    for event in events:
+        path = run_dir / str(event.get("explanation", ""))
+        if not event.get("explanation") or "crop_box" not in event or not path.with_suffix(".json").is_file():
+            continue
+        cell = match_box(event["box"], frames.get(event["frame"], []))
+        if cell is None or cell.get("debris"):
+            continue
+        peak = json.loads(path.with_suffix(".json").read_text())["heat"]["peak"]
+        x0, y0, x1, y1 = event["crop_box"]
+        x, y = x0 + peak[0] * (x1 - x0), y0 + peak[1] * (y1 - y0)
+        slack = POINTING_TOLERANCE * max(x1 - x0, y1 - y0)
+        box = cell["box"]
+        explained += 1
+        hits += int(box[0] - slack <= x <= box[2] + slack and box[1] - slack <= y <= box[3] + slack)
+    if not explained:
+        return None
+    return {"explained": explained, "peak_on_head": hits, "share": round(hits / explained, 4)}

@@ -41,8 +41,9 @@ from sperm_edge.runtime.explanations import EXPLAIN_MODES, EngineExplanations
 from sperm_edge.runtime.flagging import FlagPolicy
 from sperm_edge.runtime.outputs import EXPLANATIONS_DIR, RunOutputs, stream
 from sperm_edge.runtime.pipeline import MODES, Pipeline, PipelineConfig
-from sperm_edge.runtime.scoring import score_events
+from sperm_edge.runtime.scoring import explanations_on_heads, score_events
 from sperm_edge.runtime.sources import SourceOptions, open_source
+from sperm_edge.runtime.verifier import bundle_verifier
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,12 @@ class SessionOptions:
                 raise SpermEdgeError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
 
 
+NO_VERIFIER = (
+    "This bundle has no head verifier: debris, tails or head fragments the localiser finds may be counted as "
+    "heads (train one with `sperm-edge train-verifier` and export with `--verifier`)."
+)
+
+
 def pipeline_config(bundle: Bundle, options: SessionOptions) -> PipelineConfig:
     """How the pipeline runs `bundle`: every setting the bundle decides, derived in this one place."""
     drift = bundle.drift_model()
@@ -118,6 +125,7 @@ def pipeline_config(bundle: Bundle, options: SessionOptions) -> PipelineConfig:
         temperature=bundle.card.temperature,
         drift=drift,
         set_aside_above=gate if options.set_aside and drift is not None else None,
+        verifier=bundle_verifier(bundle) if options.set_aside and options.mode == "field" else None,
         localizer=LocalizerConfig.framed(bundle.card.framing, options.crop_scale, options.crop_size, options.isolate),
         find=options.find,
         rolling_views=options.rolling_views and not options.tta,
@@ -281,9 +289,17 @@ class Session:
             info["camera"] = camera  # a camera SDK's model, serial, settings read back, its drops and failures
         if self.config.set_aside_above is not None and self.options.mode == "field":
             info["set_aside_above"] = round(self.config.set_aside_above, 4)
+        if self.options.mode == "field":
+            info["verifier"] = (
+                {"available": True, **self.config.verifier.describe()} if self.config.verifier is not None
+                else {"available": False, "note": NO_VERIFIER}
+            )  # fmt: skip
         events, aside = self.outputs.events, self.outputs.set_aside  # read back from disk once: hours of cells
         if self.options.truth is not None:
             info["truth"] = score_events(events, self.options.truth)
+            on_heads = explanations_on_heads(events, self.options.truth, self.out)
+            if on_heads is not None:
+                info["truth"]["explanations_on_heads"] = on_heads
         drift = run_drift(self.config.drift, events + aside)  # every cell scored, counted or not
         if drift is not None:
             info["drift"] = drift

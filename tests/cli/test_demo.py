@@ -42,6 +42,15 @@ def test_demo_runs_every_stage_offline_and_learns_the_synthetic_classes(tmp_path
     assert 0.0 <= explain["pointing"] <= 1.0 and 0.0 <= explain["heat_share"] <= 1.0
     printed = " ".join(capsys.readouterr().out.split())
     assert "sperm-edge demo" in printed and f"pointing {explain['pointing']:.2f}" in printed
+    # the head verifier was trained on the synthetic sets and ships with its threshold; every counted cell has a score
+    verifier = manifest["verifier"]
+    assert verifier["file"] == "verifier.onnx" and 0.0 < verifier["threshold"] < 1.0
+    assert verifier["val"]["head_recall"] >= 0.99 and "head verifier" in printed
+    events = [json.loads(line) for line in (out / "stream" / "events.jsonl").read_text().splitlines()[1:]]
+    assert all(0.0 <= e["verifier"] <= 1.0 for e in events if "box" in e)
+    # ... and on the stream's explained cells, against the clip's true head boxes
+    on_heads = report["truth"]["explanations_on_heads"]
+    assert on_heads["explained"] > 0 and f"{on_heads['peak_on_head']} of {on_heads['explained']} explained" in printed
 
     assert run_cli(["demo", "--out", str(out)]) == 2  # an earlier demo is never clobbered without --force
     assert "already exists" in capsys.readouterr().err

@@ -146,7 +146,8 @@ def test_field_cells_beyond_the_set_aside_score_are_flagged_for_review_and_not_c
         assert event["counted"] is False and "unlike_training" in event["flag_reasons"] and event["flagged"]
         assert (tmp_path / "gated" / event["crop"]).is_file()  # its crop kept for the review
     # the report rounds the threshold to 4 decimals; the median of two scores can carry 5 (seen on AVX-512)
-    assert report["set_aside"] == {"cells": len(aside), "file": "set_aside.jsonl", "threshold": round(gate, 4)}
+    assert report["set_aside"] == {"cells": len(aside), "unlike_training": len(aside), "not_a_head": 0,
+                                   "file": "set_aside.jsonl", "threshold": round(gate, 4)}  # fmt: skip
     assert (
         report["cells"] == len(gated.events)
         and "Set aside, not counted" in (tmp_path / "gated" / "report.md").read_text()

@@ -1,0 +1,181 @@
+"""The head verifier's data: real crops that show one sperm head, and real-crop pieces that do not.
+
+The verifier answers one question before a field cell is counted, "is this one sperm head?", apart
+from the morphology classifier and its lab. Its training folder is written from the real sets:
+
+- `head`: every HuSHeM crop and SMIDS `Normal_Sperm` / `Abnormal_Sperm` crop: one head at the
+  centre, framed as the classifier's training crops (which the runtime's field crops copy);
+- `not_head`: SMIDS `Non-Sperm` (debris), and from each head crop in turn one of what a localiser
+  also finds on a real field (`NEGATIVE_KINDS`):
+  `tail`: a window of the crop's size centred on its stain away from the head (midpiece, tail, a
+  neighbour's tail), glass beyond the crop; `fragment`: a window centred on the head's rim, so part
+  of the head is cut away by the window's edge; `pair`: two head crops shrunk side by side in one
+  window (two touching heads in one box); `glass`: the crop's own glass with its noise, no cell;
+  `edge`: a window at a corner of the crop, the rest beyond the scan (black, as HuSHeM's borders).
+
+Every image keeps its source crop in `sources.csv`, so a split can be checked against it. The
+negatives made from a crop are other parts of the same picture; they share its stain and optics,
+which is the point: only the question "one head, centred?" separates them from the positives.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sperm_edge.data.folder import load_image_folder
+from sperm_edge.explain.scores import stain_head_mask
+from sperm_edge.io import atomic_dir
+from sperm_edge.localize import background_colour
+
+log = logging.getLogger(__name__)
+
+HEAD, NOT_HEAD = "head", "not_head"
+VERIFIER_IMAGES, VERIFIER_MODEL = "images", "model"  # the two parts of a `sperm-edge train-verifier` folder
+CLASSES = (HEAD, NOT_HEAD)
+NEGATIVE_KINDS = ("tail", "fragment", "pair", "glass", "edge")
+POSITIVE_CLASSES = {"hushem": None, "smids": ("Normal_Sperm", "Abnormal_Sperm")}  # None: every class
+DEBRIS_CLASSES = {"smids": ("Non-Sperm",)}
+
+
+def _pad_window(rgb: np.ndarray, centre: tuple[float, float], fill: np.ndarray) -> np.ndarray:
+    """The window of `rgb`'s own size centred at `centre` (x, y), `fill` beyond the crop."""
+    h, w = rgb.shape[:2]
+    canvas = np.empty((3 * h, 3 * w, 3), np.uint8)
+    canvas[:] = fill
+    canvas[h : 2 * h, w : 2 * w] = rgb
+    x0, y0 = int(round(centre[0] + w - w / 2)), int(round(centre[1] + h - h / 2))
+    return canvas[y0 : y0 + h, x0 : x0 + w].copy()
+
+
+def _tail(rgb: np.ndarray, head: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    green = cv2.GaussianBlur(rgb[..., 1], (0, 0), 1.0)
+    _, stained = cv2.threshold(green, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    ys, xs = np.nonzero(head)
+    width = max(np.ptp(xs), np.ptp(ys), 4)
+    away = cv2.distanceTransform((1 - head).astype(np.uint8), cv2.DIST_L2, 3) > 1.2 * width
+    ty, tx = np.nonzero(stained.astype(bool) & away)
+    if not len(tx):
+        return None
+    k = int(rng.integers(len(tx)))
+    return _pad_window(rgb, (float(tx[k]), float(ty[k])), background_colour(rgb))
+
+
+def _fragment(rgb: np.ndarray, head: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    contours, _ = cv2.findContours(head.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    rim = max(contours, key=cv2.contourArea)[:, 0, :]
+    x, y = rim[int(rng.integers(len(rim)))]
+    h, w = rgb.shape[:2]
+    # the rim point lands on the window's edge: the head is cut in two by it
+    side = int(rng.integers(4))
+    centre = [(x + w / 2, y), (x - w / 2, y), (x, y + h / 2), (x, y - h / 2)][side]
+    return _pad_window(rgb, (float(centre[0]), float(centre[1])), background_colour(rgb))
+
+
+def _pair(rgb: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    fill = background_colour(rgb)
+    canvas = np.empty((h, w, 3), np.uint8)
+    canvas[:] = fill
+    scale = float(rng.uniform(0.55, 0.7))
+    size = (max(8, round(w * scale)), max(8, round(h * scale)))
+    left, right = cv2.resize(rgb, size), cv2.resize(other, size)
+    top = (h - size[1]) // 2
+    overlap = int(size[0] * float(rng.uniform(0.15, 0.35)))  # the two heads touch or overlap a little
+    start = max(0, (w - (2 * size[0] - overlap)) // 2)
+    canvas[top : top + size[1], start : start + size[0]] = left
+    second = min(start + size[0] - overlap, w - size[0])
+    region = canvas[top : top + size[1], second : second + size[0]]
+    canvas[top : top + size[1], second : second + size[0]] = np.minimum(region, right)  # darker wins: stained
+    return canvas
+
+
+def _glass(rgb: np.ndarray, head: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    fill = background_colour(rgb)
+    noise = rgb.astype(np.float32) - fill
+    grey = rgb.mean(axis=2)
+    glass = (grey >= np.median(grey)) & ~cv2.dilate(head.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    spread = float(noise[glass].std()) if glass.any() else 3.0
+    out = fill + rng.normal(0.0, spread, rgb.shape)
+    return np.clip(cv2.GaussianBlur(out.astype(np.float32), (0, 0), 0.8), 0, 255).astype(np.uint8)
+
+
+def _edge(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    corner = [(0, 0), (w, 0), (0, h), (w, h)][int(rng.integers(4))]
+    return _pad_window(rgb, (float(corner[0]), float(corner[1])), np.zeros(3, np.uint8))
+
+
+def make_negative(kind: str, rgb: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """One `not_head` image of `kind` from a head crop (`other`: a second head crop, for `pair`); None when the
+    crop has nothing to make it from (no stained head found, no stain away from the head)."""
+    if kind == "pair":
+        return _pair(rgb, cv2.resize(other, (rgb.shape[1], rgb.shape[0])), rng)
+    if kind == "edge":
+        return _edge(rgb, rng)
+    head = stain_head_mask(rgb)
+    if not head.any():
+        return None
+    makers: dict[str, Callable[[], np.ndarray | None]] = {
+        "tail": lambda: _tail(rgb, head, rng),
+        "fragment": lambda: _fragment(rgb, head, rng),
+        "glass": lambda: _glass(rgb, head, rng),
+    }
+    return makers[kind]()
+
+
+def write_verifier_set(root: str | Path, out: str | Path, seed: int = 0, force: bool = False) -> dict:
+    """Write the verifier's training folder (`out/head`, `out/not_head`, `out/sources.csv`) from the real sets
+    under `root` (`hushem/` and/or `smids/`); returns the counts per class and negative kind."""
+    root, out = Path(root), Path(out)
+    sets = [name for name in POSITIVE_CLASSES if (root / name).is_dir()]
+    if not sets:
+        from sperm_edge.errors import SpermEdgeError
+
+        raise SpermEdgeError(f"{root} holds neither hushem/ nor smids/: the verifier is trained on the real sets")
+    rng = np.random.default_rng(seed)
+    counts: dict[str, int] = {HEAD: 0, **{f"{NOT_HEAD}:{k}": 0 for k in ("debris", *NEGATIVE_KINDS)}}
+    rows = []
+    with atomic_dir(out, force=force) as folder:
+        for name in CLASSES:
+            (folder / name).mkdir()
+        for set_name in sets:
+            images = load_image_folder(root / set_name)
+            sources = [f"{set_name}/{rel}" for rel in images.relative_paths()]
+            wanted = POSITIVE_CLASSES[set_name]
+            debris = DEBRIS_CLASSES.get(set_name, ())
+            heads = [i for i, y in enumerate(images.labels) if wanted is None or images.classes[y] in wanted]
+            for i, y in enumerate(images.labels):
+                if images.classes[y] in debris:
+                    rows.append(_write(folder, NOT_HEAD, f"{set_name}-debris-{i}", images.images[i], sources[i]))
+                    counts[f"{NOT_HEAD}:debris"] += 1
+            for n, i in enumerate(heads):
+                rgb, source = images.images[i], sources[i]
+                rows.append(_write(folder, HEAD, f"{set_name}-{i}", rgb, source))
+                counts[HEAD] += 1
+                kind = NEGATIVE_KINDS[n % len(NEGATIVE_KINDS)]
+                other = images.images[heads[int(rng.integers(len(heads)))]]
+                negative = make_negative(kind, rgb, other, rng)
+                if negative is not None:
+                    rows.append(_write(folder, NOT_HEAD, f"{set_name}-{kind}-{i}", negative, source))
+                    counts[f"{NOT_HEAD}:{kind}"] += 1
+        with open(folder / "sources.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image", "class", "source"])
+            writer.writerows(rows)
+    log.info("verifier set in %s: %s", out, counts)
+    return counts
+
+
+def _write(folder: Path, cls: str, stem: str, rgb: np.ndarray, source: Path | str) -> list[str]:
+    path = folder / cls / f"{stem}.png"
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        from sperm_edge.errors import SpermEdgeError
+
+        raise SpermEdgeError(f"could not write {path}")
+    return [f"{cls}/{path.name}", cls, str(source)]
