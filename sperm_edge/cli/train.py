@@ -12,6 +12,7 @@ from rich.table import Table
 
 from sperm_edge.cli._app import app
 from sperm_edge.data.augment import Augment
+from sperm_edge.data.verifier_set import FIELD_SLIDES
 from sperm_edge.train.config import AdaptConfig, Balance, EvalSplit, Keep, TrainConfig
 
 VERIFIER_ARCH, VERIFIER_SIZE, VERIFIER_EPOCHS = "efficientnet_lite0", 64, (2, 4)
@@ -180,6 +181,9 @@ def train_verifier(
     img_size: int = typer.Option(VERIFIER_SIZE, min=32, help="Input size: small, the question is coarse."),
     phase1_epochs: int = typer.Option(VERIFIER_EPOCHS[0], min=0, help="Epochs with the backbone frozen."),
     phase2_epochs: int = typer.Option(VERIFIER_EPOCHS[1], min=0, help="Epochs with all layers trainable."),
+    fields: int = typer.Option(
+        FIELD_SLIDES, min=0, help="Real-crop slides per set whose localiser finds join the images (cut as in a run)."
+    ),
     seed: int = typer.Option(0, help="Seed of the negatives drawn and of training."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
 ) -> None:
@@ -191,7 +195,7 @@ def train_verifier(
     get_entry(arch)
     images, model = out / VERIFIER_IMAGES, out / VERIFIER_MODEL
     if not (images / "sources.csv").is_file():  # a rerun keeps the images it drew before
-        counts = write_verifier_set(data, images, seed=seed)
+        counts = write_verifier_set(data, images, seed=seed, fields=fields)
         console.print("verifier images: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     cfg = TrainConfig(data=str(images), arch=arch, out=str(model), phase1_epochs=phase1_epochs,
                       phase2_epochs=phase2_epochs, img_size=img_size, seed=seed, device=device)  # fmt: skip

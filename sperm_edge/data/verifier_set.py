@@ -4,14 +4,21 @@ The verifier answers one question before a field cell is counted, "is this one s
 from the morphology classifier and its lab. Its training folder is written from the real sets:
 
 - `head`: every HuSHeM crop and SMIDS `Normal_Sperm` / `Abnormal_Sperm` crop: one head at the
-  centre, framed as the classifier's training crops (which the runtime's field crops copy);
+  centre, framed as the classifier's training crops (which the runtime's field crops copy); a third of
+  them again as the runtime cuts a cell at the frame's edge (`at_frame_edge`: a band replicated from
+  the frame's last pixels), which a verifier trained without them took for a piece, not a head;
 - `not_head`: SMIDS `Non-Sperm` (debris), and from each head crop in turn one of what a localiser
   also finds on a real field (`NEGATIVE_KINDS`):
   `tail`: a window of the crop's size centred on its stain away from the head (midpiece, tail, a
   neighbour's tail), glass beyond the crop; `fragment`: a window centred on the head's rim, so part
   of the head is cut away by the window's edge; `pair`: two head crops shrunk side by side in one
   window (two touching heads in one box); `glass`: the crop's own glass with its noise, no cell;
-  `edge`: a window at a corner of the crop, the rest beyond the scan (black, as HuSHeM's borders).
+  `edge`: a window at a corner of the crop, the rest beyond the scan (black, as HuSHeM's borders);
+- from real-crop fields (`data.real_fields`, slides of seeds from `FIELD_SEED0`, which no benchmark uses): every
+  object the runtime's localiser finds on a few frames, cut and isolated as the runtime cuts field cells,
+  labelled by the field's truth (`field_crops`): whole heads are `head`; debris, parts of heads and finds on
+  no object are `not_head`. A verifier trained on the dataset crops alone lost 3-4 of 40 true heads on a
+  real-crop field (field crops carry neighbours, halos and frame edges the dataset crops do not).
 
 Every image keeps its source crop in `sources.csv`, so a split can be checked against it. The
 negatives made from a crop are other parts of the same picture; they share its stain and optics,
@@ -29,7 +36,6 @@ import cv2
 import numpy as np
 
 from sperm_edge.data.folder import load_image_folder
-from sperm_edge.explain.scores import stain_head_mask
 from sperm_edge.io import atomic_dir
 from sperm_edge.localize import background_colour
 
@@ -39,8 +45,22 @@ HEAD, NOT_HEAD = "head", "not_head"
 VERIFIER_IMAGES, VERIFIER_MODEL = "images", "model"  # the two parts of a `sperm-edge train-verifier` folder
 CLASSES = (HEAD, NOT_HEAD)
 NEGATIVE_KINDS = ("tail", "fragment", "pair", "glass", "edge")
+FIELD_KINDS = ("fielddebris", "fieldpiece", "fieldpart")  # not-heads the localiser finds on real-crop fields
+FIELD_SEED0, FIELD_SLIDES = 100, 6  # slides 100, 101, ... composed for the verifier; benchmarks use seeds below 100
+FIELD_FRAMES = 4  # frames cut from each slide's pan
 POSITIVE_CLASSES = {"hushem": None, "smids": ("Normal_Sperm", "Abnormal_Sperm")}  # None: every class
 DEBRIS_CLASSES = {"smids": ("Non-Sperm",)}
+
+
+def at_frame_edge(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A head crop as the runtime cuts a cell near the frame's edge: a band of one side (10-35% of it) beyond the
+    frame, filled by replicating the frame's last row or column (`localize.crop`); the head stays centred."""
+    h, w = rgb.shape[:2]
+    side, share = int(rng.integers(4)), float(rng.uniform(0.1, 0.35))
+    k = max(1, int(share * (w if side < 2 else h)))
+    pads = [(0, 0, k, 0), (0, 0, 0, k), (k, 0, 0, 0), (0, k, 0, 0)][side]  # top, bottom, left, right
+    kept = [rgb[:, k:], rgb[:, : w - k], rgb[k:], rgb[: h - k]][side]
+    return cv2.copyMakeBorder(kept, *pads, cv2.BORDER_REPLICATE)
 
 
 def _pad_window(rgb: np.ndarray, centre: tuple[float, float], fill: np.ndarray) -> np.ndarray:
@@ -118,6 +138,8 @@ def make_negative(kind: str, rgb: np.ndarray, other: np.ndarray, rng: np.random.
         return _pair(rgb, cv2.resize(other, (rgb.shape[1], rgb.shape[0])), rng)
     if kind == "edge":
         return _edge(rgb, rng)
+    from sperm_edge.explain.scores import stain_head_mask  # scipy: imported when pieces are made, not with the CLI
+
     head = stain_head_mask(rgb)
     if not head.any():
         return None
@@ -129,9 +151,54 @@ def make_negative(kind: str, rgb: np.ndarray, other: np.ndarray, rng: np.random.
     return makers[kind]()
 
 
-def write_verifier_set(root: str | Path, out: str | Path, seed: int = 0, force: bool = False) -> dict:
+def _centre_in(box: tuple[int, ...], cell_box: list[int], slack: int = 3) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return cell_box[0] - slack <= cx <= cell_box[2] + slack and cell_box[1] - slack <= cy <= cell_box[3] + slack
+
+
+def _overlap(a: tuple[int, ...], b: list[int]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union if union > 0 else 0.0
+
+
+def field_crops(root: Path, style: str, seed: int, frames: int = FIELD_FRAMES) -> list[tuple[str, np.ndarray]]:
+    """(kind, crop) of every object the runtime's localiser finds on frames of a real-crop field
+    (`data.real_fields`), cut and isolated as the runtime cuts them (`localize.crop`, `localize.isolate`):
+    `head` for a whole true head (head box overlapping the truth's by 30% or more), `fieldpart` for a detection
+    on part of a head, `fielddebris` on debris, `fieldpiece` on no object (a tail, a blend). Cells the frame
+    cuts are left out (neither answer is right for them)."""
+    from sperm_edge.data.real_fields import RealFieldVideo
+    from sperm_edge.localize import LocalizerConfig, crop, find_cells, isolate
+
+    video = RealFieldVideo(root, frames=60, seed=seed, style=style)
+    config = LocalizerConfig()
+    found = []
+    for index in np.linspace(0, len(video) - 1, frames).astype(int):
+        rgb, truth = video.frame(int(index)), video.truth(int(index))
+        detections = find_cells(rgb, config)
+        for det in detections:
+            cells = [c for c in truth["cells"] if _centre_in(det.head_box, c["box"])]
+            cell = max(cells, key=lambda c: _overlap(det.head_box, c["box"])) if cells else None
+            if cell is not None and cell["partial"]:
+                continue
+            if cell is None:
+                kind = "fieldpiece"
+            elif cell["debris"]:
+                kind = "fielddebris"
+            else:
+                kind = HEAD if _overlap(det.head_box, cell["box"]) >= 0.3 else "fieldpart"
+            found.append((kind, isolate(crop(rgb, det.crop_box), det, detections)))
+    return found
+
+
+def write_verifier_set(
+    root: str | Path, out: str | Path, seed: int = 0, force: bool = False, fields: int = FIELD_SLIDES
+) -> dict:
     """Write the verifier's training folder (`out/head`, `out/not_head`, `out/sources.csv`) from the real sets
-    under `root` (`hushem/` and/or `smids/`); returns the counts per class and negative kind."""
+    under `root` (`hushem/` and/or `smids/`), with the objects found on `fields` real-crop slides per set composed
+    from them (`field_crops`, seeds from `FIELD_SEED0`); returns the counts per class and negative kind."""
     root, out = Path(root), Path(out)
     sets = [name for name in POSITIVE_CLASSES if (root / name).is_dir()]
     if not sets:
@@ -139,7 +206,7 @@ def write_verifier_set(root: str | Path, out: str | Path, seed: int = 0, force: 
 
         raise SpermEdgeError(f"{root} holds neither hushem/ nor smids/: the verifier is trained on the real sets")
     rng = np.random.default_rng(seed)
-    counts: dict[str, int] = {HEAD: 0, **{f"{NOT_HEAD}:{k}": 0 for k in ("debris", *NEGATIVE_KINDS)}}
+    counts: dict[str, int] = {HEAD: 0, **{f"{NOT_HEAD}:{k}": 0 for k in ("debris", *NEGATIVE_KINDS, *FIELD_KINDS)}}
     rows = []
     with atomic_dir(out, force=force) as folder:
         for name in CLASSES:
@@ -158,12 +225,21 @@ def write_verifier_set(root: str | Path, out: str | Path, seed: int = 0, force: 
                 rgb, source = images.images[i], sources[i]
                 rows.append(_write(folder, HEAD, f"{set_name}-{i}", rgb, source))
                 counts[HEAD] += 1
+                if n % 3 == 0:  # a third of the heads again, as cut at the frame's edge
+                    rows.append(_write(folder, HEAD, f"{set_name}-atedge-{i}", at_frame_edge(rgb, rng), source))
+                    counts[HEAD] += 1
                 kind = NEGATIVE_KINDS[n % len(NEGATIVE_KINDS)]
                 other = images.images[heads[int(rng.integers(len(heads)))]]
                 negative = make_negative(kind, rgb, other, rng)
                 if negative is not None:
                     rows.append(_write(folder, NOT_HEAD, f"{set_name}-{kind}-{i}", negative, source))
                     counts[f"{NOT_HEAD}:{kind}"] += 1
+            for field_seed in range(FIELD_SEED0, FIELD_SEED0 + fields):
+                for k, (kind, rgb) in enumerate(field_crops(root, set_name, field_seed)):
+                    cls = HEAD if kind == HEAD else NOT_HEAD
+                    name = f"{set_name}-{'fieldhead' if kind == HEAD else kind}-{field_seed}-{k}"
+                    rows.append(_write(folder, cls, name, rgb, f"real-field {set_name} seed {field_seed}"))
+                    counts[HEAD if kind == HEAD else f"{NOT_HEAD}:{kind}"] += 1
         with open(folder / "sources.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["image", "class", "source"])

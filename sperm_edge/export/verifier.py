@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sperm_edge.data.verifier_set import HEAD, NEGATIVE_KINDS, VERIFIER_MODEL
+from sperm_edge.data.verifier_set import FIELD_KINDS, HEAD, NEGATIVE_KINDS, VERIFIER_MODEL
 from sperm_edge.engines.ort import new_session
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.bundle_writer import BundleWriter
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 VERIFIER_FILE = "verifier.onnx"
 MIN_HEAD_RECALL = 0.99
+KINDS = ("debris", *NEGATIVE_KINDS, *FIELD_KINDS)  # the not-head kinds, as `data.verifier_set` names its images
 
 
 def verifier_run(path: str | Path) -> Path:
@@ -50,21 +51,22 @@ def choose_threshold(head_probs: np.ndarray, is_head: np.ndarray, min_recall: fl
 def _kind(path: str) -> str:
     """The negative kind from a verifier image's name (`smids-debris-12.png`, `hushem-tail-3.png`)."""
     parts = Path(path).stem.split("-")
-    return parts[1] if len(parts) > 2 and parts[1] in ("debris", *NEGATIVE_KINDS) else "head"
+    return parts[1] if len(parts) > 2 and parts[1] in KINDS else "head"
 
 
 def _figures(head_probs: np.ndarray, images: ImageSet, head: int, threshold: float) -> dict:
     is_head = np.asarray(images.labels) == head
     kept = head_probs >= threshold
     kinds = np.array([_kind(p) for p in images.paths])
+    field_heads = is_head & np.array(["fieldhead" in p for p in images.paths])
     figures = {
         "n": len(images),
         "head_recall": round(float(kept[is_head].mean()), 4) if is_head.any() else None,
+        "field_head_recall": round(float(kept[field_heads].mean()), 4) if field_heads.any() else None,
         "not_head_rejection": round(float((~kept[~is_head]).mean()), 4) if (~is_head).any() else None,
     }
     figures["rejection_by_kind"] = {
-        kind: round(float((~kept[kinds == kind]).mean()), 4) for kind in ("debris", *NEGATIVE_KINDS)
-        if (kinds == kind).any()
+        kind: round(float((~kept[kinds == kind]).mean()), 4) for kind in KINDS if (kinds == kind).any()
     }  # fmt: skip
     return figures
 
