@@ -42,7 +42,8 @@ def test_the_bundle_ships_the_verifier_with_a_threshold_chosen_on_its_validation
     assert section["classes"] == ["head", "not_head"] and section["input_size"] == 32
     assert section["val"]["head_recall"] >= 0.99 and "validation heads" in section["threshold_rule"]
     kinds = set(section["test"]["rejection_by_kind"])
-    assert kinds and kinds <= {"debris", "tail", "fragment", "pair", "glass", "edge"}
+    assert kinds and kinds <= {"debris", "tail", "fragment", "pair", "glass", "edge", "fielddebris", "fieldpiece",
+                               "fieldpart"}  # fmt: skip
 
 
 def test_every_counted_cell_carries_its_score_and_rejected_ones_are_set_aside(
