@@ -20,7 +20,7 @@ def verified_bundle(tmp_path_factory) -> Path:
     write_crop_dataset(base / "sets" / "hushem", 24, "hushem", seed=1)
     write_crop_dataset(base / "sets" / "smids", 24, "smids", seed=2)
     args = ["train-verifier", "--data", base / "sets", "--out", base / "verifier", "--img-size", 32,
-            "--phase1-epochs", 1, "--phase2-epochs", 1]  # fmt: skip
+            "--phase1-epochs", 1, "--phase2-epochs", 1, "--fields", 1]  # fmt: skip
     assert run_cli([str(a) for a in args]) == 0
     (base / "run").mkdir()
     make_checkpoint(base / "run" / "best")
