@@ -399,11 +399,11 @@ def _torch_explanation(loaded, rgb, target: str | None, threads: int | None, vie
     """The reference through pytorch-grad-cam on the retained checkpoint, in dihedral view `view`: LayerCAM on the
     explainer's stage when the bundle draws its explainer's maps, else Grad-CAM++."""
     from sperm_edge.explain.gradcam import GradCamExplainer, require_torch
-    from sperm_edge.runtime.session import bundle_explainer
+    from sperm_edge.runtime.session import explainer_entry
 
     require_torch()
-    explainer = bundle_explainer(loaded)
-    stage = None if explainer is None else int(explainer.layer.rsplit(".", 1)[1])
+    entry = explainer_entry(loaded)
+    stage = None if entry is None else int(entry["layer"].rsplit(".", 1)[1])  # "backbone.blocks.N"
     with GradCamExplainer(loaded.checkpoint_stem(), threads=threads, stage=stage) as reference:
         return reference.explain(rgb, target, view)
 

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from sperm_edge.data.folder import load_image_folder
+from sperm_edge.data.truth import box_iou, match_box
 from sperm_edge.io import atomic_dir
 from sperm_edge.localize import background_colour
 
@@ -151,18 +152,6 @@ def make_negative(kind: str, rgb: np.ndarray, other: np.ndarray, rng: np.random.
     return makers[kind]()
 
 
-def _centre_in(box: tuple[int, ...], cell_box: list[int], slack: int = 3) -> bool:
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    return cell_box[0] - slack <= cx <= cell_box[2] + slack and cell_box[1] - slack <= cy <= cell_box[3] + slack
-
-
-def _overlap(a: tuple[int, ...], b: list[int]) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return ix * iy / union if union > 0 else 0.0
-
-
 def field_crops(root: Path, style: str, seed: int, frames: int = FIELD_FRAMES) -> list[tuple[str, np.ndarray]]:
     """(kind, crop) of every object the runtime's localiser finds on frames of a real-crop field
     (`data.real_fields`), cut and isolated as the runtime cuts them (`localize.crop`, `localize.isolate`):
@@ -179,8 +168,7 @@ def field_crops(root: Path, style: str, seed: int, frames: int = FIELD_FRAMES) -
         rgb, truth = video.frame(int(index)), video.truth(int(index))
         detections = find_cells(rgb, config)
         for det in detections:
-            cells = [c for c in truth["cells"] if _centre_in(det.head_box, c["box"])]
-            cell = max(cells, key=lambda c: _overlap(det.head_box, c["box"])) if cells else None
+            cell = match_box(det.head_box, truth["cells"])
             if cell is not None and cell["partial"]:
                 continue
             if cell is None:
@@ -188,7 +176,7 @@ def field_crops(root: Path, style: str, seed: int, frames: int = FIELD_FRAMES) -
             elif cell["debris"]:
                 kind = "fielddebris"
             else:
-                kind = HEAD if _overlap(det.head_box, cell["box"]) >= 0.3 else "fieldpart"
+                kind = HEAD if box_iou(det.head_box, cell["box"]) >= 0.3 else "fieldpart"
             found.append((kind, isolate(crop(rgb, det.crop_box), det, detections)))
     return found
 

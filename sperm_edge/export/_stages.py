@@ -179,7 +179,7 @@ class Stages:
         try:
             layer = export_explainer_onnx(model, self.spec.img_size, path, stage=stage)
         except UnsupportedLayer as err:
-            log.info("no LayerCAM explainer: %s", err)
+            log.info("no LayerCAM explainer (%s): explained cells get the Grad-CAM++ map", err)
             return None
         explainer = ExplainerModel(path, self.spec, layer)
         self.reporter.step(f"checking the LayerCAM explainer on {layer} against pytorch-grad-cam")

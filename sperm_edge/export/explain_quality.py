@@ -20,7 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sperm_edge.explain.engine import ExplainerModel, engine_explanation, grid_explanation
+from sperm_edge.explain.engine import ExplainerModel, engine_explanation
+from sperm_edge.explain.maps import cam_to_image, input_map
 from sperm_edge.explain.scores import MASKS_DIR, head_masks, localisation_scores
 from sperm_edge.export.images import ImageSet
 from sperm_edge.metrics import softmax
@@ -50,12 +51,8 @@ def cam_output_maps(
 def explainer_maps(explainer: ExplainerModel, crops: ImageSet, targets: Sequence[int]) -> list[np.ndarray]:
     """The explainer's maps over each crop, for the given classes."""
     grids = explainer.grids(crops.images, targets)
-    probs = np.zeros(max(targets, default=0) + 1, np.float32)
-    names = [str(k) for k in range(len(probs))]
-    return [
-        grid_explanation(rgb, grid, probs, names, explainer.spec.img_size, explainer.layer, k).cam
-        for rgb, grid, k in zip(crops.images, grids, targets, strict=True)
-    ]
+    size = explainer.spec.img_size
+    return [cam_to_image(input_map(grid, size), rgb.shape[:2]) for rgb, grid in zip(crops.images, grids, strict=True)]
 
 
 def ms_per_cell(explainer: ExplainerModel, crop: np.ndarray, runs: int = 10) -> float:

@@ -147,6 +147,8 @@ def export_explainer_onnx(
 
     frozen, _ = _freeze_same_padding(model.cpu().eval(), img_size)
     explainer = LayerCamExplainer(frozen, stage).eval()
+    with torch.no_grad():  # a layer without a closed form says so here, not as a failed trace
+        explainer(torch.zeros(1, 3, img_size, img_size), torch.zeros(1, dtype=torch.long))
     _trace(explainer, img_size, Path(path), EXPLAINER_OUTPUTS, opset, target=True)
     return explainer.layer
 

@@ -71,10 +71,9 @@ class ExportOptions:
 
             Int8Config(method=self.method, percentile=self.percentile)  # refuses unknown methods now
         if self.verifier is not None:
-            from sperm_edge.export.verifier import verifier_run
-            from sperm_edge.model.checkpoint import resolve_checkpoint
+            from sperm_edge.export.verifier import verifier_checkpoint
 
-            resolve_checkpoint(verifier_run(self.verifier))  # a missing or empty folder fails before any work
+            verifier_checkpoint(self.verifier)  # a missing folder or a model of another kind fails before any work
 
 
 @dataclass

@@ -11,6 +11,7 @@ validation and test splits (head recall, rejection of not-heads, of SMIDS debris
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -32,11 +33,22 @@ MIN_HEAD_RECALL = 0.99
 KINDS = ("debris", *NEGATIVE_KINDS, *FIELD_KINDS)  # the not-head kinds, as `data.verifier_set` names its images
 
 
-def verifier_run(path: str | Path) -> Path:
-    """The verifier's training run inside a `train-verifier` folder (or the run folder itself)."""
+def verifier_checkpoint(path: str | Path) -> Path:
+    """The checkpoint of the verifier in a `train-verifier` folder (or its run folder); a clear error when it holds
+    none, or one that is not a head verifier (checked before any export work)."""
+    from sperm_edge.model.checkpoint import resolve_checkpoint
+
     path = Path(path)
     inner = path / VERIFIER_MODEL
-    return inner if inner.is_dir() else path
+    stem = resolve_checkpoint(inner if inner.is_dir() else path)
+    meta = stem.with_suffix(".json")
+    try:
+        classes = json.loads(meta.read_text()).get("classes") or []
+    except (OSError, ValueError) as err:
+        raise SpermEdgeError(f"cannot read the verifier's checkpoint metadata {meta}: {err}") from err
+    if HEAD not in classes or len(classes) != 2:
+        raise SpermEdgeError(f"{stem} is not a head verifier (its classes are {classes}, not head / not_head)")
+    return stem
 
 
 def choose_threshold(head_probs: np.ndarray, is_head: np.ndarray, min_recall: float = MIN_HEAD_RECALL) -> float:
@@ -73,13 +85,11 @@ def _figures(head_probs: np.ndarray, images: ImageSet, head: int, threshold: flo
 
 def add_verifier(writer: BundleWriter, folder: str | Path) -> dict:
     """Export the verifier of a `train-verifier` folder into the bundle and record it under `verifier`."""
-    from sperm_edge.model.checkpoint import load_checkpoint, resolve_checkpoint
+    from sperm_edge.model.checkpoint import load_checkpoint
 
-    stem = resolve_checkpoint(verifier_run(folder))
+    stem = verifier_checkpoint(folder)
     ckpt = load_checkpoint(stem)
     classes = ckpt.card.classes
-    if HEAD not in classes or len(classes) != 2:
-        raise SpermEdgeError(f"{stem} is not a head verifier (its classes are {classes}, not head / not_head)")
     spec, head = ckpt.card.preprocess, classes.index(HEAD)
     path = writer.path(VERIFIER_FILE)
     export_onnx(ckpt.build_model(), spec.img_size, path, metadata={"classes": classes})

@@ -21,8 +21,8 @@ the same layer; export checks it again on validation crops.
 Covered: timm EfficientNet-Lite stages (`InvertedResidual`, `DepthwiseSeparableConv` without
 squeeze-excitation, `Conv2dSame` or frozen zero padding, `BatchNormAct2d` with ReLU/ReLU6), the final
 1 x 1 convolution, CBAM or no attention, and a pool-then-linear head. Anything else (SiLU, squeeze-
-excitation: EfficientNet-B0) has no closed form here; `layer_cam_reason` says so and the bundle keeps
-the Grad-CAM++ map.
+excitation: EfficientNet-B0) has no closed form here: `UnsupportedLayer` says which layer, and the bundle
+keeps the Grad-CAM++ map.
 """
 
 from __future__ import annotations
@@ -237,23 +237,14 @@ def _tail(model: nn.Module, stage: int) -> tuple[nn.Sequential, nn.Sequential]:
     return front, nn.Sequential(*blocks[stage + 1 :], backbone.conv_head, backbone.bn2, model.attention)
 
 
-def layer_cam_reason(model: nn.Module, img_size: int, stage: int | None = None) -> str | None:
-    """None when `LayerCamExplainer(model, stage)` runs on `img_size` inputs; else why not, in words."""
-    try:
-        with torch.no_grad():
-            LayerCamExplainer(model, stage)(torch.zeros(1, 3, img_size, img_size), torch.zeros(1, dtype=torch.long))
-    except UnsupportedLayer as err:
-        return f"LayerCAM has no closed form here ({err}): the bundle keeps the Grad-CAM++ map"
-    return None
-
-
 class LayerCamExplainer(nn.Module):
     """`(logits, cam)` from one forward pass: LayerCAM, on block stage `stage`'s output, of each input's `target` class.
 
     `forward(x, target)` takes the images [N, 3, S, S] and one class index per image [N] (int64);
     `cam` is [N, h, w] after LayerCAM's ReLU, before any scaling; `logits` are the model's own.
     One class per image keeps the backward chain to a single pass (all classes at once cost K of them).
-    Raises `UnsupportedLayer` for a model outside the covered layers (see the module docstring).
+    Raises `UnsupportedLayer` for a model outside the covered layers (see the module docstring): here when it is
+    not an EfficientNet with a pool-then-linear head, on the first forward pass when a layer has no closed form.
     """
 
     def __init__(self, model: nn.Module, stage: int | None = None) -> None:
@@ -262,7 +253,8 @@ class LayerCamExplainer(nn.Module):
         parts = linear_head(model)
         if stage is None or parts is None:
             raise UnsupportedLayer(f"{type(model).__name__} is not an EfficientNet with a pool-then-linear head")
-        self.model, self.stage = model.eval(), stage
+        model.eval()
+        self.stage = stage
         self.front, self.tail = _tail(model, stage)
         self.pool, self.linear = parts
 

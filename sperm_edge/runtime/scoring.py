@@ -3,7 +3,7 @@
 Used with the synthetic fields and panning clips of `sperm_edge.data.synthetic` and the real-cell
 bench of `sperm_edge.data.real_fields`, whose ground truth lists every head's box per frame with a
 stable cell id. An event or detection matches the ground-truth head whose box contains its centre
-(a few pixels of tolerance; the largest overlap wins when two do).
+(`data.truth.match_box`: a few pixels of tolerance; the largest overlap wins when two do).
 
 Real-cell clips also list debris (``"debris": true``, class ``Non-Sperm``): it is never required.
 An event on debris that the model calls by the debris' class (a SMIDS bundle's ``Non-Sperm``) is
@@ -17,29 +17,13 @@ no object that the model calls not sperm is not counted as a head either (the re
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from sperm_edge.data.presets import NON_SPERM
+from sperm_edge.data.truth import TOLERANCE, match_box
 
-TOLERANCE = 3
 POINTING_TOLERANCE = 15 / 224  # the pointing game's slack, a fraction of the crop (`explain.scores.pointing_hit`)
-
-
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def match_box(box: Sequence[float], cells: Iterable[dict], tolerance: float = TOLERANCE) -> dict | None:
-    """The ground-truth cell (with `box` as x0, y0, x1, y1) that `box` (same form) lies on, if any."""
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    t = tolerance
-    hits = [c for c in cells if c["box"][0] - t <= cx <= c["box"][2] + t and c["box"][1] - t <= cy <= c["box"][3] + t]
-    return max(hits, key=lambda c: _iou(box, c["box"])) if hits else None
 
 
 def score_detections(boxes: Sequence[Sequence[float]], cells: Sequence[dict], frame_size: tuple[int, int]) -> dict:

@@ -306,14 +306,19 @@ class Session:
         return self.outputs.finish(self.bundle.card.classes, self.bundle.card.normal_class, info, events, aside)
 
 
+def explainer_entry(bundle: Bundle) -> dict | None:
+    """The manifest's entry of the bundle's LayerCAM explainer when export chose it for explained cells."""
+    section = bundle.manifest.get("explain") or {}
+    return section.get("explainer") if section.get("maps") == "explainer" else None
+
+
 def bundle_explainer(bundle: Bundle, threads: int | None = None):
     """The bundle's LayerCAM explainer when export chose it for explained cells (`explain.maps`), else None."""
-    section = bundle.manifest.get("explain") or {}
-    if section.get("maps") != "explainer" or not section.get("explainer"):
+    entry = explainer_entry(bundle)
+    if not entry:
         return None
     from sperm_edge.explain.engine import ExplainerModel
 
-    entry = section["explainer"]
     return ExplainerModel(bundle.file(entry["file"]), bundle.card.preprocess, entry["layer"], threads)
 
 

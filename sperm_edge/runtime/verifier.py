@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from sperm_edge.bundle import Bundle
+from sperm_edge.metrics import softmax
 from sperm_edge.preprocess import PreprocessSpec, preprocess_batch
 
 NOT_A_HEAD = "not_a_head"  # the flag and set-aside reason of a cell the verifier rejects
@@ -30,9 +31,8 @@ class HeadVerifier:
 
     def score(self, crop: np.ndarray) -> float:
         """P(head) of one RGB crop."""
-        logits = self.session.run(["logits"], {self.input: preprocess_batch([crop], self.spec)})[0][0]
-        shifted = np.exp(logits - logits.max())
-        return float(shifted[self.head] / shifted.sum())
+        logits = self.session.run(["logits"], {self.input: preprocess_batch([crop], self.spec)})[0]
+        return float(softmax(logits)[0, self.head])
 
     def describe(self) -> dict:
         return {"threshold": round(self.threshold, 6), "input_size": self.spec.img_size}

@@ -69,3 +69,21 @@ def test_a_bundle_without_a_verifier_says_debris_may_be_counted(tiny_bundle: Pat
     report = _run(load_bundle(tiny_bundle), clip[0], tmp_path / "out")
     assert not report["verifier"]["available"] and "may be counted" in report["verifier"]["note"]
     assert "may be counted" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_bad_verifier_inputs_get_one_clear_line_and_exit_2(tmp_path: Path, capsys, tiny_bundle: Path) -> None:
+    missing = ["train-verifier", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "v")]
+    assert run_cli(missing) == 2
+    err = capsys.readouterr().err
+    assert "neither hushem/ nor smids/" in err and "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    run = tmp_path / "run"
+    run.mkdir()
+    make_checkpoint(run / "best")
+    for verifier, message in ((tmp_path / "empty", "not found"), (run, "is not a head verifier")):
+        args = ["export", str(run / "best"), "--out", str(tmp_path / f"bundle-{verifier.name}"), "--verifier",
+                str(verifier)]  # fmt: skip
+        assert run_cli(args) == 2, verifier
+        err = capsys.readouterr().err
+        assert message in " ".join(err.split()) and "Traceback" not in err, err
+        assert not (tmp_path / f"bundle-{verifier.name}").exists()  # nothing half-written
