@@ -102,6 +102,12 @@ def real_field(
     frames: int = typer.Option(90, "--frames", min=1, help="Frames of the panning clip."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same slide and clip."),
     style: str = typer.Option("hushem", "--style", help="hushem or smids: the set the cells come from."),
+    look: str = typer.Option(
+        "plain",
+        "--look",
+        help="How the field departs from a plain composition: plain, tails, halos, uneven, defocus, jpeg, "
+        "zoom-out, zoom-in or dense (see `sperm_edge.data.real_fields.looks`).",
+    ),
     width: int = typer.Option(960, "--width"),
     height: int = typer.Option(720, "--height"),
     fps: float = typer.Option(15.0, "--fps"),
@@ -110,8 +116,8 @@ def real_field(
     """Compose a slide from real labelled crops and write a clip panning over it, with per-frame ground truth."""
     from sperm_edge.data.real_fields import write_real_field
 
-    with _progress(f"composing a {style} field from real crops") as update:
-        path = write_real_field(data, out, cells, frames, seed, style, (width, height), fps, force=force,
+    with _progress(f"composing a {style} field ({look} look) from real crops") as update:
+        path = write_real_field(data, out, cells, frames, seed, style, (width, height), fps, look, force=force,
                                 progress=update)  # fmt: skip
     console.print(f"wrote {frames} frames ({width}x{height}) of real {style} cells to [bold]{path}[/]"
                   " (clip.mp4 + clip.json, field.png + field.json)")  # fmt: skip

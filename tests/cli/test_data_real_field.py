@@ -27,12 +27,16 @@ def test_writes_a_clip_and_a_field_with_ground_truth(hushem: Path, tmp_path: Pat
     assert field["cells"] == clip["frames"][0]["cells"] and field["index"] == 0
     code, text = _run(args, capsys)  # never clobbered without --force
     assert code == 2 and "already exists" in text and "Traceback" not in text
+    code, text = _run([*args, "--look", "defocus", "--force"], capsys)
+    assert code == 0 and json.loads((out / "clip.json").read_text())["look"] == "defocus", text
 
 
 def test_a_missing_or_empty_data_folder_is_one_clear_line_and_exit_code_2(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     code, text = _run(["--data", str(tmp_path / "nowhere"), "--out", str(out)], capsys)
     assert code == 2 and "data folder not found" in text and "Traceback" not in text
+    code, text = _run(["--data", str(tmp_path), "--out", str(out), "--look", "sepia"], capsys)
+    assert code == 2 and "unknown field look 'sepia'" in text and "Traceback" not in text
     empty = tmp_path / "empty"
     empty.mkdir()
     code, text = _run(["--data", str(empty), "--out", str(out)], capsys)

@@ -72,3 +72,28 @@ def test_cell_alone_keeps_the_head_and_clears_the_rest_to_the_crops_glass(smids:
     empty = sprite.alpha < 1e-3
     assert np.abs(alone[empty].astype(float) - sprite.background).max() <= 1  # flat glass elsewhere
     assert cell_alone(np.full((120, 120, 3), 230, np.uint8)) is None  # no head: nothing to cut
+
+
+def test_each_look_departs_from_the_plain_field_in_its_own_condition(smids: Path) -> None:
+    from sperm_edge.data.real_fields.looks import HELD_OUT_LOOK, LOOKS
+
+    def field(look: str) -> RealFieldVideo:
+        return RealFieldVideo(smids.parent, cells=8, frames=1, seed=3, style="smids", size=(320, 240), look=look)
+
+    plain = field("plain")
+    assert HELD_OUT_LOOK in LOOKS and plain.ground_truth()["look"] == "plain"
+    assert np.array_equal(plain.frame(0), RealFieldVideo(smids.parent, 8, 1, 3, "smids", (320, 240)).frame(0))
+    widths = {}
+    for name in LOOKS:
+        video = field(name)
+        truth = video.ground_truth()
+        assert truth["look"] == name and sum(not c["debris"] for c in truth["cells"].values()) >= 3
+        assert name == "plain" or not np.array_equal(video.frame(0), plain.frame(0))
+        boxes = np.array([c["box"] for c in truth["cells"].values() if not c["debris"]])
+        widths[name] = float(np.median(np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))))
+    assert widths["zoom-out"] < 0.8 * widths["plain"] < widths["plain"] * 1.0 < 0.8 * widths["zoom-in"]
+    touching = {name: np.mean([c["touching"] for c in field(name).ground_truth()["cells"].values()])
+                for name in ("plain", "dense")}  # fmt: skip
+    assert touching["dense"] > touching["plain"]
+    with pytest.raises(SpermEdgeError, match="unknown field look"):
+        field("sepia")

@@ -4,8 +4,9 @@ The slide is built as optical density (Beer-Lambert): each sprite adds ``alpha *
 so overlapping cells darken where they overlap, and the slide's image is
 ``background * exp(-density)`` with the glass's own faint texture. ``stain`` (per cell, drawn in
 ``STAIN_RANGE``) varies the staining from pale to dark. A share of the cells (``touching``) is
-put beside an earlier head, their heads touching or slightly overlapping; otherwise head centres
-are kept ``spacing`` head widths apart. Debris may lie on tails, not within a head width of a head.
+put beside an earlier head, ``touch_distance`` head widths from its centre (touching or
+overlapping); otherwise head centres are kept ``spacing`` head widths apart. Debris may lie on
+tails, not within a head width of a head.
 """
 
 from __future__ import annotations
@@ -62,8 +63,14 @@ def _rotated(sprite: Sprite, angle: float) -> tuple[np.ndarray, np.ndarray, np.n
 class SlideBuilder:
     """Accumulates sprites' density on a (w, h) slide; `place` returns where a sprite went, or None."""
 
-    def __init__(self, size: tuple[int, int], head_width: float, spacing: float = 1.8) -> None:
-        self.size, self.head_width, self.spacing = size, head_width, spacing
+    def __init__(
+        self,
+        size: tuple[int, int],
+        head_width: float,
+        spacing: float = 1.8,
+        touch_distance: tuple[float, float] = (0.95, 1.25),
+    ) -> None:
+        self.size, self.head_width, self.spacing, self.touch_distance = size, head_width, spacing, touch_distance
         w, h = size
         self.density = np.zeros((h, w, 3), np.float32)
         self.placed: list[Placed] = []
@@ -73,7 +80,7 @@ class SlideBuilder:
         if not heads:
             return True
         d = np.hypot(*(np.array([p.center for p in heads]) - center).T)
-        return bool(d.min() >= (0.9 if touching else self.spacing) * self.head_width)
+        return bool(d.min() >= (self.touch_distance[0] - 0.05 if touching else self.spacing) * self.head_width)
 
     def _clear_of_heads(self, box: tuple[int, int, int, int]) -> bool:
         """No head centre within `box` grown by one head width: debris lies beside cells, not on their heads."""
@@ -94,7 +101,7 @@ class SlideBuilder:
             if touching and heads:
                 anchor = heads[int(rng.integers(len(heads)))]
                 theta = rng.uniform(0, 2 * np.pi)
-                dist = rng.uniform(0.95, 1.25) * self.head_width
+                dist = rng.uniform(*self.touch_distance) * self.head_width
                 center = np.array(anchor.center) + dist * np.array([np.cos(theta), np.sin(theta)])
             else:
                 center = rng.uniform([margin, margin], [w - margin, h - margin])

@@ -3,7 +3,9 @@
 The slide is laid out by `slide.SlideBuilder` on the crops' own background colour (the median of
 the sprites' glass colours), with the glass's faint texture; the stage pans over it along the
 synthetic clips' serpentine path (`synthetic.video.pan_path`), and each frame gets the camera's
-fixed illumination, slight defocus and fresh sensor noise.
+fixed illumination, slight defocus and fresh sensor noise. A *look* (`looks`) departs from that
+plain field in one condition: darker tails, halos, uneven light, defocus, JPEG, another
+magnification or a dense slide.
 
 Ground truth (``clip.json``) has the synthetic clips' layout, so `runtime.scoring.score_events`
 reads both; each frame's cell carries ``debris`` (SMIDS ``Non-Sperm`` objects: not sperm, not to
@@ -22,6 +24,7 @@ import cv2
 import numpy as np
 
 from sperm_edge.data.real_fields.library import REAL_STYLES, RealStyle, draw_sprites, get_real_style
+from sperm_edge.data.real_fields.looks import FieldLook, dress, get_look
 from sperm_edge.data.real_fields.slide import SlideBuilder
 from sperm_edge.data.synthetic._io import encode_png
 from sperm_edge.data.synthetic._optics import Look, background_texture, finish, illumination
@@ -31,13 +34,13 @@ from sperm_edge.io import atomic_dir, atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
-TOUCHING = 0.15  # share of cells placed against another head
 
-
-def camera_look(rng: np.random.Generator, background: np.ndarray) -> Look:
-    """The camera of one real-field clip: slight defocus (sigma 0.3-0.7 px) and sensor noise (1-2.5 grey levels)."""
-    return Look(background, np.zeros(3), np.zeros(3), float(rng.uniform(0.3, 0.7)), float(rng.uniform(1.0, 2.5)),
-                0.0, 0.0, 95, 0.0)  # fmt: skip
+def camera_look(rng: np.random.Generator, background: np.ndarray, look: FieldLook) -> Look:
+    """The camera of one real-field clip: the look's defocus (plain: sigma 0.3-0.7 px), sensor noise (1-2.5 grey
+    levels) and JPEG quality."""
+    blur, noise = float(rng.uniform(*look.blur)), float(rng.uniform(1.0, 2.5))
+    quality = int(rng.integers(look.jpeg[0], look.jpeg[1] + 1)) if look.jpeg else 95
+    return Look(background, np.zeros(3), np.zeros(3), blur, noise, 0.0, 0.0, quality, 0.0)
 
 
 class RealFieldVideo:
@@ -52,11 +55,13 @@ class RealFieldVideo:
         style: str = "hushem",
         size: tuple[int, int] = (960, 720),
         fps: float = 15.0,
+        look: str = "plain",
     ) -> None:
         if cells < 1 or frames < 1 or fps <= 0 or min(size) < 128:
             raise SpermEdgeError(f"a real field needs cells >= 1, frames >= 1, fps > 0 and 128x128 px or more; "
                                  f"got {cells}, {frames}, {fps}, {size}")  # fmt: skip
         self.style: RealStyle = get_real_style(style)
+        self.look: FieldLook = get_look(look)
         self.seed, self.size, self.fps, self.n_frames = seed, (int(size[0]), int(size[1])), float(fps), frames
         rng = np.random.default_rng([seed, 11])
         w, h = self.size
@@ -64,9 +69,14 @@ class RealFieldVideo:
         sw, sh = (self.offsets.max(axis=0) + np.array([w, h])).tolist()
         self.slide_size = (int(sw), int(sh))
         sprites, debris = draw_sprites(rng, data, self.style, cells, int(round(self.style.debris * cells)))
-        builder = SlideBuilder(self.slide_size, self.style.head_width)
+        if self.look.name != "plain":  # the plain look draws nothing more: its clips stay as they were
+            look_rng = np.random.default_rng([seed, 13])
+            sprites = [dress(look_rng, s, self.look) for s in sprites]
+            debris = [dress(look_rng, s, self.look) for s in debris]
+        self.head_width = self.style.head_width * self.look.scale
+        builder = SlideBuilder(self.slide_size, self.head_width, self.look.spacing, self.look.touch_distance)
         for sprite in sprites:
-            builder.place(rng, sprite, touching=bool(rng.uniform() < TOUCHING))
+            builder.place(rng, sprite, touching=bool(rng.uniform() < self.look.touching))
         for sprite in debris:
             builder.place(rng, sprite)
         self.cells = builder.placed
@@ -75,8 +85,8 @@ class RealFieldVideo:
         texture = background_texture(rng, sh, sw)
         log_light = np.log(bg)[None, None, :] + texture[..., None] - builder.density
         self.slide = cv2.exp(log_light.astype(np.float32))
-        self._gain = cv2.merge([cv2.exp(illumination(rng, h, w) * np.float32(0.5))] * 3)
-        self._look = camera_look(rng, bg)
+        self._gain = cv2.merge([cv2.exp(illumination(rng, h, w) * np.float32(self.look.light))] * 3)
+        self._look = camera_look(rng, bg, self.look)
         self._boxes = np.array([c.box for c in self.cells], dtype=int).reshape(-1, 4)
         log.debug("real %s slide %dx%d: %d cells, %d debris", self.style.name, sw, sh, len(sprites), len(debris))
 
@@ -87,7 +97,7 @@ class RealFieldVideo:
         """Frame `index` as RGB uint8 (h, w, 3)."""
         (x, y), (w, h) = self.offsets[index], self.size
         rng = np.random.default_rng([self.seed, 12, index])
-        return finish(rng, self.slide[y : y + h, x : x + w], self._look, self._gain, jpeg=False)
+        return finish(rng, self.slide[y : y + h, x : x + w], self._look, self._gain, jpeg=self.look.jpeg is not None)
 
     def truth(self, index: int) -> dict:
         """Ground truth of frame `index`: cells whose head box meets the frame, boxes clipped, `partial` if cut."""
@@ -116,9 +126,10 @@ class RealFieldVideo:
             "fps": self.fps,
             "size": list(self.size),
             "style": self.style.name,
+            "look": self.look.name,
             "seed": self.seed,
             "classes": list(self.style.classes),
-            "head_width": self.style.head_width,
+            "head_width": self.head_width,
             "background": [round(float(v), 1) for v in self.background],
             "slide_size": list(self.slide_size),
             "cells": {str(c.id): c.record() for c in self.cells},
@@ -135,6 +146,7 @@ def write_real_field(
     style: str = "hushem",
     size: tuple[int, int] = (960, 720),
     fps: float = 15.0,
+    look: str = "plain",
     *,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -143,7 +155,7 @@ def write_real_field(
 
     The folder is built under a temporary name and renamed into place when complete.
     """
-    video = RealFieldVideo(data, cells, frames, seed, style, size, fps)
+    video = RealFieldVideo(data, cells, frames, seed, style, size, fps, look)
     with atomic_dir(out_dir, force) as tmp:
         writer = cv2.VideoWriter(str(tmp / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), video.fps, video.size)
         try:
