@@ -203,8 +203,12 @@ def fit_drift(
     dims: int = DEFAULT_DIMS,
     quantile: float = CELL_QUANTILE,
     residual: bool = True,
+    views: int = 1,
 ) -> DriftModel:
-    """The drift model of the training features; the residual's scale and the thresholds set on the validation ones."""
+    """The drift model of the training features; the residual's scale and the thresholds set on the validation ones.
+
+    With `views` > 1 the validation features are each crop in that many views, view-major (all crops in the first
+    view, then the second...): a crop's validation score is the median of its views' scores."""
     x = np.asarray(train_features, np.float64)
     labels = np.asarray(train_labels, np.int64)
     if x.ndim != 2 or len(x) != len(labels) or len(x) < 2:
@@ -224,5 +228,10 @@ def fit_drift(
     model = DriftModel(mean, components, class_means, precision, np.zeros(()), np.zeros(1), quantile)
     if residual:
         model.residual_scale = np.asarray(max(float(np.mean(model.residual2(val - mean))), 1e-12))
-    model.val_scores = model.score(val)
+    scores = model.score(val)
+    if views > 1:
+        if len(scores) % views:
+            raise SpermEdgeError(f"drift: {len(scores)} validation features are not {views} views of each crop")
+        scores = np.median(scores.reshape(views, -1), axis=0)
+    model.val_scores = scores
     return model

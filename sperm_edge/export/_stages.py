@@ -192,11 +192,12 @@ class Stages:
         return candidate
 
     def drift(self, meta: dict) -> None:
-        """The drift description from the FP32 model's features (training split; thresholds on validation)."""
+        """The drift description from the FP32 model's features of the crops as field mode cuts them with the
+        bundle's framing (training split; thresholds on validation)."""
         from sperm_edge.export.drift import add_drift
 
         self.reporter.step("describing the training distribution for the drift warning")
-        add_drift(self.writer, FP32_FILE, meta, self.classes, self.spec)
+        add_drift(self.writer, FP32_FILE, meta, self.classes, self.spec, self.writer.manifest.get("framing"))
 
     @staticmethod
     def _explain_section(model, exported) -> dict:

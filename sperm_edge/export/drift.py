@@ -4,25 +4,61 @@ Features of the checkpoint's TRAINING split fit the model; those of its VALIDATI
 thresholds. Written as `drift.npz` with a `drift` section in the manifest. Without a recorded
 split (or a model without a `features` output) the bundle has no drift file and the manifest
 says why; the runtime then reports no drift check.
+
+The crops are described as field mode shows them to the network (issue 31: described as they are,
+the training lab's own cells cut from a field warned of drift): each crop laid on its glass and cut
+by the runtime's localiser at the bundle's crop scale, other heads painted out (`export.framing.
+field_cut`; a crop where the localiser finds no head at the centre, such as SMIDS' `Non-Sperm`, as
+it is), in all 8 dihedral views, since field mode turns each frame's crops to the next view
+(`rolling_views`). A validation crop's score is the median over its views, as a run's cell's is the
+median over its sightings.
 """
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from sperm_edge.drift import DRIFT_FILE, fit_drift
 from sperm_edge.engines.ort import new_session
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.bundle_writer import BundleWriter
+from sperm_edge.export.framing import field_cut
 from sperm_edge.export.images import split_images
 from sperm_edge.export.ort_cpu import ort_outputs
+from sperm_edge.localize import LocalizerConfig
 from sperm_edge.preprocess import PreprocessSpec
+from sperm_edge.tta import VIEWS
 
 log = logging.getLogger(__name__)
 
 
-def add_drift(writer: BundleWriter, onnx_file: str, meta: dict, classes: list[str], spec: PreprocessSpec) -> dict:
-    """Fit and write the drift file into the bundle; return the manifest's `drift` section."""
+def field_views(images: list[np.ndarray], cfg: LocalizerConfig) -> tuple[list[np.ndarray], int]:
+    """Every crop as field mode cuts it, in the 8 dihedral views (view-major: all crops in view 0, then view 1...),
+    and how many crops had no head at their centre for the localiser (those are kept as they are)."""
+    cuts = [field_cut(image, cfg) for image in images]
+    framed = [image if cut is None else cut for image, cut in zip(images, cuts, strict=True)]
+    views = [np.ascontiguousarray(_view(image, view)) for view in range(VIEWS) for image in framed]
+    return views, sum(cut is None for cut in cuts)
+
+
+def _view(rgb: np.ndarray, view: int) -> np.ndarray:
+    """An (h, w, 3) image in dihedral view `view` (`tta.dihedral_view`'s turns and mirror)."""
+    turned = np.rot90(rgb, view % 4, (0, 1))
+    return turned[:, ::-1] if view >= 4 else turned
+
+
+def add_drift(
+    writer: BundleWriter,
+    onnx_file: str,
+    meta: dict,
+    classes: list[str],
+    spec: PreprocessSpec,
+    framing: dict | None = None,
+) -> dict:
+    """Fit and write the drift file into the bundle (crops framed as field mode frames them with the bundle's
+    `framing`); return the manifest's `drift` section."""
     session = new_session(writer.path(onnx_file))
     if "features" not in [o.name for o in session.get_outputs()]:
         return _unavailable(writer, "the ONNX model has no `features` output")
@@ -31,13 +67,21 @@ def add_drift(writer: BundleWriter, onnx_file: str, meta: dict, classes: list[st
         val = split_images(meta, "val", classes)
     except SpermEdgeError as err:
         return _unavailable(writer, f"{err} (the drift model is fitted on the training split)")
-    train_features = ort_outputs(session, train.images, spec)["features"]
-    val_features = ort_outputs(session, val.images, spec)["features"]
-    model = fit_drift(train_features, train.labels, val_features)
+    cfg = LocalizerConfig.framed(framing)
+    train_views, train_unframed = field_views(train.images, cfg)
+    val_views, val_unframed = field_views(val.images, cfg)
+    train_features = ort_outputs(session, train_views, spec)["features"]
+    val_features = ort_outputs(session, val_views, spec)["features"]
+    model = fit_drift(train_features, np.tile(train.labels, VIEWS), val_features, views=VIEWS)
     model.save(writer.path(DRIFT_FILE))
     writer.add_file(DRIFT_FILE)
-    section = {**model.describe(), "fitted_on": {"source": train.source, "n": len(train)},
-               "thresholds_on": {"source": val.source, "n": len(val)}}  # fmt: skip
+    section = {
+        **model.describe(),
+        "framing": {"crops": "cut as field mode cuts them", "crop_scale": cfg.crop_scale, "isolate": cfg.isolate,
+                    "views": VIEWS, "validation_score": "median over the views"},
+        "fitted_on": {"source": train.source, "n": len(train), "no_head_found": train_unframed},
+        "thresholds_on": {"source": val.source, "n": len(val), "no_head_found": val_unframed},
+    }  # fmt: skip
     writer.manifest["drift"] = section
     log.info("drift model: %d features -> %d dims, cell threshold %.3f", section["features"], section["dims"],
              section["cell_threshold"])  # fmt: skip

@@ -26,11 +26,25 @@ import numpy as np
 
 from sperm_edge.data.presets import NON_SPERM
 from sperm_edge.export.images import ImageSet
-from sperm_edge.localize import Detection, LocalizerConfig, background_colour, find_cells
+from sperm_edge.localize import Detection, LocalizerConfig, background_colour, crop, find_cells, isolate
 
 log = logging.getLogger(__name__)
 
 METHOD = "runtime localiser on each crop laid on its own glass"
+
+
+def _centre_head(rgb: np.ndarray, cfg: LocalizerConfig | None) -> tuple[np.ndarray, Detection | None, list]:
+    """The crop laid on its glass (three times its size), the localiser's head at its centre (or None), and every
+    detection on that canvas."""
+    h, w = rgb.shape[:2]
+    pad = max(h, w)
+    glass = [float(v) for v in background_colour(rgb)]
+    canvas = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=glass)
+    cx, cy = pad + w / 2.0, pad + h / 2.0
+    found = find_cells(canvas, cfg)
+    on_centre = [d for d in found if _holds(d.head_box, cx, cy)]
+    best = min(on_centre, key=lambda d: np.hypot(d.center[0] - cx, d.center[1] - cy)) if on_centre else None
+    return canvas, best, found
 
 
 def head_in_crop(rgb: np.ndarray, cfg: LocalizerConfig | None = None) -> Detection | None:
@@ -39,13 +53,18 @@ def head_in_crop(rgb: np.ndarray, cfg: LocalizerConfig | None = None) -> Detecti
     The crop is padded with its glass colour to three times its size; of the detections whose head box
     holds the crop's centre, the nearest to it.
     """
-    h, w = rgb.shape[:2]
-    pad = max(h, w)
-    glass = [float(v) for v in background_colour(rgb)]
-    canvas = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=glass)
-    cx, cy = pad + w / 2.0, pad + h / 2.0
-    on_centre = [d for d in find_cells(canvas, cfg) if _holds(d.head_box, cx, cy)]
-    return min(on_centre, key=lambda d: np.hypot(d.center[0] - cx, d.center[1] - cy)) if on_centre else None
+    return _centre_head(rgb, cfg)[1]
+
+
+def field_cut(rgb: np.ndarray, cfg: LocalizerConfig) -> np.ndarray | None:
+    """The crop field mode cuts around the head at the centre of a head-centred crop (laid on its glass as
+    `head_in_crop` lays it): the localiser's crop box at `cfg`'s crop scale, other heads painted out when
+    `cfg.isolate`. None when the localiser finds no head at the centre."""
+    canvas, head, found = _centre_head(rgb, cfg)
+    if head is None:
+        return None
+    patch = crop(canvas, head.crop_box)
+    return isolate(patch, head, found) if cfg.isolate else patch
 
 
 def _holds(box: tuple[int, int, int, int], x: float, y: float) -> bool:
