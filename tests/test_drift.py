@@ -69,9 +69,39 @@ def test_in_distribution_runs_rarely_warn(model) -> None:
     assert np.mean(alarms) <= 0.12
 
 
+def test_field_runs_warn_only_when_far_more_heads_than_tolerated_lie_beyond_the_field_threshold() -> None:
+    from scipy.stats import binomtest
+
+    from sperm_edge.drift import FIELD_TOLERATED_SHARE
+    from sperm_edge.runtime.drift import run_drift
+
+    rng = np.random.default_rng(5)
+    train, labels = _features(rng, 300)
+    val, _ = _features(rng, 100)
+    field = np.concatenate([_features(rng, 100, 0.3)[0] for _ in range(4)])  # 4 views of 100 crops, a bit apart
+    model = fit_drift(train, labels, val, dims=16, field_val=field, views=4)
+    assert model.field_threshold != model.threshold and model.set_aside_threshold == max(model.field_val_scores)
+    gate = model.field_threshold
+    for share, warns in ((0.3, False), (FIELD_TOLERATED_SHARE, False), (0.9, True)):
+        k = round(40 * share)
+        scores = [gate * 1.5] * k + [gate * 0.5] * (40 - k)
+        verdict = model.summarize(scores, field=True)
+        assert verdict["warning"] is warns and verdict["rule"] == "field-share"
+        assert verdict["p_value"] == pytest.approx(binomtest(k, 40, FIELD_TOLERATED_SHARE, "greater").pvalue, rel=1e-3)
+        assert model.summarize(scores)["rule"] == "rank"  # crop mode keeps the rank test
+    # what the head verifier set aside is not a head: it does not count towards the verdict
+    events = [{"drift_score": gate * 0.5}] * 20 + [{"drift_score": gate * 3, "reason": "not_a_head"}] * 20
+    verdict = run_drift(model, events, "field")
+    assert verdict["n"] == 20 and verdict["warning"] is False and verdict["tolerated_share"] == FIELD_TOLERATED_SHARE
+    # a drift file written before field mode had its own reference: field mode falls back on the crops as they are
+    model.field_val_scores = None
+    assert model.field_threshold == model.threshold
+
+
 def test_file_round_trips_as_plain_arrays(model, tmp_path) -> None:
-    path = model.save(tmp_path / "drift.npz")
+    path = model.save(tmp_path / "drift.npz")  # no field reference: a file as export wrote it before
     again = DriftModel.load(path)
+    assert again.field_val_scores is None
     features = _features(np.random.default_rng(4), 10)[0]
     np.testing.assert_allclose(again.score(features), model.score(features))
     assert again.threshold == pytest.approx(model.threshold) and again.dims == 16

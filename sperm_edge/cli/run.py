@@ -110,8 +110,9 @@ def run(
     set_aside: bool = typer.Option(
         True,
         "--set-aside/--count-all",
-        help="Field mode: set aside, uncounted and flagged for review, the objects unlike every validation cell "
-        "of the training data (drift score above the highest of the bundle's validation cells).",
+        help="Field mode: set aside, uncounted and flagged for review, what the bundle's head verifier says is "
+        "not a head, or (a bundle without a verifier) the objects unlike every validation cell of the training "
+        "data (drift score above the highest of the bundle's validation cells).",
     ),
     min_confidence: float = typer.Option(0.6, help="Flag cells whose top probability is below this."),
     min_stability: float = typer.Option(

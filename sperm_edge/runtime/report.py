@@ -292,4 +292,4 @@ def _drift(header: dict, events: list[dict], run_dir: Path) -> dict | None:
         log.warning("no drift verdict: the run's bundle cannot be loaded (%s)", err)
         return None
     aside = read_events(run_dir / SET_ASIDE_FILE) if (run_dir / SET_ASIDE_FILE).is_file() else []
-    return run_drift(model, events + aside)
+    return run_drift(model, events + aside, header.get("mode", "crop"))

@@ -28,7 +28,7 @@ def test_export_fits_the_drift_model_on_the_training_split(tiny_bundle, tiny_run
     assert section["thresholds_on"]["source"].startswith("val split")
     assert {"method", "dims", "cell_threshold", "cell_threshold_rule", "run_rule"} <= set(section)
     model = bundle.drift_model()
-    assert len(model.val_scores) == len(val)
+    assert len(model.val_scores) == len(val) and len(model.field_val_scores) == len(val)
     assert np.isclose(model.threshold, section["cell_threshold"], atol=1e-4)
     framing = section["framing"]
     assert framing["views"] == VIEWS and framing["crop_scale"] == bundle.card.framing["crop_scale"]
@@ -38,4 +38,8 @@ def test_export_fits_the_drift_model_on_the_training_split(tiny_bundle, tiny_run
     assert len(views) == VIEWS * len(val) and unframed == section["thresholds_on"]["no_head_found"] < len(val)
     features = ort_outputs(new_session(bundle.onnx_path("fp32")), views, bundle.card.preprocess)["features"]
     scores = np.median(model.score(features).reshape(VIEWS, -1), axis=0)
-    np.testing.assert_allclose(scores, model.val_scores, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(scores, model.field_val_scores, rtol=1e-4, atol=1e-4)
+    assert np.isclose(model.field_threshold, section["field_cell_threshold"], atol=1e-4)
+    # crop mode's thresholds come from the crops as they are
+    raw = ort_outputs(new_session(bundle.onnx_path("fp32")), val.images, bundle.card.preprocess)["features"]
+    np.testing.assert_allclose(model.score(raw), model.val_scores, rtol=1e-4, atol=1e-4)

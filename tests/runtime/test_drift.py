@@ -131,7 +131,8 @@ def test_field_cells_beyond_the_set_aside_score_are_flagged_for_review_and_not_c
     drift_bundle, clip: tuple[Path, dict], tmp_path: Path
 ) -> None:
     bundle, _ = drift_bundle
-    assert load_bundle(bundle).drift_model().set_aside_threshold == max(load_bundle(bundle).drift_model().val_scores)
+    model = load_bundle(bundle).drift_model()
+    assert model.set_aside_threshold == max(model.field_val_scores)  # the validation crops as field mode cuts them
     everything, report = _field_run(bundle, clip[0], tmp_path / "all", None)
     cells = everything.events
     assert "set_aside" not in report and not (tmp_path / "all" / "set_aside.jsonl").exists()
@@ -168,3 +169,16 @@ def test_the_cli_sets_aside_at_the_bundle_threshold_unless_told_to_count_all(
     aside = (default.get("set_aside") or {}).get("cells", 0)
     assert default["cells"] + aside == every["cells"]
     assert default["drift"]["n"] == every["drift"]["n"] == every["cells"]  # the verdict scores every cell
+
+
+def test_a_bundle_with_a_head_verifier_sets_nothing_aside_by_drift(drift_bundle) -> None:
+    """The verifier sets debris aside; drift would then set aside only the odd head (see `SessionOptions`)."""
+    from sperm_edge.bundle import Bundle
+    from sperm_edge.runtime.session import SessionOptions, pipeline_config
+
+    bundle = load_bundle(drift_bundle[0])
+    options = SessionOptions(mode="crop")  # crop mode: the verifier's file is not opened
+    assert pipeline_config(bundle, options).set_aside_above == bundle.drift_model().set_aside_threshold
+    verified = Bundle(bundle.path, {**bundle.manifest, "verifier": {"file": "verifier.onnx"}})
+    assert pipeline_config(verified, options).set_aside_above is None
+    assert pipeline_config(verified, SessionOptions(mode="crop", set_aside_above=9.0)).set_aside_above == 9.0
