@@ -182,3 +182,42 @@ def test_a_bundle_with_a_head_verifier_sets_nothing_aside_by_drift(drift_bundle)
     verified = Bundle(bundle.path, {**bundle.manifest, "verifier": {"file": "verifier.onnx"}})
     assert pipeline_config(verified, options).set_aside_above is None
     assert pipeline_config(verified, SessionOptions(mode="crop", set_aside_above=9.0)).set_aside_above == 9.0
+
+
+def _real_drift_bundle(base: Path, hushem: Path) -> Path:
+    """The tiny bundle's network (ImageNet backbone) with the framing and drift model of real HuSHeM crops."""
+    from sperm_edge.export.bundle_writer import BundleWriter
+    from sperm_edge.export.drift import add_drift
+    from sperm_edge.export.framing import measure_framing
+    from sperm_edge.export.images import split_images
+    from tests.runtime._bundle import build_tiny_bundle
+
+    tiny = load_bundle(build_tiny_bundle(base))
+    files = sorted(p.relative_to(hushem).as_posix() for p in hushem.glob("*/*") if p.is_file())
+    meta = {"split": {"data": str(hushem), "train": files[0::3], "val": files[1::6]}}
+    bundle = base / "real-drift-bundle"
+    shutil.copytree(tiny.path, bundle)
+    writer = BundleWriter.from_manifest(bundle, json.loads((bundle / "manifest.json").read_text()))
+    writer.manifest["framing"] = measure_framing(split_images(meta, "train", tiny.card.classes), tiny.card.classes)
+    add_drift(writer, "model.onnx", meta, tiny.card.classes, tiny.card.preprocess, writer.manifest["framing"])
+    writer.finish(writer.manifest.get("versions"))
+    return bundle
+
+
+def test_a_field_of_the_training_labs_real_cells_does_not_warn_and_another_labs_does(
+    hushem: Path, smids: Path, tmp_path: Path
+) -> None:
+    from sperm_edge.data.real_fields import write_real_field
+    from sperm_edge.runtime.session import SessionOptions, open_session
+
+    bundle = load_bundle(_real_drift_bundle(tmp_path, hushem))
+    verdicts = {}
+    for style in ("hushem", "smids"):
+        clip = write_real_field(hushem.parent, tmp_path / style, cells=14, frames=16, seed=0, style=style,
+                                size=(480, 360))  # fmt: skip
+        options = SessionOptions(backend="ort-cpu", threads=1, keep_frames=False)
+        with open_session(bundle, str(clip / "clip.mp4"), tmp_path / f"{style}-run", options) as session:
+            session.run()
+        verdicts[style] = session.report["drift"]
+    assert verdicts["hushem"]["rule"] == "field-share" and verdicts["hushem"]["n"] >= 5
+    assert verdicts["hushem"]["warning"] is False and verdicts["smids"]["warning"] is True, verdicts
