@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from sperm_edge.data.real_fields.library import REAL_STYLES, RealStyle, draw_sprites, get_real_style
-from sperm_edge.data.real_fields.looks import FieldLook, dress, get_look
+from sperm_edge.data.real_fields.looks import LOOKS, FieldLook, dress, get_look
 from sperm_edge.data.real_fields.slide import SlideBuilder
 from sperm_edge.data.synthetic._io import encode_png
 from sperm_edge.data.synthetic._optics import Look, background_texture, finish, illumination
@@ -35,7 +35,7 @@ from sperm_edge.io import atomic_dir, atomic_write_bytes, atomic_write_json
 log = logging.getLogger(__name__)
 
 
-def camera_look(rng: np.random.Generator, background: np.ndarray, look: FieldLook) -> Look:
+def camera_look(rng: np.random.Generator, background: np.ndarray, look: FieldLook = LOOKS["plain"]) -> Look:
     """The camera of one real-field clip: the look's defocus (plain: sigma 0.3-0.7 px), sensor noise (1-2.5 grey
     levels) and JPEG quality."""
     blur, noise = float(rng.uniform(*look.blur)), float(rng.uniform(1.0, 2.5))
