@@ -8,15 +8,14 @@ says why; the runtime then reports no drift check.
 The training crops are described as they are (crop mode's cells are such crops) and as field mode
 shows them to the network (issue 31: described only as they are, the training lab's own cells cut
 from a field warned of drift); the validation crops give each mode its own thresholds. Field mode's
-view of a crop: turned by a random angle
-about its centre (HuSHeM's crops all point one way, a field's heads any way: on real-crop clips the
-turn was the largest single part of the gap between field cells and validation crops), laid on its
-glass and cut by the runtime's localiser at the bundle's crop scale, other heads painted out
-(`export.framing.field_cut`; a crop where the localiser finds no head at the centre, such as SMIDS'
-`Non-Sperm`, as it is), in 8 views (each its own angle, then the dihedral view field mode turns that
-frame's crops to, `rolling_views`). A validation crop's field score is the median over its views, as
-a run's cell's is the median over its sightings. The angles come from a fixed seed: an export is
-repeatable.
+view of a crop: turned by a random angle about its centre (HuSHeM's crops all point one way, a
+field's heads any way: on real-crop clips the turn was the largest single part of the gap between
+field cells and validation crops), laid on its glass and cut by the runtime's localiser at the
+bundle's crop scale, other heads painted out (`export.framing.field_cut`; a crop where the localiser
+finds no head at the centre, such as SMIDS' `Non-Sperm`, as it is), in 8 views (each its own angle,
+then the dihedral view field mode turns that frame's crops to, `rolling_views`). A validation crop's
+field score is the median over its views, as a run's cell's is the median over its sightings. The
+angles come from a fixed seed: an export is repeatable.
 """
 
 from __future__ import annotations
@@ -65,7 +64,8 @@ def turn(rgb: np.ndarray, angle: float) -> np.ndarray:
 
 
 def _view(rgb: np.ndarray, view: int) -> np.ndarray:
-    """An (h, w, 3) image in dihedral view `view` (`tta.dihedral_view`'s turns and mirror)."""
+    """An (h, w, 3) image in dihedral view `view` (`tta.dihedral_view`'s turns and mirror, which takes only square
+    images: a crop where no head was found keeps its own shape)."""
     turned = np.rot90(rgb, view % 4, (0, 1))
     return turned[:, ::-1] if view >= 4 else turned
 
