@@ -130,8 +130,9 @@ def _summary(out: Path, seconds: float) -> Table:
         aside = (report.get("set_aside") or {}).get("not_a_head", 0)
         table.add_row(
             "head verifier",
-            f"threshold {verifier['threshold']:.3f}: keeps {test['head_recall']:.3f} of test heads, rejects "
-            f"{test['not_head_rejection']:.3f} of the rest; {aside} stream objects set aside as not a head",
+            f"{verifier.get('precision', 'fp32').upper()}, threshold {verifier['threshold']:.3f}: keeps "
+            f"{test['head_recall']:.3f} of test heads, rejects {test['not_head_rejection']:.3f} of the rest; "
+            f"{aside} stream objects set aside as not a head",
         )
     on_heads = (truth or {}).get("explanations_on_heads")
     if on_heads:

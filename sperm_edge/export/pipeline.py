@@ -170,7 +170,7 @@ def export_bundle(
             from sperm_edge.export.verifier import add_verifier
 
             reporter.step("exporting the head verifier and choosing its threshold on its validation split")
-            add_verifier(writer, options.verifier)
+            add_verifier(writer, options.verifier, int8=options.int8)
         if options.int8:
             stages.int8(calib, gate_set, held_out)
         stages.latencies()

@@ -7,12 +7,19 @@ Runtime, and keeps as threshold on P(head) the highest one that still passes `MI
 validation heads: a head wrongly set aside is a cell lost from the count, so the threshold leans towards
 keeping. The manifest's `verifier` records the file, threshold, input size, and what it gives on the
 validation and test splits (head recall, rejection of not-heads, of SMIDS debris alone, and per kind).
+
+With `export --int8` the verifier is quantized too (ONNX Runtime CPU's U8S8 flavour, where the runtime
+runs it, calibrated on its training images) and given its own threshold by the same rule; it ships in
+place of the FP32 file only where it keeps its accuracy: at its threshold it rejects no fewer than
+`MAX_INT8_REJECTION_DROP` less of the validation not-heads than FP32 does at its own. The manifest's
+`verifier.int8` says what was tried and why it shipped or not.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +32,14 @@ from sperm_edge.export.images import ImageSet, split_images
 from sperm_edge.export.onnx_export import export_onnx
 from sperm_edge.export.ort_cpu import ort_logits
 from sperm_edge.metrics import softmax
+from sperm_edge.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
-VERIFIER_FILE = "verifier.onnx"
+VERIFIER_FILE, VERIFIER_INT8_FILE = "verifier.onnx", "verifier.int8_cpu.onnx"
 MIN_HEAD_RECALL = 0.99
+MAX_INT8_REJECTION_DROP = 0.01  # validation not-heads INT8 may let through beyond FP32's, each at its threshold
+CALIBRATION_IMAGES = 256  # training images the INT8 ranges are calibrated on
 KINDS = ("debris", *NEGATIVE_KINDS, *FIELD_KINDS)  # the not-head kinds, as `data.verifier_set` names its images
 
 
@@ -83,8 +93,60 @@ def _figures(head_probs: np.ndarray, images: ImageSet, head: int, threshold: flo
     return figures
 
 
-def add_verifier(writer: BundleWriter, folder: str | Path) -> dict:
-    """Export the verifier of a `train-verifier` folder into the bundle and record it under `verifier`."""
+Scored = dict[str, tuple[np.ndarray, ImageSet]]  # split -> (P(head) of its images, the images)
+
+
+def _score(path: Path, parts: dict[str, ImageSet], spec: PreprocessSpec, head: int) -> Scored:
+    session = new_session(path, name="verifier")
+    return {part: (softmax(ort_logits(session, split.images, spec))[:, head], split) for part, split in parts.items()}
+
+
+def _measure(scored: Scored, head: int) -> tuple[float, dict]:
+    """The threshold chosen on the validation split, and the figures it gives on every split."""
+    val_probs, val_images = scored["val"]
+    threshold = choose_threshold(val_probs, np.asarray(val_images.labels) == head)
+    return threshold, {part: _figures(probs, images, head, threshold) for part, (probs, images) in scored.items()}
+
+
+def _calibration(meta: dict, classes: list[str], seed: int = 0) -> ImageSet:
+    """`CALIBRATION_IMAGES` of the verifier's training split, drawn before any is decoded."""
+    split = meta.get("split") or {}
+    names = list(split.get("train") or [])
+    if len(names) > CALIBRATION_IMAGES:
+        picked = np.random.default_rng(seed).choice(len(names), CALIBRATION_IMAGES, replace=False)
+        names = [names[i] for i in sorted(picked)]
+    return split_images({**meta, "split": {**split, "train": names}}, "train", classes)
+
+
+def _int8(writer: BundleWriter, ckpt, parts: dict[str, ImageSet], fp32: tuple[float, dict]) -> dict:
+    """Quantize the verifier, choose its threshold, and ship it in place of FP32 where it keeps its accuracy."""
+    from sperm_edge.export.int8 import prepare_for_quantization, quantize_int8
+
+    classes, spec = ckpt.card.classes, ckpt.card.preprocess
+    head = classes.index(HEAD)
+    calib = _calibration(ckpt.meta, classes)
+    with tempfile.TemporaryDirectory(prefix="sperm-edge-verifier-") as work:
+        prepared = prepare_for_quantization(writer.path(VERIFIER_FILE), Path(work) / "verifier.pre.onnx")
+        result = quantize_int8(prepared, writer.path(VERIFIER_INT8_FILE), calib.images, spec, variant="int8_cpu")
+    threshold, figures = _measure(_score(result.path, parts, spec, head), head)
+    floor = fp32[1]["val"]["not_head_rejection"] - MAX_INT8_REJECTION_DROP
+    kept = figures["val"]["not_head_rejection"] >= floor
+    if not kept:
+        writer.discard_file(VERIFIER_INT8_FILE)
+    return {
+        "file": VERIFIER_INT8_FILE,
+        "shipped": kept,
+        "rule": f"ships when its validation not-head rejection is >= FP32's less {MAX_INT8_REJECTION_DROP}, "
+        "each at its own threshold",
+        "quantization": result.describe(),
+        "threshold": round(threshold, 6),
+        **figures,
+    }
+
+
+def add_verifier(writer: BundleWriter, folder: str | Path, int8: bool = False) -> dict:
+    """Export the verifier of a `train-verifier` folder into the bundle and record it under `verifier` (with
+    `int8`, its INT8 model too, shipped where it keeps its accuracy)."""
     from sperm_edge.model.checkpoint import load_checkpoint
 
     stem = verifier_checkpoint(folder)
@@ -93,16 +155,20 @@ def add_verifier(writer: BundleWriter, folder: str | Path) -> dict:
     spec, head = ckpt.card.preprocess, classes.index(HEAD)
     path = writer.path(VERIFIER_FILE)
     export_onnx(ckpt.build_model(), spec.img_size, path, metadata={"classes": classes})
-    writer.add_file(VERIFIER_FILE)
-    session = new_session(path, name="verifier")
-    scored = {}
-    for part in ("val", "test"):
-        images = split_images(ckpt.meta, part, classes)
-        scored[part] = (softmax(ort_logits(session, images.images, spec))[:, head], images)
-    val_probs, val_images = scored["val"]
-    threshold = choose_threshold(val_probs, np.asarray(val_images.labels) == head)
-    section = {
-        "file": VERIFIER_FILE,
+    parts = {part: split_images(ckpt.meta, part, classes) for part in ("val", "test")}
+    fp32 = _measure(_score(path, parts, spec, head), head)
+    threshold, figures = fp32
+    section = {"file": VERIFIER_FILE, "precision": "fp32"}
+    if int8:
+        quantized = _int8(writer, ckpt, parts, fp32)
+        if quantized["shipped"]:
+            writer.discard_file(VERIFIER_FILE)
+            section = {"file": VERIFIER_INT8_FILE, "precision": "int8"}
+            threshold, figures = quantized["threshold"], {part: quantized[part] for part in parts}
+            quantized["fp32"] = {"threshold": round(fp32[0], 6), **fp32[1]}
+        section["int8"] = quantized
+    writer.add_file(section["file"])
+    section.update({
         "classes": classes,
         "head_class": HEAD,
         "input_size": spec.img_size,
@@ -111,9 +177,9 @@ def add_verifier(writer: BundleWriter, folder: str | Path) -> dict:
         "threshold_rule": f"the highest P(head) keeping >= {MIN_HEAD_RECALL} of the validation heads",
         "checkpoint": str(stem.resolve()),
         "weights_sha256": ckpt.meta.get("weights_sha256"),
-        **{part: _figures(probs, images, head, threshold) for part, (probs, images) in scored.items()},
-    }
+        **figures,
+    })  # fmt: skip
     writer.manifest["verifier"] = section
-    log.info("verifier: threshold %.4f; test head recall %s, not-head rejection %s", threshold,
-             section["test"]["head_recall"], section["test"]["not_head_rejection"])  # fmt: skip
+    log.info("verifier (%s): threshold %.4f; test head recall %s, not-head rejection %s", section["precision"],
+             threshold, figures["test"]["head_recall"], figures["test"]["not_head_rejection"])  # fmt: skip
     return section

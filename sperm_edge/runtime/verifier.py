@@ -1,9 +1,10 @@
 """The bundle's head verifier at run time: is a field cell one sperm head, before it is counted?
 
-`HeadVerifier` runs `verifier.onnx` (see `sperm_edge.export.verifier`) on ONNX Runtime with one
-thread, on the crop of each track's reported sighting: one small inference per counted cell, not per
-frame. A cell whose P(head) is below the bundle's threshold (chosen on the verifier's validation
-split) is set aside with reason `not_a_head` instead of counted; every event records its score.
+`HeadVerifier` runs the bundle's verifier (`verifier.onnx`, or its INT8 model where export shipped it;
+see `sperm_edge.export.verifier`) on ONNX Runtime with one thread, on the crop of each track's reported
+sighting: one small inference per counted cell, not per frame. A cell whose P(head) is below the bundle's
+threshold (chosen on the verifier's validation split) is set aside with reason `not_a_head` instead of
+counted; every event records its score.
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ def test_demo_runs_every_stage_offline_and_learns_the_synthetic_classes(tmp_path
     assert "sperm-edge demo" in printed and f"pointing {explain['pointing']:.2f}" in printed
     # the head verifier was trained on the synthetic sets and ships with its threshold; every counted cell has a score
     verifier = manifest["verifier"]
-    assert verifier["file"] == "verifier.onnx" and 0.0 < verifier["threshold"] < 1.0
+    assert verifier["file"] == {"fp32": "verifier.onnx", "int8": "verifier.int8_cpu.onnx"}[verifier["precision"]]
+    assert 0.0 < verifier["threshold"] < 1.0 and "shipped" in verifier["int8"]  # the demo exports with --int8
     assert verifier["val"]["head_recall"] >= 0.99 and "head verifier" in printed
     events = [json.loads(line) for line in (out / "stream" / "events.jsonl").read_text().splitlines()[1:]]
     assert all(0.0 <= e["verifier"] <= 1.0 for e in events if "box" in e)

@@ -3,28 +3,37 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from sperm_edge.bundle import Bundle, load_bundle
 from sperm_edge.data.synthetic import write_crop_dataset
+from sperm_edge.export import verifier as export_verifier
+from sperm_edge.export.bundle_writer import BundleWriter
 from sperm_edge.runtime.session import SessionOptions, open_session
 from tests.conftest import run_cli
 from tests.runtime._bundle import make_checkpoint
 
 
 @pytest.fixture(scope="module")
-def verified_bundle(tmp_path_factory) -> Path:
+def verifier_folder(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("verifier")
     write_crop_dataset(base / "sets" / "hushem", 24, "hushem", seed=1)
     write_crop_dataset(base / "sets" / "smids", 24, "smids", seed=2)
     args = ["train-verifier", "--data", base / "sets", "--out", base / "verifier", "--img-size", 32,
             "--phase1-epochs", 1, "--phase2-epochs", 1, "--fields", 1]  # fmt: skip
     assert run_cli([str(a) for a in args]) == 0
+    return base / "verifier"
+
+
+@pytest.fixture(scope="module")
+def verified_bundle(verifier_folder: Path) -> Path:
+    base = verifier_folder.parent
     (base / "run").mkdir()
     make_checkpoint(base / "run" / "best")
-    args = ["export", base / "run" / "best", "--out", base / "bundle", "--verifier", base / "verifier"]
+    args = ["export", base / "run" / "best", "--out", base / "bundle", "--verifier", verifier_folder]
     assert run_cli([str(a) for a in args]) == 0
     return base / "bundle"
 
@@ -44,6 +53,25 @@ def test_the_bundle_ships_the_verifier_with_a_threshold_chosen_on_its_validation
     kinds = set(section["test"]["rejection_by_kind"])
     assert kinds and kinds <= {"debris", "tail", "fragment", "pair", "glass", "edge", "fielddebris", "fieldpiece",
                                "fieldpart"}  # fmt: skip
+
+
+@pytest.mark.parametrize("allowed_drop", [1.0, -1.0], ids=["keeps-its-accuracy", "loses-it"])
+def test_the_int8_verifier_ships_only_where_it_keeps_its_accuracy(
+    verifier_folder: Path, tmp_path: Path, monkeypatch, allowed_drop: float
+) -> None:
+    monkeypatch.setattr(export_verifier, "MAX_INT8_REJECTION_DROP", allowed_drop)
+    writer = BundleWriter(tmp_path, json.loads((verifier_folder / "model" / "best.json").read_text()))
+    section = export_verifier.add_verifier(writer, verifier_folder, int8=True)
+    tried = section["int8"]
+    assert tried["quantization"]["calibration_images"] > 0 and "threshold" in tried
+    assert tried["shipped"] is (allowed_drop > 0)
+    shipped, other = ("verifier.int8_cpu.onnx", "verifier.onnx")[:: 1 if tried["shipped"] else -1]
+    assert section["file"] == shipped and section["precision"] == ("int8" if tried["shipped"] else "fp32")
+    assert (tmp_path / shipped).is_file() and not (tmp_path / other).exists()
+    if tried["shipped"]:  # its own threshold and figures, and FP32's kept beside them
+        assert section["threshold"] == tried["threshold"] and section["val"] == tried["val"]
+        assert tried["fp32"]["val"]["head_recall"] >= 0.99
+    assert section["val"]["head_recall"] >= 0.99
 
 
 def test_every_counted_cell_carries_its_score_and_rejected_ones_are_set_aside(
@@ -87,3 +115,70 @@ def test_bad_verifier_inputs_get_one_clear_line_and_exit_2(tmp_path: Path, capsy
         err = capsys.readouterr().err
         assert message in " ".join(err.split()) and "Traceback" not in err, err
         assert not (tmp_path / f"bundle-{verifier.name}").exists()  # nothing half-written
+
+
+def _linked_subset(data: Path, out: Path, offset: int, per_class: int) -> Path:
+    """Every 4th real crop of each class folder from `offset` (at most `per_class`), linked into OUT/SET/CLASS:
+    offsets 0 and 2 give two sets that share no file."""
+    for name in ("hushem", "smids"):
+        for folder in sorted(p for p in (data / name).iterdir() if p.is_dir()):
+            (out / name / folder.name).mkdir(parents=True)
+            for file in sorted(f for f in folder.iterdir() if f.is_file())[offset::4][:per_class]:
+                (out / name / folder.name / file.name).symlink_to(file)
+    return out
+
+
+def _verified_real_bundle(base: Path, train_root: Path, smids_train: Path) -> Bundle:
+    """The tiny bundle's network with SMIDS's framing and a verifier trained briefly on real crops."""
+    from sperm_edge.export.framing import measure_framing
+    from sperm_edge.export.images import split_images
+    from tests.runtime._bundle import build_tiny_bundle
+
+    args = ["train-verifier", "--data", train_root, "--out", base / "verifier", "--img-size", 48,
+            "--phase1-epochs", 1, "--phase2-epochs", 2, "--fields", 1]  # fmt: skip
+    assert run_cli([str(a) for a in args]) == 0
+    tiny = load_bundle(build_tiny_bundle(base))
+    bundle = base / "real-verifier-bundle"
+    shutil.copytree(tiny.path, bundle)
+    writer = BundleWriter.from_manifest(bundle, json.loads((bundle / "manifest.json").read_text()))
+    files = sorted(p.relative_to(smids_train).as_posix() for p in smids_train.glob("*_Sperm/*"))
+    meta = {"split": {"data": str(smids_train), "train": files}}
+    classes = sorted({Path(f).parts[0] for f in files})
+    writer.manifest["framing"] = measure_framing(split_images(meta, "train", classes), classes)
+    export_verifier.add_verifier(writer, base / "verifier")
+    writer.finish(writer.manifest.get("versions"))
+    return load_bundle(bundle)
+
+
+def test_a_verifier_trained_on_real_crops_rejects_debris_and_keeps_the_heads_of_a_real_crop_field(
+    hushem: Path, smids: Path, tmp_path: Path
+) -> None:
+    """The issue's check on real data: SMIDS `Non-Sperm` crops it never saw are set aside, heads are counted."""
+    from sperm_edge.data.real_fields import write_real_field
+    from sperm_edge.data.truth import match_box
+    from sperm_edge.preprocess import decode_image
+    from sperm_edge.runtime.verifier import bundle_verifier
+
+    train_root = _linked_subset(hushem.parent, tmp_path / "train", offset=0, per_class=40)
+    unseen = _linked_subset(hushem.parent, tmp_path / "unseen", offset=2, per_class=40)
+    bundle = _verified_real_bundle(tmp_path, train_root, train_root / "smids")
+    verifier = bundle_verifier(bundle)
+
+    def kept(folder: Path) -> float:
+        crops = [decode_image(p) for p in sorted(folder.iterdir())[:20]]
+        return sum(verifier.score(c) >= verifier.threshold for c in crops) / len(crops)
+
+    assert kept(unseen / "smids" / "Non-Sperm") <= 0.25
+    assert kept(unseen / "smids" / "Normal_Sperm") >= 0.9 and kept(unseen / "hushem" / "01_Normal") >= 0.9
+
+    clip = write_real_field(unseen, tmp_path / "field", cells=14, frames=16, seed=0, style="smids", size=(480, 360))
+    truth = json.loads((clip / "clip.json").read_text())
+    options = SessionOptions(backend="ort-cpu", threads=1, keep_frames=False, explain="none", truth=truth)
+    with open_session(bundle, str(clip / "clip.mp4"), tmp_path / "run", options) as session:
+        session.run()
+    found = session.report["truth"]
+    assert found["recall"] >= 0.85 and found["false_counts"] <= 1, found
+    frames = {f["index"]: f["cells"] for f in truth["frames"]}
+    aside = [json.loads(line) for line in (tmp_path / "run" / "set_aside.jsonl").read_text().splitlines()]
+    on_debris = [row for row in aside if (match_box(row["box"], frames[row["frame"]]) or {}).get("debris")]
+    assert on_debris and all(row["reason"] == "not_a_head" for row in on_debris)
