@@ -182,7 +182,10 @@ def train_verifier(
     phase1_epochs: int = typer.Option(VERIFIER_EPOCHS[0], min=0, help="Epochs with the backbone frozen."),
     phase2_epochs: int = typer.Option(VERIFIER_EPOCHS[1], min=0, help="Epochs with all layers trainable."),
     fields: int = typer.Option(
-        FIELD_SLIDES, min=0, help="Real-crop slides per set whose localiser finds join the images (cut as in a run)."
+        FIELD_SLIDES,
+        min=0,
+        help="Real-crop slides per set whose localiser finds join the images (cut as in a run; each slide in the "
+        "next look of `data real-field --look`, the held-out look left out).",
     ),
     seed: int = typer.Option(0, help="Seed of the negatives drawn and of training."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),

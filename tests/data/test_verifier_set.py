@@ -40,6 +40,19 @@ def test_the_folder_holds_heads_debris_and_every_kind_of_piece(root: Path, tmp_p
         write_verifier_set(root, tmp_path / "set", fields=0)
 
 
+def test_its_slides_take_every_look_but_the_held_out_one_in_turn(root: Path, tmp_path: Path, monkeypatch) -> None:
+    from sperm_edge.data import verifier_set
+    from sperm_edge.data.real_fields.looks import HELD_OUT_LOOK, LOOKS
+
+    asked = []
+    monkeypatch.setattr(verifier_set, "field_crops", lambda root, style, seed, look: asked.append((style, look)) or [])
+    write_verifier_set(root, tmp_path / "set", fields=len(verifier_set.FIELD_LOOKS) + 1)
+    assert set(verifier_set.FIELD_LOOKS) == set(LOOKS) - {HELD_OUT_LOOK}
+    for style in ("hushem", "smids"):  # in turn, from the plain look
+        looks = [look for name, look in asked if name == style]
+        assert looks == [*verifier_set.FIELD_LOOKS, "plain"]
+
+
 def test_pieces_keep_the_crop_size_and_move_the_head_off_centre(root: Path) -> None:
     rng = np.random.default_rng(0)
     crop = decode_image(sorted((root / "hushem").glob("*/*.png"))[0])
