@@ -43,7 +43,7 @@ from sperm_edge.runtime.flagging import FlagPolicy
 from sperm_edge.runtime.sources.base import Frame, VideoSource
 from sperm_edge.runtime.timing import STAGES, StageTimes
 from sperm_edge.runtime.tracking import Observation, Track, Tracker, TrackerConfig, TrackStep
-from sperm_edge.runtime.verifier import NOT_A_HEAD, HeadVerifier
+from sperm_edge.runtime.verifier import NOT_A_HEAD, SIGHTINGS, HeadVerifier
 from sperm_edge.tta import VIEWS, dihedral_view, undo_dihedral_view
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,9 @@ class PipelineConfig:
     `DriftModel.set_aside_threshold`, set on its validation crops) is unlike any training cell (debris
     a bundle without a non-sperm class cannot name): its event gets `counted` False and the flag
     reason `unlike_training`, for a person to review, and is not counted (`outputs.RunOutputs`).
-    `verifier`: in field mode, the bundle's head verifier scores each reported cell's crop (`verifier` in its
-    event); below its threshold the cell is set aside the same way, reason `not_a_head`.
+    `verifier`: in field mode, the bundle's head verifier scores each reported cell on its first classified
+    sightings (`runtime.verifier.SIGHTINGS`; `verifier` in its event); below its threshold the cell is set aside
+    the same way, reason `not_a_head`.
     `rolling_views`: in field mode, frame i's crops go to the network in dihedral view i mod 8 (rotations and
     mirror images, `sperm_edge.tta`; their cam maps turned back), so the class a track averages over its
     sightings is averaged over orientations too, at no extra inference (`--tta` costs 8 per crop).
@@ -501,6 +502,8 @@ class Pipeline:
                 track = step.tracks[i]
                 if not step.counted_before[i]:  # a counted cell's later sightings change nothing
                     track.add(obs)
+                    if self.config.verifier is not None and len(track.head_views) < SIGHTINGS:
+                        track.head_views.append(self.config.verifier.thumbnail(obs.crop))
                     settled = self.config.budget.is_settled(track, self.config.set_aside_above)
                     track.log_settled(seq, settled)
             events = [self._event(track) for track in step.report]
@@ -528,7 +531,9 @@ class Pipeline:
     # -- events -----------------------------------------------------------------------------------
     def _single_event(self, obs: Observation) -> CellEvent:
         track_id, self._next_id = self._next_id, self._next_id + 1
-        return self._make_event(track_id, obs, obs.probs, 1, 1, obs.frame_index, obs.frame_index, 1.0, obs.drift)
+        return self._make_event(
+            track_id, obs, obs.probs, 1, 1, obs.frame_index, obs.frame_index, 1.0, obs.drift, [obs.crop]
+        )
 
     def _event(self, track: Track) -> CellEvent:
         obs = track.best
@@ -542,13 +547,14 @@ class Pipeline:
             track.reported_seen[1],
             track.stability,
             track.drift,
+            track.head_views,
         )
         track.release()
         return event
 
     def _make_event(
         self, track_id: int, obs: Observation, probs: np.ndarray, seen: int, inferences: int, first: int,
-        last: int, stability: float, drift: float | None,
+        last: int, stability: float, drift: float | None, head_views: list[np.ndarray],
     ) -> CellEvent:  # fmt: skip
         label = int(np.argmax(probs))
         confidence = float(probs[label])
@@ -560,7 +566,7 @@ class Pipeline:
             reasons.append(UNLIKE_TRAINING)
         verifier, head_score = self.config.verifier, None
         if verifier is not None and self.config.mode == "field" and obs.crop is not None:
-            head_score = verifier.score(obs.crop)
+            head_score = verifier.score(head_views or [obs.crop])
             if head_score < verifier.threshold:
                 reasons.append(NOT_A_HEAD)
         det = obs.detection

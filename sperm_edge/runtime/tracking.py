@@ -135,6 +135,7 @@ class Track:
     best: Observation | None = None
     best_score: float = -1.0
     drift_scores: list[float] = field(default_factory=list)
+    head_views: list[np.ndarray] = field(default_factory=list)  # thumbnails the head verifier scores at report
     # (frame sequence number, settled) each time its settled state changed (`runtime.budget`), in order
     settle_log: list[tuple[int, bool]] = field(default_factory=list)
 
@@ -197,7 +198,7 @@ class Track:
     def release(self) -> None:
         """Drop the pixels once reported; the position stays to recognise a revisit."""
         self.best, self.best_score = None, -1.0
-        self.drift_scores = []
+        self.drift_scores, self.head_views = [], []
 
 
 @dataclass

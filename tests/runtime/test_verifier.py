@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sperm_edge.bundle import Bundle, load_bundle
@@ -13,6 +14,7 @@ from sperm_edge.data.synthetic import write_crop_dataset
 from sperm_edge.export import verifier as export_verifier
 from sperm_edge.export.bundle_writer import BundleWriter
 from sperm_edge.runtime.session import SessionOptions, open_session
+from sperm_edge.runtime.verifier import SIGHTINGS, HeadVerifier
 from tests.conftest import run_cli
 from tests.runtime._bundle import make_checkpoint
 
@@ -93,6 +95,33 @@ def test_every_counted_cell_carries_its_score_and_rejected_ones_are_set_aside(
     assert "judged not one sperm head" in (tmp_path / "strict" / "report.md").read_text()
 
 
+def test_a_tracked_cell_is_judged_on_the_mean_of_its_first_sightings(
+    verified_bundle, clip: tuple[Path, dict], tmp_path: Path, monkeypatch
+) -> None:
+    bundle = load_bundle(verified_bundle)
+    size = bundle.manifest["verifier"]["input_size"]
+    judged: list[tuple[int, float]] = []
+    score = HeadVerifier.score
+
+    def recorded(self, crops):
+        assert all(c.shape == (size, size, 3) and c.dtype == np.uint8 for c in crops)  # thumbnails, not crops
+        singles = [score(self, [c]) for c in crops]
+        judged.append((len(crops), score(self, crops)))
+        assert judged[-1][1] == pytest.approx(float(np.mean(singles)), abs=1e-5)
+        return judged[-1][1]
+
+    monkeypatch.setattr(HeadVerifier, "score", recorded)
+    _run(bundle, clip[0], tmp_path / "run")
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()[1:]]
+    aside_log = tmp_path / "run" / "set_aside.jsonl"
+    aside = aside_log.read_text().splitlines() if aside_log.is_file() else []
+    assert len(judged) == len(events) + len(aside) and max(n for n, _ in judged) == SIGHTINGS
+    assert all(1 <= n <= SIGHTINGS for n, _ in judged)
+    assert sorted(round(e["verifier"], 5) for e in events) == sorted(
+        round(v, 5) for v in (v for _, v in judged) if v >= bundle.manifest["verifier"]["threshold"]
+    )
+
+
 def test_a_bundle_without_a_verifier_says_debris_may_be_counted(tiny_bundle: Path, clip, tmp_path: Path) -> None:
     report = _run(load_bundle(tiny_bundle), clip[0], tmp_path / "out")
     assert not report["verifier"]["available"] and "may be counted" in report["verifier"]["note"]
@@ -166,7 +195,7 @@ def test_a_verifier_trained_on_real_crops_rejects_debris_and_keeps_the_heads_of_
 
     def kept(*folders: str) -> float:
         crops = [decode_image(p) for folder in folders for p in sorted((unseen / folder).iterdir())[:20]]
-        return sum(verifier.score(c) >= verifier.threshold for c in crops) / len(crops)
+        return sum(verifier.score([c]) >= verifier.threshold for c in crops) / len(crops)
 
     assert kept("smids/Non-Sperm") <= 0.3
     assert kept("smids/Normal_Sperm", "smids/Abnormal_Sperm", "hushem/01_Normal", "hushem/04_Amorphous") >= 0.9
