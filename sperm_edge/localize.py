@@ -52,14 +52,23 @@ class LocalizerConfig:
     """Parameters of `find_cells`; areas and sizes in full-resolution frame pixels."""
 
     min_area: float = 60.0
-    max_area: float = 4000.0
+    max_area: float = 16000.0  # a real smear's head at x100 with its acrosome is 4,000-6,000 px
     min_solidity: float = 0.75
     max_elongation: float = 3.6  # major / minor axis of the fitted ellipse
     min_thickness: float = 4.0  # peak of the distance transform (half the head's width), px
     threshold: float | None = None  # optical density; None: from the field's glass
     min_threshold: float = 0.05
     noise_k: float = 6.0
-    head_level: float = 0.2  # a head is its blob's pixels above this share of the blob's peak density
+    head_level: float = 0.2  # a head's core is its blob's pixels above this share of the blob's peak density
+    # The head's box is its core grown into the pale pixels around it (an acrosome) above this share of the core's
+    # peak density, no further than `grow_reach` of the core's half-width; on real smear fields the core's box
+    # missed the pale acrosome (median IoU with the true head 0.64; grown 0.8+, `benchmarks/real_smears.py`).
+    grow_level: float = 0.08
+    grow_reach: float = 0.7
+    # Specks: objects thinner than `speck_width` of the frame's head width, or fainter than `speck_density` of its
+    # heads' density (both from the heads, weighted by stain mass: specks outnumber heads but weigh little).
+    speck_width: float = 0.5
+    speck_density: float = 0.15
     seed_factor: float = 3.0  # a blob whose peak is under this many thresholds is not a head
     open_radius: int = 3  # largest opening radius that cuts tails off heads, at work resolution
     open_fraction: float = 0.5  # ... as a share of the blob's half-width
@@ -310,6 +319,10 @@ def find_cells(rgb: np.ndarray, cfg: LocalizerConfig | None = None) -> list[Dete
             regions[id(det)] = candidate
     found = _drop_fragments(found)
     if found:
+        width, level = head_scale(found)
+        found = [
+            d for d in found if np.sqrt(d.area) >= cfg.speck_width * width and d.density >= cfg.speck_density * level
+        ]
         width = float(np.median([np.sqrt(d.area) for d in found]))
         found = [piece for det in found for piece in _unpair(det, regions[id(det)], width, density, cfg)]
         side = crop_side(float(np.median([np.sqrt(d.area) for d in found])), cfg)
@@ -318,6 +331,21 @@ def find_cells(rgb: np.ndarray, cfg: LocalizerConfig | None = None) -> list[Dete
             det.crop_box = (x0, y0, x0 + side, y0 + side)
     found.sort(key=lambda d: (round(d.center[1] / 32), d.center[0]))
     return found
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def head_scale(found: list[Detection]) -> tuple[float, float]:
+    """The frame's head width (sqrt of area, px) and head density: medians over its objects weighted by stain
+    mass (area x density). Specks outnumber the heads of a real smear many times but weigh little."""
+    widths = np.sqrt([d.area for d in found])
+    densities = np.array([d.density for d in found])
+    mass = widths**2 * np.maximum(densities, 1e-6)
+    return _weighted_median(widths, mass), _weighted_median(densities, mass)
 
 
 def _detection(
@@ -341,10 +369,33 @@ def _detection(
         return None
     m = cv2.moments(region, binaryImage=True)
     cx, cy = (m["m10"] / m["m00"] + ox) / s, (m["m01"] / m["m00"] + oy) / s
-    head = (int(x / s), int(y / s), int(np.ceil((x + bw) / s)), int(np.ceil((y + bh) / s)))
     mean_density = float(density[oy : oy + region.shape[0], ox : ox + region.shape[1]][region > 0].mean())
-    outline = np.round((contour + np.array([ox, oy])) / s).astype(np.int32)
+    contour = _grown(region, ox, oy, density, cfg) + np.array([ox, oy])
+    x, y, bw, bh = cv2.boundingRect(contour)
+    head = (int(x / s), int(y / s), int(np.ceil((x + bw) / s)), int(np.ceil((y + bh) / s)))
+    outline = np.round(contour / s).astype(np.int32)
     return Detection((cx, cy), head, head, area, shape.elongation, mean_density, outline)
+
+
+def _grown(region: np.ndarray, ox: int, oy: int, density: np.ndarray, cfg: LocalizerConfig) -> np.ndarray:
+    """The outline (work resolution, relative to `ox`, `oy`) of a head's core grown into the pale stain around it
+    (`grow_level` of the core's peak density, within `grow_reach` of its half-width), opened so that a tail or
+    midpiece (thin) does not come with it."""
+    half_width = float(cv2.distanceTransform(region, cv2.DIST_L2, 3).max())
+    reach = max(1, int(round(cfg.grow_reach * half_width)))
+    h, w = density.shape
+    x0, y0 = max(ox - reach, 0), max(oy - reach, 0)
+    x1, y1 = min(ox + region.shape[1] + reach, w), min(oy + region.shape[0] + reach, h)
+    core = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    core[oy - y0 : oy - y0 + region.shape[0], ox - x0 : ox - x0 + region.shape[1]] = region
+    patch = density[y0:y1, x0:x1]
+    pale = (patch > cfg.grow_level * float(patch[core > 0].max())).astype(np.uint8)
+    grown = pale & cv2.dilate(core, _disk(reach))
+    grown = cv2.morphologyEx(grown, cv2.MORPH_OPEN, _disk(max(1, int(round(0.3 * half_width))))) | core
+    contours, _ = cv2.findContours(grown, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cx, cy = np.argwhere(core)[0][::-1]
+    own = next((c for c in contours if cv2.pointPolygonTest(c, (float(cx), float(cy)), False) >= 0), None)
+    return (own if own is not None else max(contours, key=cv2.contourArea)) + np.array([x0 - ox, y0 - oy])
 
 
 def _notches(contour: np.ndarray) -> list[tuple[float, tuple[int, int]]]:

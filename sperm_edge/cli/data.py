@@ -121,3 +121,29 @@ def real_field(
                                 progress=update)  # fmt: skip
     console.print(f"wrote {frames} frames ({width}x{height}) of real {style} cells to [bold]{path}[/]"
                   " (clip.mp4 + clip.json, field.png + field.json)")  # fmt: skip
+
+
+@data_app.command("real-pan")
+def real_pan(
+    fields: Path = typer.Option(
+        ..., "--fields", help="Real smear fields: heads.csv + images/ (../shared/data/smears)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Folder to create: clip.mp4 + clip.json."),
+    count: int = typer.Option(8, "--count", min=1, help="Fields to pan over, one after the other."),
+    first: int = typer.Option(0, "--first", min=0, help="Index of the first field (in name order, or in --fold)."),
+    fold: int = typer.Option(None, "--fold", min=1, help="Only fields of this fold (`data.smears.field_folds`)."),
+    frames_per_field: int = typer.Option(40, "--frames-per-field", min=2),
+    width: int = typer.Option(960, "--width"),
+    height: int = typer.Option(768, "--height"),
+    fps: float = typer.Option(15.0, "--fps"),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+) -> None:
+    """Write a camera pan over real smear fields (a window sliding across each), with every head's box per frame."""
+    from sperm_edge.data.smear_pan import write_real_pan
+    from sperm_edge.data.smears import fields_of_fold, load_smears
+
+    chosen = list(fields_of_fold(load_smears(fields), fold))[first : first + count]
+    with _progress(f"panning over {len(chosen)} real fields") as update:
+        path = write_real_pan(chosen, out, frames_per_field, (width, height), fps, force=force, progress=update)
+    console.print(f"wrote {len(chosen) * frames_per_field} frames ({width}x{height}) over {len(chosen)} real fields "
+                  f"to [bold]{path}[/] (clip.mp4 + clip.json)")  # fmt: skip

@@ -12,7 +12,9 @@ from rich.table import Table
 
 from sperm_edge.cli._app import app
 from sperm_edge.data.augment import Augment
+from sperm_edge.data.smears import FOLDS
 from sperm_edge.data.verifier_set import FIELD_SLIDES
+from sperm_edge.errors import SpermEdgeError
 from sperm_edge.train.config import AdaptConfig, Balance, EvalSplit, Keep, TrainConfig
 
 VERIFIER_ARCH, VERIFIER_SIZE, VERIFIER_EPOCHS = "efficientnet_lite0", 64, (2, 4)
@@ -181,24 +183,42 @@ def train_verifier(
     img_size: int = typer.Option(VERIFIER_SIZE, min=32, help="Input size: small, the question is coarse."),
     phase1_epochs: int = typer.Option(VERIFIER_EPOCHS[0], min=0, help="Epochs with the backbone frozen."),
     phase2_epochs: int = typer.Option(VERIFIER_EPOCHS[1], min=0, help="Epochs with all layers trainable."),
-    fields: int = typer.Option(
+    slides: int = typer.Option(
         FIELD_SLIDES,
         min=0,
         help="Real-crop slides per set whose localiser finds join the images (cut as in a run; each slide in the "
         "next look of `data real-field --look`, the held-out look left out).",
     ),
+    smears: Path = typer.Option(
+        None,
+        "--fields",
+        help="Real smear fields (heads.csv + images/): the objects the localiser finds on them join the images, "
+        "cut as in a run. Default: DATA/smears when it is there.",
+    ),
+    field_folds: int = typer.Option(FOLDS, min=2, help="Folds over the smear fields (with --field-fold)."),
+    field_fold: int = typer.Option(
+        None, min=1, help="Leave this fold of the smear fields out (a benchmark scores it with this verifier)."
+    ),
     seed: int = typer.Option(0, help="Seed of the negatives drawn and of training."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
 ) -> None:
     """Train the head verifier: is this crop one sperm head? (`sperm-edge export --verifier RUN` ships it)."""
+    from sperm_edge.data.smears import is_smear_folder
     from sperm_edge.data.verifier_set import VERIFIER_IMAGES, VERIFIER_MODEL, write_verifier_set
     from sperm_edge.model import get_entry
     from sperm_edge.train.run import train as run_training
 
     get_entry(arch)
+    if smears is None and is_smear_folder(data / "smears"):
+        smears = data / "smears"
+    if smears is not None and not is_smear_folder(smears):
+        raise SpermEdgeError(f"--fields {smears}: not a smear-field folder (heads.csv and images/ are needed)")
+    if field_fold is not None and (smears is None or field_fold > field_folds):
+        raise SpermEdgeError(f"--field-fold {field_fold} needs smear fields and at most --field-folds {field_folds}")
     images, model = out / VERIFIER_IMAGES, out / VERIFIER_MODEL
     if not (images / "sources.csv").is_file():  # a rerun keeps the images it drew before
-        counts = write_verifier_set(data, images, seed=seed, fields=fields)
+        counts = write_verifier_set(data, images, seed=seed, fields=slides, smears=smears, field_fold=field_fold,
+                                    field_folds=field_folds)  # fmt: skip
         console.print("verifier images: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     cfg = TrainConfig(data=str(images), arch=arch, out=str(model), phase1_epochs=phase1_epochs,
                       phase2_epochs=phase2_epochs, img_size=img_size, seed=seed, device=device)  # fmt: skip

@@ -20,6 +20,11 @@ from the morphology classifier and its lab. Its training folder is written from 
   `head`; debris, parts of heads and finds on no object are `not_head`. A verifier trained on the dataset crops
   alone lost 3-4 of 40 true heads on a real-crop field (field crops carry neighbours, halos and frame edges the
   dataset crops do not).
+- from real smear fields (`data.smears`, `--fields`; `DATA/smears` when it is there): every object the localiser
+  finds on a whole field, cut and isolated as a run cuts it, labelled by the field's head boxes (`smear_crops`):
+  `head` for a whole head, `smearobject` for anything else (specks, tails, midpiece knots, out-of-focus debris).
+  Trained on dataset crops and composed fields alone, the verifier set six of ten real heads aside. A fold of
+  the fields can be held out (`field_fold`), so that a benchmark scores every field with a verifier that never saw it.
 
 Every image keeps its source crop in `sources.csv`, so a split can be checked against it. The
 negatives made from a crop are other parts of the same picture; they share its stain and optics,
@@ -35,12 +40,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from rich.progress import track
 
 from sperm_edge.data.folder import load_image_folder
 from sperm_edge.data.real_fields.looks import HELD_OUT_LOOK, LOOKS
+from sperm_edge.data.smears import FOLDS, SmearField, fields_of_fold, load_smears
 from sperm_edge.data.truth import box_iou, match_box
 from sperm_edge.io import atomic_dir
-from sperm_edge.localize import background_colour
+from sperm_edge.localize import Detection, background_colour
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,8 @@ VERIFIER_IMAGES, VERIFIER_MODEL = "images", "model"  # the two parts of a `sperm
 CLASSES = (HEAD, NOT_HEAD)
 NEGATIVE_KINDS = ("tail", "fragment", "pair", "glass", "edge")
 FIELD_KINDS = ("fielddebris", "fieldpiece", "fieldpart")  # not-heads the localiser finds on real-crop fields
+SMEAR_KIND = "smearobject"  # not-heads the localiser finds on real smear fields
+SMEAR_SPECKS = 3  # specks cut from each smear field (as a field of debris alone would have them cut)
 FIELD_SEED0, FIELD_SLIDES = 100, 8  # slides 100, 101, ... composed for the verifier; benchmarks use seeds below 100
 FIELD_FRAMES = 4  # frames cut from each slide's pan
 # the slides' looks, in turn: every look but the held-out one. Against 6 plain slides, on the validation clips
@@ -158,6 +167,23 @@ def make_negative(kind: str, rgb: np.ndarray, other: np.ndarray, rng: np.random.
     return makers[kind]()
 
 
+def _finds(rgb: np.ndarray, specks: int | None) -> list[tuple[Detection, list[Detection]]]:
+    """(find, the finds of its frame) of what the runtime's localiser finds in `rgb`, and up to `specks` (None: all)
+    of the specks it drops (`LocalizerConfig.speck_width`, `speck_density`), found with that rule off, at their own
+    scale: a field of nothing but debris, with no heads to take the scale from, has them found and cut so."""
+    from sperm_edge.localize import LocalizerConfig, find_cells
+
+    found = find_cells(rgb, LocalizerConfig())
+    out = [(det, found) for det in found]
+    everything = find_cells(rgb, LocalizerConfig(speck_width=0.0, speck_density=0.0))
+    dropped = [d for d in everything if not any(_inside(d.center, f.head_box) for f in found)]
+    return out + [(det, everything) for det in dropped[:specks]]
+
+
+def _inside(point: tuple[float, float], box: tuple[int, int, int, int]) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+
 def field_crops(
     root: Path, style: str, seed: int, frames: int = FIELD_FRAMES, look: str = "plain"
 ) -> list[tuple[str, np.ndarray]]:
@@ -167,15 +193,13 @@ def field_crops(
     on part of a head, `fielddebris` on debris, `fieldpiece` on no object (a tail, a blend). Cells the frame
     cuts are left out (neither answer is right for them)."""
     from sperm_edge.data.real_fields import RealFieldVideo
-    from sperm_edge.localize import LocalizerConfig, crop, find_cells, isolate
+    from sperm_edge.localize import crop, isolate
 
     video = RealFieldVideo(root, frames=60, seed=seed, style=style, look=look)
-    config = LocalizerConfig()
     found = []
     for index in np.linspace(0, len(video) - 1, frames).astype(int):
         rgb, truth = video.frame(int(index)), video.truth(int(index))
-        detections = find_cells(rgb, config)
-        for det in detections:
+        for det, detections in _finds(rgb, None):
             cell = match_box(det.head_box, truth["cells"])
             if cell is not None and cell["partial"]:
                 continue
@@ -189,20 +213,49 @@ def field_crops(
     return found
 
 
+def smear_crops(field: SmearField, specks: int = SMEAR_SPECKS) -> list[tuple[str, np.ndarray]]:
+    """(kind, crop) of every object the runtime's localiser finds on a real smear field, cut and isolated as the
+    runtime cuts field cells: `head` for a whole head (head box overlapping the truth's by 30% or more),
+    `smearobject` for a find on no head; finds on a head the field's edge cuts, or on part of a head, are left out.
+    Up to `specks` of the specks the localiser drops (`LocalizerConfig.speck_width`) are cut too, at their own
+    scale, as a field of nothing but debris would have them cut."""
+    from sperm_edge.localize import crop, isolate
+    from sperm_edge.preprocess import decode_image
+
+    rgb = decode_image(field.path)
+    found = []
+    for det, detections in _finds(rgb, specks):
+        cell = match_box(det.head_box, field.cells)
+        if cell is not None and (cell["partial"] or box_iou(det.head_box, cell["box"]) < 0.3):
+            continue
+        found.append((HEAD if cell is not None else SMEAR_KIND, isolate(crop(rgb, det.crop_box), det, detections)))
+    return found
+
+
 def write_verifier_set(
-    root: str | Path, out: str | Path, seed: int = 0, force: bool = False, fields: int = FIELD_SLIDES
+    root: str | Path,
+    out: str | Path,
+    seed: int = 0,
+    force: bool = False,
+    fields: int = FIELD_SLIDES,
+    smears: str | Path | None = None,
+    field_fold: int | None = None,
+    field_folds: int = FOLDS,
 ) -> dict:
     """Write the verifier's training folder (`out/head`, `out/not_head`, `out/sources.csv`) from the real sets
     under `root` (`hushem/` and/or `smids/`), with the objects found on `fields` real-crop slides per set composed
-    from them (`field_crops`, seeds from `FIELD_SEED0`); returns the counts per class and negative kind."""
+    from them (`field_crops`, seeds from `FIELD_SEED0`) and on the real smear fields under `smears` (all of them,
+    or all but fold `field_fold` of `field_folds`); returns the counts per class and negative kind."""
     root, out = Path(root), Path(out)
+    smear_fields = load_smears(smears) if smears is not None else []
     sets = [name for name in POSITIVE_CLASSES if (root / name).is_dir()]
     if not sets:
         from sperm_edge.errors import SpermEdgeError
 
         raise SpermEdgeError(f"{root} holds neither hushem/ nor smids/: the verifier is trained on the real sets")
     rng = np.random.default_rng(seed)
-    counts: dict[str, int] = {HEAD: 0, **{f"{NOT_HEAD}:{k}": 0 for k in ("debris", *NEGATIVE_KINDS, *FIELD_KINDS)}}
+    kinds = ("debris", *NEGATIVE_KINDS, *FIELD_KINDS, SMEAR_KIND)
+    counts: dict[str, int] = {HEAD: 0, **{f"{NOT_HEAD}:{k}": 0 for k in kinds}}
     rows = []
     with atomic_dir(out, force=force) as folder:
         for name in CLASSES:
@@ -237,6 +290,13 @@ def write_verifier_set(
                     name = f"{set_name}-{'fieldhead' if kind == HEAD else kind}-{field_seed}-{k}"
                     rows.append(_write(folder, cls, name, rgb, f"real-field {set_name} seed {field_seed}"))
                     counts[HEAD if kind == HEAD else f"{NOT_HEAD}:{kind}"] += 1
+        held_apart = list(fields_of_fold(smear_fields, field_fold, field_folds, held_out=False))
+        for field in track(held_apart, description="cutting the smear fields' objects", disable=not held_apart):
+            for k, (kind, rgb) in enumerate(smear_crops(field)):
+                cls = HEAD if kind == HEAD else NOT_HEAD
+                stem = f"smears-{'smearhead' if kind == HEAD else kind}-{Path(field.name).stem}-{k}"
+                rows.append(_write(folder, cls, stem, rgb, f"smears/{field.name}"))
+                counts[HEAD if kind == HEAD else f"{NOT_HEAD}:{kind}"] += 1
         with open(folder / "sources.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["image", "class", "source"])

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sperm_edge.data.verifier_set import FIELD_KINDS, HEAD, NEGATIVE_KINDS, VERIFIER_MODEL
+from sperm_edge.data.verifier_set import FIELD_KINDS, HEAD, NEGATIVE_KINDS, SMEAR_KIND, VERIFIER_MODEL
 from sperm_edge.engines.ort import new_session
 from sperm_edge.errors import SpermEdgeError
 from sperm_edge.export.bundle_writer import BundleWriter
@@ -40,7 +40,12 @@ VERIFIER_FILE, VERIFIER_INT8_FILE = "verifier.onnx", "verifier.int8_cpu.onnx"
 MIN_HEAD_RECALL = 0.99
 MAX_INT8_REJECTION_DROP = 0.01  # validation not-heads INT8 may let through beyond FP32's, each at its threshold
 CALIBRATION_IMAGES = 256  # training images the INT8 ranges are calibrated on
-KINDS = ("debris", *NEGATIVE_KINDS, *FIELD_KINDS)  # the not-head kinds, as `data.verifier_set` names its images
+KINDS = (
+    "debris",
+    *NEGATIVE_KINDS,
+    *FIELD_KINDS,
+    SMEAR_KIND,
+)  # the not-head kinds, as `data.verifier_set` names its images
 
 
 def verifier_checkpoint(path: str | Path) -> Path:
@@ -81,10 +86,12 @@ def _figures(head_probs: np.ndarray, images: ImageSet, head: int, threshold: flo
     kept = head_probs >= threshold
     kinds = np.array([_kind(p) for p in images.paths])
     field_heads = is_head & np.array(["fieldhead" in p for p in images.paths])
+    smear_heads = is_head & np.array(["smearhead" in p for p in images.paths])
     figures = {
         "n": len(images),
         "head_recall": round(float(kept[is_head].mean()), 4) if is_head.any() else None,
         "field_head_recall": round(float(kept[field_heads].mean()), 4) if field_heads.any() else None,
+        "smear_head_recall": round(float(kept[smear_heads].mean()), 4) if smear_heads.any() else None,
         "not_head_rejection": round(float((~kept[~is_head]).mean()), 4) if (~is_head).any() else None,
     }
     figures["rejection_by_kind"] = {

@@ -5,7 +5,9 @@ warns below that. The interval is Wilson's score interval (Wilson 1927), which s
 [0, 100] and keeps its coverage for small counts and proportions near 0 or 1, unlike the normal
 approximation. Classes that are not sperm (e.g. SMIDS' "Non-Sperm") are listed but left out of
 the percentage. `drift` (when the bundle has a drift model) says whether the cells look like the
-training data (`runtime.drift`).
+training data (`runtime.drift`). `trust` says when the % normal cannot be used as it is, whatever the drift
+test says: when fewer than `MIN_COUNTED_SHARE` of the objects the finder found were counted as sperm (the rest
+set aside as not heads or unlike training, or called debris), the count describes a minority of the cells.
 """
 
 from __future__ import annotations
@@ -27,6 +29,43 @@ log = logging.getLogger(__name__)
 
 WHO_MINIMUM = 200
 MAX_THUMBNAILS = 60
+# When a % normal stands as it is (`count_trust`): on real smear fields a bundle that counted a third of the heads
+# its finder found (the rest set aside as not heads, or called Non-Sperm) reported 19% and 87% normal forms on like
+# fields, one of them without a drift warning. Composed real-crop clips of the training labs' own cells set aside
+# up to 60% of their objects as not heads (SMIDS's slides carry as much debris as sperm), which is no fault.
+MIN_COUNTED_SHARE = 0.5  # of the objects the verifier passed (sperm, Non-Sperm, unlike training) counted as sperm
+MAX_NOT_HEAD_SHARE = 2 / 3  # of every object found, set aside as not a head
+
+
+def count_trust(summary: dict, set_aside: dict | None) -> dict:
+    """Whether a run's % normal stands as it is, whatever the drift test says: a warning, with what to do, when
+    fewer than `MIN_COUNTED_SHARE` of the cells taken for heads were counted as sperm (the rest called debris or
+    unlike training) or when more than `MAX_NOT_HEAD_SHARE` of the objects found were set aside as not heads."""
+    set_aside = set_aside or {}
+    sperm, cells = summary["sperm_counted"], summary["cells"]
+    heads = cells + int(set_aside.get("unlike_training", 0))
+    not_heads = int(set_aside.get("not_a_head", 0))
+    found = heads + not_heads
+    verdict: dict = {
+        "found": found, "taken_for_heads": heads, "sperm_counted": sperm, "not_a_head": not_heads,
+        "counted_share": round(sperm / heads, 4) if heads else None, "min_counted_share": MIN_COUNTED_SHARE,
+        "not_head_share": round(not_heads / found, 4) if found else None, "max_not_head_share": MAX_NOT_HEAD_SHARE,
+        "warning": None,
+    }  # fmt: skip
+    why = None
+    if heads and sperm < MIN_COUNTED_SHARE * heads:
+        why = f"only {sperm} of the {heads} cells taken for heads were counted as sperm ({100 * sperm / heads:.0f}%)"
+    elif found and not_heads > MAX_NOT_HEAD_SHARE * found:
+        share = 100 * not_heads / found
+        why = f"{not_heads} of the {found} objects found were set aside as not a head ({share:.0f}%), {sperm} counted"
+    if why:
+        verdict["warning"] = (
+            f"{why}: the % normal describes a minority of the cells and is not to be used as it is. Review the cells "
+            "set aside (set_aside.jsonl and their crops); check focus, magnification and stain; if this lab's cells "
+            "differ from the bundle's training data, label some of them by class and adapt the bundle "
+            "(`sperm-edge adapt BUNDLE --data LABELLED --out RUN`)"
+        )
+    return verdict
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
@@ -104,9 +143,11 @@ def build_report(
         if out_dir is not None and (out_dir / heat).is_file():
             item["heatmap"] = heat
         flagged.append(item)
+    summary = sample_summary(events, classes, normal_class)
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **sample_summary(events, classes, normal_class),
+        **summary,
+        "trust": count_trust(summary, run.get("set_aside")),
         **run,
         "flagged_cells": flagged,
     }
@@ -150,6 +191,9 @@ def render_markdown(report: dict) -> str:
     lines.append("")
     if report.get("warning"):
         lines += [f"> **Warning:** {report['warning']}.", ""]
+    trust = report.get("trust") or {}
+    if trust.get("warning"):
+        lines += [f"> **Do not use this % normal as it is:** {trust['warning']}.", ""]
     if report.get("percent_normal") is not None:
         lo, hi = report["ci95"]
         lines.append(

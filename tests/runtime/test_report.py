@@ -136,3 +136,26 @@ def test_the_report_says_how_far_its_heatmaps_can_be_trusted(tmp_path: Path) -> 
     assert "Heatmaps: LayerCAM maps mostly find the head (on 26 validation crops the peak fell on the head for 96%" \
         in markdown and "1.77x the heat of a centred blob" in markdown  # fmt: skip
     assert "| id | class | confidence | reasons | crop | LayerCAM |" in markdown
+
+
+def test_a_run_that_counts_under_half_of_its_heads_says_its_percent_normal_is_not_to_be_used() -> None:
+    """Issue 47: on real smears a bundle counted a third of the heads its finder found (the rest set aside as not
+    heads or called Non-Sperm) and reported its % normal as if it described the sample; the report now says
+    plainly it does not. A debris-rich sample whose verifier sets half its objects aside is no fault."""
+    aside = {"file": "set_aside.jsonl"}
+    debris_rich = build_report(_events(10, 20, 5), CLASSES, "Normal_Sperm", {"set_aside": {
+        **aside, "cells": 30, "not_a_head": 30}})  # fmt: skip
+    assert debris_rich["trust"]["found"] == 65 and debris_rich["trust"]["warning"] is None
+    assert "Do not use" not in render_markdown(debris_rich)
+    called_debris = build_report(_events(10, 20, 35), CLASSES, "Normal_Sperm", {})
+    assert called_debris["trust"]["counted_share"] == round(30 / 65, 4)
+    assert "only 30 of the 65 cells taken for heads were counted as sperm" in called_debris["trust"]["warning"]
+    text = render_markdown(called_debris)
+    assert "**Do not use this % normal as it is:**" in text and "sperm-edge adapt" in text
+    unlike = build_report(_events(10, 20, 0), CLASSES, "Normal_Sperm", {"set_aside": {
+        **aside, "cells": 31, "unlike_training": 31}})  # fmt: skip
+    assert "only 30 of the 61 cells" in unlike["trust"]["warning"]
+    rejected = build_report(_events(10, 20, 0), CLASSES, "Normal_Sperm", {"set_aside": {
+        **aside, "cells": 61, "not_a_head": 61}})  # fmt: skip
+    assert "61 of the 91 objects found were set aside as not a head" in rejected["trust"]["warning"]
+    assert build_report([], CLASSES, "Normal_Sperm", {})["trust"]["counted_share"] is None  # nothing found: no verdict
