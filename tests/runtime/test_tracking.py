@@ -136,3 +136,23 @@ def test_a_retired_track_wakes_on_a_revisit_and_the_memory_of_the_slide_is_bound
         tracker.update([_obs(10 + k, 60, 60)], (200, 200))
     tracker.flush()
     assert len(tracker.retired) == 5
+
+
+def test_a_jump_to_another_field_ends_the_tracks_and_its_heads_are_counted_anew() -> None:
+    """A pan over real smear fields jumps from one field to the next: phase correlation finds no shift it trusts
+    (`TrackerConfig.cut_response`), so a head of the new field lying where one of the old field was is a new cell,
+    not a revisit of the old one."""
+    rng = np.random.default_rng(0)
+    fields = [rng.integers(0, 255, (240, 320, 3), np.uint8) for _ in range(2)]
+    tracker = Tracker(3, TrackerConfig(max_missed=1))
+    reported = []
+    for frame in range(6):
+        image = fields[frame // 3]  # three frames of one field, then three of another
+        shift = tracker.observe_motion(image)
+        if frame == 3:
+            assert abs(shift[0]) > 1e6  # the cut: the view is taken far away
+        else:
+            assert abs(shift[0]) < 1 and abs(shift[1]) < 1  # the same field, still
+        reported += tracker.update([_obs(frame, 100, 100)], (240, 320))[1]
+    reported += tracker.flush()
+    assert len(reported) == 2
