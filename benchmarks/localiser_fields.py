@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from sperm_edge.bench.record import BenchmarkRecord
 from sperm_edge.data.real_fields import RealFieldVideo
 from sperm_edge.data.smears import load_smears
 from sperm_edge.data.truth import box_iou, match_box
-from sperm_edge.hardware import cpu_name
-from sperm_edge.io import atomic_write_bytes, atomic_write_json
 from sperm_edge.localize import LocalizerConfig, find_cells
 from sperm_edge.preprocess import decode_image
 
@@ -76,7 +73,7 @@ def composed_row(data: Path, style: str, look: str, cfg: LocalizerConfig) -> dic
 
 
 def render(result: dict) -> str:
-    where = f"Commit {result['commit']}, {result['machine']}, load {result['loadavg']}; `{result['command']}`."
+    where = f"Commit {result['commit']}, {result['machine']}, load {result['load_before']}; `{result['command']}`."
     lines = ["# The localiser alone on real smear fields and composed real-crop clips", "", where, ""]
     for name, rows in result["configs"].items():
         lines += [f"## {name}: `{json.dumps(CONFIGS.get(name, {}))}`", "",
@@ -97,18 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--styles", nargs="+", default=["hushem", "smids"])
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
+    record = BenchmarkRecord.start(None if argv is None else [__file__, *argv])
     configs = {}
     for name in args.configs:
         cfg = LocalizerConfig(**CONFIGS[name])
         rows = [smear_row(args.data, cfg)]
         rows += [composed_row(args.data, style, look, cfg) for style in args.styles for look in LOOKS]
         configs[name] = rows
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
-    result = {"commit": commit.stdout.strip(), "machine": f"{cpu_name()}, {os.cpu_count()} cores",
-              "loadavg": round(os.getloadavg()[0], 2), "command": "python benchmarks/localiser_fields.py --data "
-              "../shared/data", "configs": configs}  # fmt: skip
-    atomic_write_json(args.out / "localiser_fields.json", result)
-    atomic_write_bytes(args.out / "localiser_fields.md", render(result).encode())
+    result = record.write(args.out / "localiser_fields.json", [], settings={"configs": CONFIGS}, markdown=render,
+                          configs=configs)  # fmt: skip
     print(render(result))
     return 0
 

@@ -39,13 +39,13 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from sperm_edge.bench.record import BenchmarkRecord
 from sperm_edge.bundle import load_bundle
 from sperm_edge.data.presets import NON_SPERM
 from sperm_edge.data.smear_pan import write_real_pan
 from sperm_edge.data.smears import FOLDS, SmearField, fields_of_fold, load_smears
 from sperm_edge.data.truth import box_iou, match_box
-from sperm_edge.hardware import cpu_name
-from sperm_edge.io import atomic_write_bytes, atomic_write_json, cache_dir
+from sperm_edge.io import atomic_write_json, cache_dir
 from sperm_edge.runtime.session import SessionOptions, open_session
 
 log = logging.getLogger("real_smears")
@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
+    record = BenchmarkRecord.start(None if argv is None else [__file__, *argv])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cache = args.cache or cache_dir("real-smears")
     fields = load_smears(args.data / "smears")
@@ -228,14 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s fold %d: %s", name, fold, summarize(rows)[0])
     parts = [json.loads(p.read_text()) for p in sorted((cache / "rows").glob("*-fold-*.json"))]
     rows = [r for p in parts for r in p["rows"]]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
-    result = {
-        "commit": commit.stdout.strip(), "machine": f"{cpu_name()}, {os.cpu_count()} cores",
-        "command": "python benchmarks/real_smears.py --data ../shared/data", "targets": TARGETS,
-        "summary": summarize(rows), "folds": [p["fold"] for p in parts], "rows": rows,
-    }  # fmt: skip
-    atomic_write_json(args.out / "real_smears.json", result)
-    atomic_write_bytes(args.out / "real_smears.md", render(result).encode())
+    result = record.write(args.out / "real_smears.json", rows, settings={"targets": TARGETS}, markdown=render,
+                          summary=summarize(rows), folds=[p["fold"] for p in parts])  # fmt: skip
     print(render(result))
     return 0
 
