@@ -44,3 +44,17 @@ def test_a_folder_without_its_heads_table_is_refused(tmp_path: Path) -> None:
         load_smears(tmp_path)
     with pytest.raises(SpermEdgeError, match="2 or more"):
         field_folds([], folds=1)
+
+
+def test_train_verifier_refuses_a_fields_folder_that_is_not_one_and_a_fold_without_fields(
+    tmp_path: Path, capsys
+) -> None:
+    from tests.conftest import run_cli
+
+    (tmp_path / "sets").mkdir()
+    args = ["train-verifier", "--data", str(tmp_path / "sets"), "--out", str(tmp_path / "v")]
+    assert run_cli([*args, "--fields", str(tmp_path)]) != 0
+    assert "not a smear-field folder" in capsys.readouterr().err
+    assert run_cli([*args, "--field-fold", "2"]) != 0
+    assert "needs smear fields" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()  # nothing written
